@@ -1,0 +1,56 @@
+# clusterregistry — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-unit test-integration test-e2e lint bench demo clean system-packages
+
+setup: $(STAMP) system-packages
+
+# The venv is rebuilt only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+# Debian's distribution registry and skopeo: real peers for the tests and the sandbox.
+system-packages:
+	@missing=""; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: setup
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests
+
+test-unit: setup
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests/unit
+
+test-integration: setup
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests/integration
+
+test-e2e: setup
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests/e2e
+
+lint: setup
+	$(BIN)/ruff check pkg tests cmd bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: setup
+	$(BIN)/python -m bench
+
+demo: setup
+	$(BIN)/clusterregistry demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info pkg/*.egg-info

@@ -1,0 +1,3 @@
+"""clusterregistry: an event-driven edge registry for Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,233 @@
+"""Typed settings: the AOSM-compatible keys, loaded from YAML and the environment.
+
+An operator of AOSM's network-function extension finds the keys they know
+(`enableClusterRegistry`, `clusterRegistry.clusterRegistryGCCadence`, ...).
+Settings come from a YAML file (the ConfigMap in a cluster) and are then
+overridden by environment variables, one per key, named by the key path:
+`clusterRegistry.storageSize` is `CLUSTERREGISTRY_CLUSTERREGISTRY_STORAGESIZE`.
+Everything is validated when loaded, so a bad cadence or threshold stops a
+process at start with a message that names the key, never at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+from croniter import croniter
+
+from clusterregistry.errors import ConfigError
+
+ENV_PREFIX = "CLUSTERREGISTRY_"
+
+# AOSM's documented default (note CEL precedence: && binds tighter than ||): every namespace
+# but kube-system, and in kube-system only pods labelled app=commissioning, app=descheduler or
+# name=cert-exporter.
+DEFAULT_MATCH_CONDITION = (
+    '((object.metadata.namespace != "kube-system") ||  '
+    '(object.metadata.namespace == "kube-system" && has(object.metadata.labels) && '
+    '(has(object.metadata.labels.app) && (object.metadata.labels.app == "commissioning") || '
+    '(has(object.metadata.labels.name) && object.metadata.labels.name == "cert-exporter") || '
+    '(has(object.metadata.labels.app) && object.metadata.labels.app == "descheduler"))))'
+)
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_MULTIPLIERS = {
+    None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def parse_quantity(value: str) -> int:
+    """Bytes in a Kubernetes quantity such as `100Gi` or `1.5Ti`."""
+    match = _QUANTITY.match(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity like 100Gi")
+    number, suffix = match.groups()
+    return int(float(number) * _MULTIPLIERS[suffix])
+
+
+class Toggle(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    enabled: bool = True
+
+
+class RegistryService(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    scale: str = "medium"
+
+
+class ClusterRegistrySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    storage_class_name: str = "nexus-shared"
+    storage_size: str = "100Gi"
+    cluster_registry_gc_cadence: str = msgspec.field(
+        default="0 0 * * *", name="clusterRegistryGCCadence"
+    )
+    cluster_registry_gc_threshold: float = msgspec.field(
+        default=0, name="clusterRegistryGCThreshold"
+    )
+    high_availability: Toggle = msgspec.field(default_factory=Toggle)
+    auto_scaling: Toggle = msgspec.field(default_factory=Toggle)
+    registry_service: RegistryService = msgspec.field(default_factory=RegistryService)
+
+
+class Mutation(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    match_condition_expression: str = DEFAULT_MATCH_CONDITION
+
+
+class PodWebhook(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    mutation: Mutation = msgspec.field(default_factory=Mutation)
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    pod: PodWebhook = msgspec.field(default_factory=PodWebhook)
+    high_availability: Toggle = msgspec.field(default_factory=Toggle)
+    auto_scaling: Toggle = msgspec.field(default_factory=Toggle)
+
+
+class NatsSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Where the bus is; not an AOSM key (AOSM's registry is not event-driven)."""
+
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    stream_replicas: int = 1
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    enable_cluster_registry: bool = False
+    enable_early_loading: bool = False
+    enable_local_registry: bool = False
+    cluster_registry: ClusterRegistrySettings = msgspec.field(
+        default_factory=ClusterRegistrySettings
+    )
+    webhook: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
+    # the in-cluster registry that images are rewritten to, host[:port]
+    local_registry: str = "clusterregistry.clusterregistry.svc:5000"
+
+    @property
+    def storage_bytes(self) -> int:
+        return parse_quantity(self.cluster_registry.storage_size)
+
+    @property
+    def gc_enabled(self) -> bool:
+        return bool(self.cluster_registry.cluster_registry_gc_cadence.strip())
+
+
+def _leaf_paths(struct_type: type[msgspec.Struct], prefix: tuple[str, ...] = ()) -> Iterator[
+    tuple[tuple[str, ...], type[Any]]
+]:
+    """Every settable key as its path of wire names, with its Python type."""
+    for field in msgspec.structs.fields(struct_type):
+        path = (*prefix, field.encode_name)
+        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            yield from _leaf_paths(field.type, path)
+        else:
+            yield path, field.type
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "_".join(p.upper() for p in path)
+
+
+def _from_env(raw: str, kind: Any) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean")
+    if kind in (int, float):
+        return kind(raw)
+    if kind == list[str]:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _strip_aosm_prefix(tree: dict[str, Any]) -> dict[str, Any]:
+    """Accept values files written for AOSM: `global.networkfunctionextension.<key>`."""
+    nested = tree.get("global", {})
+    if isinstance(nested, dict) and isinstance(nested.get("networkfunctionextension"), dict):
+        rest = {k: v for k, v in tree.items() if k != "global"}
+        return {**nested["networkfunctionextension"], **rest}
+    return tree
+
+
+def load(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from an optional YAML file, then the environment; validated."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"settings file {path} must hold a mapping of keys")
+        tree = _strip_aosm_prefix(loaded)
+    environ = os.environ if env is None else env
+    for key_path, kind in _leaf_paths(Settings):
+        name = env_name(key_path)
+        if name in environ:
+            try:
+                _set_path(tree, key_path, _from_env(environ[name], kind))
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
+    try:
+        settings = msgspec.convert(tree, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Reject values that would only fail later, naming the AOSM key."""
+    registry = settings.cluster_registry
+    cadence = registry.cluster_registry_gc_cadence.strip()
+    if cadence and not croniter.is_valid(cadence):
+        raise ConfigError(
+            f"clusterRegistry.clusterRegistryGCCadence: {cadence!r} is not a cron expression "
+            "(five fields, e.g. '0 0 * * *'; empty turns scheduled GC off)"
+        )
+    threshold = registry.cluster_registry_gc_threshold
+    if not 0 <= threshold <= 100:
+        raise ConfigError(
+            f"clusterRegistry.clusterRegistryGCThreshold: {threshold} is not a percentage "
+            "between 0 and 100"
+        )
+    try:
+        size = parse_quantity(registry.storage_size)
+    except ValueError as exc:
+        raise ConfigError(f"clusterRegistry.storageSize: {exc}") from exc
+    if size <= 0:
+        raise ConfigError("clusterRegistry.storageSize: must be larger than zero")
+    if registry.registry_service.scale not in ("small", "medium", "large"):
+        raise ConfigError(
+            f"clusterRegistry.registryService.scale: {registry.registry_service.scale!r} is "
+            "not one of small, medium, large"
+        )
+    if not settings.webhook.pod.mutation.match_condition_expression.strip():
+        raise ConfigError("webhook.pod.mutation.matchConditionExpression: must not be empty")
+    if settings.enable_early_loading and not settings.enable_cluster_registry:
+        raise ConfigError("enableEarlyLoading: needs enableClusterRegistry")
+    if not settings.nats.servers:
+        raise ConfigError("nats.servers: at least one server URL is needed")
+    if settings.nats.stream_replicas not in (1, 3, 5):
+        raise ConfigError("nats.streamReplicas: must be 1, 3 or 5")
+    if not settings.local_registry or "/" in settings.local_registry:
+        raise ConfigError(
+            f"localRegistry: {settings.local_registry!r} must be a registry host[:port]"
+        )

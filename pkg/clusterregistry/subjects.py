@@ -1,0 +1,70 @@
+"""Every NATS name clusterregistry uses: subjects, streams, buckets, consumers.
+
+Spelled once, here, so a rename cannot leave a publisher and its consumer
+talking past each other, and so `nats sub` users have one page to read.
+Subject tokens never carry object names (names may contain dots, which
+NATS treats as token separators); they carry uids, which cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "clusterregistry"
+
+# -- streams ------------------------------------------------------------------------------------
+KUBE_STREAM: Final = "CLUSTERREGISTRY_KUBE"
+MIRROR_STREAM: Final = "CLUSTERREGISTRY_MIRROR"
+
+# -- subjects -----------------------------------------------------------------------------------
+KUBE_ALL: Final = f"{PREFIX}.kube.>"
+MIRROR_REQUEST: Final = f"{PREFIX}.mirror.request"
+MIRROR_RESULT_ALL: Final = f"{PREFIX}.mirror.result.*"
+GC_ALL: Final = f"{PREFIX}.gc.>"
+
+# the kinds the relay publishes, lower-case singular as they appear in subjects
+KINDS: Final = ("pod", "replicaset", "job", "daemonset", "statefulset", "artifact")
+CLUSTER_SCOPED: Final = "_"
+
+# -- key-value buckets --------------------------------------------------------------------------
+REFS_BUCKET: Final = "clusterregistry-refs"
+ARTIFACTS_BUCKET: Final = "clusterregistry-artifacts"
+
+# -- headers ------------------------------------------------------------------------------------
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+TRACE_HEADER: Final = "Clusterregistry-Trace-Id"
+
+
+def _token(value: str, what: str) -> str:
+    if not value or any(c in value for c in ".*> \t\r\n"):
+        raise ValueError(f"{what} {value!r} cannot be a NATS subject token")
+    return value
+
+
+def kube(kind: str, namespace: str | None, uid: str) -> str:
+    """`clusterregistry.kube.<kind>.<namespace>.<uid>`; `_` for cluster-scoped objects."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return f"{PREFIX}.kube.{kind}.{_token(namespace or CLUSTER_SCOPED, 'namespace')}." + _token(
+        uid, "uid"
+    )
+
+
+def kube_kind(kind: str) -> str:
+    """Every event of one kind: `clusterregistry.kube.<kind>.>`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    return f"{PREFIX}.kube.{kind}.>"
+
+
+def mirror_result(artifact_name: str) -> str:
+    return f"{PREFIX}.mirror.result.{_token(artifact_name, 'artifact name')}"
+
+
+def gc(event: str) -> str:
+    return f"{PREFIX}.gc.{_token(event, 'gc event')}"
+
+
+def msg_id(uid: str, resource_version: str, event_type: str) -> str:
+    """`Nats-Msg-Id` for a relayed event: JetStream drops a second publish of the same id."""
+    return f"{uid}:{resource_version}:{event_type}"
