@@ -87,13 +87,17 @@ def invalid(
     group: str, kind: str, name: str, causes: list[tuple[str, str, str]]
 ) -> ApiError:
     """422 Invalid; each cause is (reason, field, message), reason e.g. FieldValueRequired."""
-    text = "; ".join(f"{field}: {message}" for _, field, message in causes)
+    # kube-apiserver's NewInvalid: the kind qualified by its group, brackets only around
+    # several causes
+    parts = [f"{field}: {message}" for _, field, message in causes]
+    text = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    qualified = f"{kind}.{group}" if group else kind
     details = _details(group, kind, name)
     details["causes"] = [
         {"reason": reason, "message": message, "field": field}
         for reason, field, message in causes
     ]
-    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', details=details)
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}', details=details)
 
 
 def bad_request(message: str) -> ApiError:
