@@ -1,0 +1,1 @@
+"""Benchmarks: JSON out, a baseline measured in the same run, ratios reported."""
