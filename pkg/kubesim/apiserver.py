@@ -15,6 +15,7 @@ propagation, namespace termination, and CRD installation and removal.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import random
@@ -31,6 +32,7 @@ from kubesim.selectors import (
     LabelSelector,
     parse_field_selector,
     parse_label_selector,
+    selector_from_label_selector,
     supported_fields,
 )
 from kubesim.storage import Key, Obj, Store, Watch, deep_copy, key_of
@@ -268,10 +270,13 @@ class ApiServer:
             meta.pop("namespace", None)
         for name in _SERVER_FIELDS:
             meta.pop(name, None)
-        if "status" in resource.subresources and resource.kind != "Pod":
-            obj.pop("status", None)  # status is written only through the status subresource
-        if resource.kind == "Pod":
-            obj["status"] = {}
+        if "status" in resource.subresources:
+            # status is written only through the status subresource; built-in types store an
+            # empty status struct (encoded as {}), custom resources none at all
+            if resource.is_custom:
+                obj.pop("status", None)
+            else:
+                obj["status"] = {}
         obj = self._prepare(resource, obj)
         obj = await self._admit(resource, operation="CREATE", obj=obj, old=None, dry_run=dry_run)
         # As in kube-apiserver's BeforeCreate, system fields and a generated name are filled
@@ -499,6 +504,68 @@ class ApiServer:
         raise statuses.conflict(resource.group, resource.plural, name,
                                 "too many concurrent writes; try again")
 
+    # -- scale subresource ---------------------------------------------------------------------
+
+    def get_scale(self, resource: Resource, *, namespace: str | None, name: str) -> Obj:
+        return self._scale_of(self.get_stored(resource, namespace=namespace, name=name))
+
+    @staticmethod
+    def _scale_of(obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        selector = selector_from_label_selector(spec.get("selector") or {})
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                               "creationTimestamp") if k in meta},
+            "spec": {"replicas": int(spec.get("replicas", 1))},
+            "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                       "selector": str(selector)},
+        }
+
+    async def update_scale(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        patch_type: str | None,
+        dry_run: bool = False,
+    ) -> Obj:
+        """PUT (patch_type None) or PATCH of the scale subresource: only spec.replicas moves."""
+        current = self.get_scale(resource, namespace=namespace, name=name)
+        if patch_type is None:
+            scale = body
+        elif patch_type == JSON_PATCH:
+            scale = patching.json_patch(current, body)
+        elif patch_type in (MERGE_PATCH, STRATEGIC_PATCH):
+            # Scale has no lists, so a strategic merge patch is a merge patch
+            scale = patching.merge_patch(current, body)
+        else:
+            raise statuses.unsupported_media_type(f"unsupported patch type {patch_type!r}")
+        if not isinstance(scale, dict):
+            raise statuses.bad_request("the body of the request must be a Scale object")
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise statuses.invalid("autoscaling", "Scale", name, [(
+                "FieldValueInvalid", "spec.replicas",
+                f"Invalid value: {replicas!r}: must be greater than or equal to 0")])
+        expected = (scale.get("metadata") or {}).get("resourceVersion") or None
+        if patch_type is not None and expected == current["metadata"].get("resourceVersion"):
+            expected = None  # a patch that left the resourceVersion alone sets no precondition
+
+        def mutate(old: Obj) -> Obj:
+            old.setdefault("spec", {})["replicas"] = replicas
+            return old
+
+        updated = await self._update(
+            resource, namespace=namespace, name=name, subresource=None, dry_run=dry_run,
+            expected_rv=expected, mutate=mutate,
+        )
+        return self._scale_of(updated)
+
     @staticmethod
     def _same(old: Obj, new: Obj) -> bool:
         a = {**old, "metadata": {k: v for k, v in old["metadata"].items()
@@ -533,8 +600,8 @@ class ApiServer:
             )
             return merged
         if subresource == "scale":
-            raise statuses.method_not_allowed("the scale subresource is read through "
-                                              "its owner in kubesim; patch spec.replicas")
+            # scale speaks autoscaling/v1 Scale: get_scale and update_scale handle it
+            raise statuses.method_not_allowed("scale is updated through update_scale")
         if "status" in resource.subresources:
             if "status" in old:
                 new["status"] = old["status"]
@@ -846,7 +913,7 @@ class ApiServer:
         if ns is not None:
             self._remove(self._namespaces, ns)
 
-    def _storage_resources(self) -> list[Resource]:
+    def _storage_resources(self) -> builtins.list[Resource]:
         """One resource per storage bucket (versions of a CRD share one)."""
         seen: dict[str, Resource] = {}
         for resource in self.registry.all():
@@ -862,7 +929,7 @@ class ApiServer:
         labels.setdefault("kubernetes.io/metadata.name", namespace)
         return labels
 
-    def _webhook_configurations(self) -> list[Obj]:
+    def _webhook_configurations(self) -> builtins.list[Obj]:
         return list(self.store.bucket(self._webhooks).objects.values())
 
     # -- CRDs --------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ Routes follow the Kubernetes API concepts document: `/api/v1/...` for the
 core group, `/apis/<group>/<version>/...` for the rest, `namespaces/<ns>/`
 for namespaced resources, `/<subresource>` after a name, `?watch=1` turning
 a list into a watch stream of newline-delimited JSON events. Content
-negotiation covers JSON, server-side Tables and aggregated discovery; the
-protobuf encoding is not offered, so clients fall back to JSON.
+negotiation covers JSON, server-side Tables and aggregated discovery.
+Request bodies may also be Kubernetes protobuf (what client-go's typed
+clients, kubectl's generators among them, send); responses are always JSON,
+which every client accepts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import msgspec
 import yaml
 from aiohttp import web
 
-from kubesim import discovery, openapi, statuses, tables
+from kubesim import discovery, openapi, protobufs, statuses, tables
 from kubesim.apiserver import ApiServer
 from kubesim.resources import Resource
 from kubesim.storage import Event, Obj
@@ -263,6 +265,8 @@ class Server:
             if method == "DELETE":
                 return await self._delete_collection(request, route, dry_run=dry_run)
             raise statuses.method_not_allowed(f"{method} is not supported on a collection")
+        if route.subresource == "scale":
+            return await self._scale(request, route, dry_run=dry_run)
         if method == "GET":
             obj = self.api.get_stored(resource, namespace=route.namespace, name=route.name)
             return self._object(request, resource, obj)
@@ -296,19 +300,34 @@ class Server:
             return self._object(request, resource, deleted, status=202 if still_there else 200)
         raise statuses.method_not_allowed(f"{method} is not supported")
 
+    async def _scale(self, request: web.Request, route: Route, *,
+                     dry_run: bool) -> web.Response:
+        """The scale subresource speaks autoscaling/v1 Scale, whatever the owner's kind."""
+        assert route.name is not None
+        if request.method == "GET":
+            return _json(self.api.get_scale(route.resource, namespace=route.namespace,
+                                            name=route.name))
+        if request.method in ("PUT", "PATCH"):
+            body = await self._body(request, allow_list=request.method == "PATCH")
+            patch_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+            scale = await self.api.update_scale(
+                route.resource, namespace=route.namespace, name=route.name, body=body,
+                patch_type=patch_type if request.method == "PATCH" else None, dry_run=dry_run,
+            )
+            return _json(scale)
+        raise statuses.method_not_allowed(f"{request.method} is not supported on scale")
+
     async def _body(self, request: web.Request, *, allow_list: bool = False) -> Any:
         raw = await request.read()
         if not raw:
             raise statuses.bad_request("the request body is empty")
         content_type = request.headers.get("Content-Type", "")
-        if "protobuf" in content_type:
-            # client-go retries with JSON after a 415 for protobuf (its content-type fallback)
-            raise statuses.unsupported_media_type(
-                f'the body of the request was in an unknown format - accepted media types '
-                f'include: application/json, application/yaml'
-            )
         try:
-            if "yaml" in content_type and "apply-patch" not in content_type:
+            if "protobuf" in content_type:
+                # kubectl's generators and typed client-go clients send built-in types as
+                # protobuf and never retry with JSON; 415/400 for what cannot be decoded
+                body = protobufs.decode(raw)
+            elif "yaml" in content_type and "apply-patch" not in content_type:
                 body = yaml.safe_load(raw)
             else:
                 body = msgspec.json.decode(raw)
@@ -325,10 +344,13 @@ class Server:
         options: dict[str, Any] = {}
         raw = await request.read()
         if raw:
-            try:
-                decoded = msgspec.json.decode(raw)
-            except msgspec.DecodeError as exc:
-                raise statuses.bad_request(f"invalid DeleteOptions: {exc}") from exc
+            if "protobuf" in request.headers.get("Content-Type", ""):
+                decoded: Any = protobufs.decode(raw)  # typed client-go deletes
+            else:
+                try:
+                    decoded = msgspec.json.decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise statuses.bad_request(f"invalid DeleteOptions: {exc}") from exc
             if isinstance(decoded, dict):
                 options.update(decoded)
         if "propagationPolicy" in request.query:

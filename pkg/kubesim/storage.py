@@ -19,9 +19,9 @@ reader may hand a stored object to an encoder without copying it.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import base64
 import bisect
+import builtins
 import collections
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field

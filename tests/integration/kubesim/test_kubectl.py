@@ -71,8 +71,6 @@ spec:
 
 
 def _configmap(name: str) -> str:
-    # `create -f`, not `kubectl create configmap`: kubectl's generators send protobuf bodies,
-    # which kubesim does not decode (it answers 415; see docs/architecture.md)
     return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
                        "data": {"k": name}})
 
@@ -230,3 +228,21 @@ async def test_kubectl_patch_types(kube_api: Cluster, kubectl: Kubectl) -> None:
     assert got["spec"]["replicas"] == 5
     assert got["metadata"]["labels"] == {"app": "upf", "tier": "edge"}
     assert got["metadata"]["generation"] == 3  # labels are metadata: no generation bump
+
+
+async def test_scale_subresource(kube_api: Cluster, kubectl: Kubectl) -> None:
+    await kubectl.run("create", "-f", "-", stdin=DEPLOYMENT)
+    out = await kubectl.run("scale", "deployment", "upf", "-n", "nf", "--replicas=4")
+    assert "deployment.apps/upf scaled" in out.stdout
+    scale = (await kubectl.run("get", "--raw",
+                               "/apis/apps/v1/namespaces/nf/deployments/upf/scale")).json()
+    assert scale["kind"] == "Scale"
+    assert scale["apiVersion"] == "autoscaling/v1"
+    assert scale["spec"]["replicas"] == 4
+    assert scale["status"]["selector"] == "app=upf"
+    stale = await kubectl.run("scale", "deployment", "upf", "-n", "nf", "--replicas=5",
+                              "--current-replicas=2", check=False)
+    assert stale.returncode != 0
+    got = (await kubectl.run("get", "deployment", "upf", "-n", "nf", "-o", "json")).json()
+    assert got["spec"]["replicas"] == 4
+
