@@ -42,7 +42,7 @@ test-e2e: setup
 	$(BIN)/pytest -q $(PYTEST_ARGS) tests/e2e
 
 lint: setup
-	$(BIN)/ruff check pkg tests cmd bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
