@@ -119,6 +119,10 @@ class ApiServer:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     # -- lookups -----------------------------------------------------------------------------
 
     def lookup(self, group: str, version: str, plural: str) -> Resource:
@@ -242,7 +246,11 @@ class ApiServer:
         namespace: str | None = None,
         dry_run: bool = False,
         subresource: str | None = None,
+        name: str | None = None,
     ) -> Obj:
+        """Create `obj`; `name` only for subresources created under an object (pods/binding)."""
+        if subresource == "binding" and resource.group_resource == self._pods.group_resource:
+            return await self._bind(obj, namespace=namespace, name=name, dry_run=dry_run)
         if subresource:
             raise statuses.method_not_allowed(
                 f"create is not supported on {resource.plural}/{subresource}"
@@ -268,8 +276,8 @@ class ApiServer:
             self._check_namespace_open(ns)
         else:
             meta.pop("namespace", None)
-        for name in _SERVER_FIELDS:
-            meta.pop(name, None)
+        for server_field in _SERVER_FIELDS:
+            meta.pop(server_field, None)
         if "status" in resource.subresources:
             # status is written only through the status subresource; built-in types store an
             # empty status struct (encoded as {}), custom resources none at all
@@ -495,14 +503,63 @@ class ApiServer:
                 return new
             if self._same(old, new):
                 return deep_copy(old)  # a no-op update writes nothing and keeps the rv
-            meta = new["metadata"]
-            if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            if self._finished_by_update(old, new):
                 self._remove(resource, new)
                 return new
             stored = self._commit_existing(resource, new, old)
             return deep_copy(stored)
         raise statuses.conflict(resource.group, resource.plural, name,
                                 "too many concurrent writes; try again")
+
+    # -- pods/binding ------------------------------------------------------------------------
+
+    async def _bind(self, binding: Obj, *, namespace: str | None, name: str | None,
+                    dry_run: bool) -> Obj:
+        """What the scheduler does: assign an unbound pod to a node (pkg/registry/core/pod)."""
+        if not isinstance(binding, dict) or binding.get("kind", "Binding") != "Binding":
+            raise statuses.bad_request("the body of a pods/binding request must be a Binding")
+        meta = binding.get("metadata") or {}
+        pod_name = meta.get("name") or name
+        if name and meta.get("name") and meta["name"] != name:
+            raise statuses.bad_request("the name of the Binding does not match the pod's name")
+        target = (binding.get("target") or {}).get("name")
+        if not pod_name or not target:
+            raise statuses.invalid("", "Binding", pod_name or "", [
+                ("FieldValueRequired", "target.name", "Required value")])
+        ns = self._namespace_of(self._pods, namespace or meta.get("namespace"))
+        await self.admission.admit(
+            resource=self._pods, subresource="binding", operation="CREATE", obj=binding,
+            old_obj=None, namespace=ns, name=pod_name, dry_run=dry_run,
+        )
+        pod = self.store.get(self._pods, (ns, pod_name))
+        if pod is None:
+            raise statuses.not_found("", "pods", pod_name)
+        pod_meta = pod["metadata"]
+        if meta.get("uid") and meta["uid"] != pod_meta["uid"]:
+            raise statuses.conflict("", "pods", pod_name,
+                                    f"Precondition failed: UID in precondition: {meta['uid']}, "
+                                    f"UID in object meta: {pod_meta['uid']}")
+        if pod_meta.get("deletionTimestamp"):
+            raise statuses.conflict("", "pods", pod_name, "pod is being deleted, cannot be "
+                                    "assigned to a host")
+        bound_to = (pod.get("spec") or {}).get("nodeName")
+        if bound_to:
+            raise statuses.conflict("", "pods", pod_name,
+                                    f'pod {pod_name} is already assigned to node "{bound_to}"')
+        new = deep_copy(pod)
+        new["spec"]["nodeName"] = target
+        for key in ("annotations", "labels"):
+            if meta.get(key):
+                new["metadata"].setdefault(key, {}).update(meta[key])
+        conditions = [c for c in (new.setdefault("status", {}).get("conditions") or [])
+                      if c.get("type") != "PodScheduled"]
+        conditions.append({"type": "PodScheduled", "status": "True",
+                           "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
+        new["status"]["conditions"] = conditions
+        if not dry_run:
+            self._commit_existing(self._pods, new, pod)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "code": 201}
 
     # -- scale subresource ---------------------------------------------------------------------
 
@@ -565,6 +622,18 @@ class ApiServer:
             expected_rv=expected, mutate=mutate,
         )
         return self._scale_of(updated)
+
+    @staticmethod
+    def _finished_by_update(old: Obj, new: Obj) -> bool:
+        """kube's shouldDeleteDuringUpdate: an update that removes the last finalizer of an
+        object whose deletion is due (deletionTimestamp set, grace period 0) deletes it."""
+        old_meta, new_meta = old["metadata"], new["metadata"]
+        return (
+            not new_meta.get("finalizers")
+            and bool(old_meta.get("finalizers"))
+            and bool(old_meta.get("deletionTimestamp"))
+            and int(old_meta.get("deletionGracePeriodSeconds") or 0) == 0
+        )
 
     @staticmethod
     def _same(old: Obj, new: Obj) -> bool:

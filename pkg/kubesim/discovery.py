@@ -17,10 +17,12 @@ from kubesim.resources import Registry, Resource
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
 
+_SUBRESOURCE_KINDS = {"scale": "Scale", "binding": "Binding"}
 _SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
     "ephemeralcontainers": ["get", "patch", "update"],
+    "binding": ["create"],
 }
 
 
@@ -91,7 +93,7 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
                 "name": f"{resource.plural}/{sub}",
                 "singularName": "",
                 "namespaced": resource.namespaced,
-                "kind": "Scale" if sub == "scale" else resource.kind,
+                "kind": _SUBRESOURCE_KINDS.get(sub, resource.kind),
                 "verbs": _SUBRESOURCE_VERBS.get(sub, ["get"]),
             }
             if sub == "scale":
@@ -122,7 +124,8 @@ def _discovery_resource(resource: Resource) -> dict[str, Any]:
     subs = []
     for sub in sorted(resource.subresources):
         kind = {"group": "autoscaling", "version": "v1", "kind": "Scale"} if sub == "scale" else (
-            {"group": resource.group, "version": resource.version, "kind": resource.kind}
+            {"group": resource.group, "version": resource.version,
+             "kind": _SUBRESOURCE_KINDS.get(sub, resource.kind)}
         )
         subs.append({"subresource": sub, "responseKind": kind,
                      "verbs": _SUBRESOURCE_VERBS.get(sub, ["get"])})

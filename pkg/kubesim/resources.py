@@ -80,7 +80,7 @@ BUILTIN: tuple[Resource, ...] = (
     _r("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), sub=("status",),
        verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _r("", "v1", "nodes", "Node", namespaced=False, short=("no",), sub=("status",)),
-    _r("", "v1", "pods", "Pod", short=("po",), sub=("status", "ephemeralcontainers"),
+    _r("", "v1", "pods", "Pod", short=("po",), sub=("status", "ephemeralcontainers", "binding"),
        categories=("all",)),
     _r("", "v1", "secrets", "Secret"),
     _r("", "v1", "configmaps", "ConfigMap", short=("cm",)),

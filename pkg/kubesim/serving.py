@@ -267,6 +267,12 @@ class Server:
             raise statuses.method_not_allowed(f"{method} is not supported on a collection")
         if route.subresource == "scale":
             return await self._scale(request, route, dry_run=dry_run)
+        if route.subresource == "binding" and method == "POST":
+            body = await self._body(request)
+            status = await self.api.create(resource, body, namespace=route.namespace,
+                                           subresource="binding", name=route.name,
+                                           dry_run=dry_run)
+            return _json(status, status=201)
         if method == "GET":
             obj = self.api.get_stored(resource, namespace=route.namespace, name=route.name)
             return self._object(request, resource, obj)
