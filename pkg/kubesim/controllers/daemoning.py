@@ -23,7 +23,6 @@ from kubesim.controllers.labels import pod_fits_node_selectors, selector_matches
 from kubesim.controllers.objects import (
     Obj,
     available_in,
-    controller_ref,
     deep_copy,
     generation_of,
     int_or_percent,
@@ -52,6 +51,7 @@ from kubesim.controllers.workloads import (
     claim,
     delete_ignoring_missing,
     omit_zero,
+    owners_to_sync,
     slow_start,
     write_status,
 )
@@ -143,19 +143,9 @@ class DaemonSetController(Controller):
             for key in self.cache[DAEMONSETS].objects:
                 self.queue.add(key)
         elif kind == PODS:
-            for pod in (old, new):
-                if pod is None:
-                    continue
-                ref = controller_ref(pod)
-                if ref is not None:
-                    if ref.get("kind") == "DaemonSet":
-                        self.queue.add(f"{namespace_of(pod)}/{ref.get('name')}")
-                elif pod is new and not is_terminating(pod):
-                    for key, ds in self.cache[DAEMONSETS].objects.items():
-                        if namespace_of(ds) == namespace_of(pod) and selector_matches(
-                            (ds.get("spec") or {}).get("selector"), labels_of(pod)
-                        ):
-                            self.queue.add(key)
+            for key in owners_to_sync(old, new, owner_kind="DaemonSet",
+                                      owners=self.cache[DAEMONSETS].objects):
+                self.queue.add(key)
 
     async def reconcile(self, key: str) -> None:
         ds = self.cache.get(DAEMONSETS, key)

@@ -1,17 +1,23 @@
 """Label selector and node selector matching for the controllers.
 
-The controllers may only use the ApiServer's public methods, so they carry
-their own small matcher for the two selector shapes they meet: the
-metav1.LabelSelector of workloads (matchLabels + matchExpressions) and the
-NodeSelectorTerms of pod node affinity (matchExpressions on labels,
-matchFields on metadata.name). Semantics follow apimachinery: an empty
-LabelSelector matches everything, a missing one matches nothing.
+Workload selectors (metav1.LabelSelector) are kubesim.selectors', parsed
+once and cached; node selectors (NodeSelectorTerms of node affinity, with
+Gt/Lt and matchFields on metadata.name) are a different type in kube and
+are matched here. Semantics follow apimachinery: an empty LabelSelector
+matches everything, a missing one matches nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import msgspec
+
+from kubesim.selectors import LabelSelector, selector_from_label_selector
+from kubesim.statuses import ApiError
+
+_encoder = msgspec.json.Encoder(order="sorted")
 
 
 def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -41,18 +47,26 @@ def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]
     return False
 
 
+# Workload selectors are few and change rarely; parsed ones are kept by their JSON form.
+_parsed: dict[bytes, LabelSelector] = {}
+
+
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
-    """Whether a metav1.LabelSelector selects an object with these labels."""
+    """Whether a metav1.LabelSelector selects an object with these labels (apimachinery's
+    LabelSelectorAsSelector, from kubesim.selectors)."""
     if selector is None:
         return False
-    labels = labels or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    return all(
-        _expression_matches(expression, labels)
-        for expression in selector.get("matchExpressions") or []
-    )
+    key = _encoder.encode(selector)
+    parsed = _parsed.get(key)
+    if parsed is None:
+        if len(_parsed) > 4096:
+            _parsed.clear()
+        try:
+            parsed = selector_from_label_selector(selector)
+        except ApiError:
+            parsed = LabelSelector.nothing()  # an invalid selector selects nothing
+        _parsed[key] = parsed
+    return parsed.matches(labels)
 
 
 def selector_is_empty(selector: Mapping[str, Any] | None) -> bool:

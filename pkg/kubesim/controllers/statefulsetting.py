@@ -27,7 +27,6 @@ from kubesim.controllers.objects import (
     TERMINAL_PHASES,
     Obj,
     available_in,
-    controller_ref,
     generation_of,
     is_pod_ready,
     is_terminating,
@@ -50,6 +49,7 @@ from kubesim.controllers.workloads import (
     claim,
     delete_ignoring_missing,
     omit_zero,
+    owners_to_sync,
     write_status,
 )
 from kubesim.statuses import ApiError
@@ -80,19 +80,9 @@ class StatefulSetController(Controller):
         if kind == STATEFULSETS:
             self.queue.add(key_of(obj))
         elif kind == PODS:
-            for pod in (old, new):
-                if pod is None:
-                    continue
-                ref = controller_ref(pod)
-                if ref is not None:
-                    if ref.get("kind") == "StatefulSet":
-                        self.queue.add(f"{namespace_of(pod)}/{ref.get('name')}")
-                elif pod is new and not is_terminating(pod):
-                    for key, sts in self.cache[STATEFULSETS].objects.items():
-                        if namespace_of(sts) == namespace_of(pod) and selector_matches(
-                            (sts.get("spec") or {}).get("selector"), labels_of(pod)
-                        ):
-                            self.queue.add(key)
+            for key in owners_to_sync(old, new, owner_kind="StatefulSet",
+                                      owners=self.cache[STATEFULSETS].objects):
+                self.queue.add(key)
 
     async def reconcile(self, key: str) -> None:
         sts = self.cache.get(STATEFULSETS, key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kubesim.controllers.labels import selector_matches
@@ -156,6 +156,27 @@ async def _patch_owner_refs(
         if err.code in (404, 409):
             return None
         raise
+
+
+def owners_to_sync(
+    old: Obj | None, new: Obj | None, *, owner_kind: str, owners: Mapping[str, Obj]
+) -> Iterator[str]:
+    """Keys of the `owner_kind` objects a pod change concerns: the pod's controller, before
+    and after the change, or, for a live orphan, every owner whose selector matches it (an
+    owner may adopt it, as kube's controllers do)."""
+    for pod in (old, new):
+        if pod is None:
+            continue
+        ref = controller_ref(pod)
+        if ref is not None:
+            if ref.get("kind") == owner_kind:
+                yield f"{namespace_of(pod)}/{ref.get('name')}"
+        elif pod is new and not is_terminating(pod):
+            for key, owner in owners.items():
+                if namespace_of(owner) == namespace_of(pod) and selector_matches(
+                    (owner.get("spec") or {}).get("selector"), labels_of(pod)
+                ):
+                    yield key
 
 
 def status_differs(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
