@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -229,3 +231,40 @@ async def test_owner_references_cascade(api_client: client.ApiClient,
     assert await names() == {"orphaned"}
     orphan = await core.read_namespaced_config_map("orphaned", "default")
     assert not orphan.metadata.owner_references
+
+
+async def test_watch_timeout_ends_the_stream(api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    listed = await core.list_namespaced_config_map("default")
+    events = []
+    async for event in watch.Watch().stream(core.list_namespaced_config_map, "default",
+                                            resource_version=listed.metadata.resource_version,
+                                            timeout_seconds=1):
+        events.append(event)
+    assert events == []  # the server ended the stream after 1 s, with nothing to report
+
+
+async def test_discovery_in_both_forms(kube_api: Cluster) -> None:
+    assert kube_api.ca is not None
+    context = ssl.create_default_context(cadata=kube_api.ca.cert_pem.decode())
+    headers = {"Authorization": "Bearer kubesim"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        async with session.get(f"{kube_api.url}/apis", ssl=context,
+                               headers={"Accept": f"{aggregated},application/json"}) as resp:
+            assert resp.headers["Content-Type"] == aggregated
+            body = await resp.json(content_type=None)
+        groups = {item["metadata"]["name"]: item for item in body["items"]}
+        apps = {r["resource"]: r for r in groups["apps"]["versions"][0]["resources"]}
+        assert apps["deployments"]["scope"] == "Namespaced"
+        assert {s["subresource"] for s in apps["deployments"]["subresources"]} == {
+            "scale", "status"}
+        async with session.get(f"{kube_api.url}/apis", ssl=context) as resp:
+            legacy = await resp.json()
+        assert legacy["kind"] == "APIGroupList"
+        assert "apps" in {g["name"] for g in legacy["groups"]}
+        async with session.get(f"{kube_api.url}/api/v1", ssl=context) as resp:
+            core_list = await resp.json()
+        names = {r["name"] for r in core_list["resources"]}
+        assert {"pods", "pods/status", "pods/ephemeralcontainers", "pods/binding",
+                "namespaces", "secrets", "nodes"} <= names
