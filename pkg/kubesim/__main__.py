@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--service-endpoint", action="append", default=[],
                        metavar="NS/NAME:PORT=URL",
                        help="where a Service that webhooks name is reachable")
+    serve.add_argument("--history", type=int, default=100_000,
+                       help="watch history kept per resource; older resume points get 410")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -66,6 +68,7 @@ async def _serve(args: argparse.Namespace) -> None:
             backoff_initial=args.pull_backoff,
         ),
         service_endpoints=_endpoints(args.service_endpoint),
+        history=args.history,
     )
     cluster = Cluster(state, settings)
     await cluster.start()
