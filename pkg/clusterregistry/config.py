@@ -95,6 +95,25 @@ class NatsSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     stream_replicas: int = 1
 
 
+class RelaySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """The watch relay; not AOSM keys."""
+
+    # publish batches and the per-kind queue between the watch and the publisher: a full
+    # queue stops the relay reading the watch (back-pressure), it never grows without bound
+    batch_size: int = 500
+    queue_size: int = 2000
+    watch_timeout_seconds: int = 300
+    # coordination.k8s.io Lease timings (client-go's defaults)
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+    # CLUSTERREGISTRY_KUBE: how long events stay, and the Nats-Msg-Id de-duplication window
+    stream_max_age_seconds: float = 7 * 24 * 3600.0
+    duplicate_window_seconds: float = 600.0
+    # a resource type not served yet (the Artifact CRD before it is installed): retry period
+    missing_resource_retry_seconds: float = 10.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     enable_cluster_registry: bool = False
     enable_early_loading: bool = False
@@ -104,6 +123,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     )
     webhook: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
+    relay: RelaySettings = msgspec.field(default_factory=RelaySettings)
+    # the namespace clusterregistry runs in (its Leases live there)
+    namespace: str = "clusterregistry"
+    # /healthz, /readyz and /metrics of every process
+    probe_port: int = 8080
     # the in-cluster registry that images are rewritten to, host[:port]
     local_registry: str = "clusterregistry.clusterregistry.svc:5000"
 
@@ -227,6 +251,15 @@ def validate(settings: Settings) -> None:
         raise ConfigError("nats.servers: at least one server URL is needed")
     if settings.nats.stream_replicas not in (1, 3, 5):
         raise ConfigError("nats.streamReplicas: must be 1, 3 or 5")
+    relay = settings.relay
+    if relay.batch_size < 1 or relay.queue_size < relay.batch_size:
+        raise ConfigError("relay.batchSize must be >= 1 and relay.queueSize >= relay.batchSize")
+    if not relay.retry_period_seconds < relay.renew_deadline_seconds < (
+        relay.lease_duration_seconds
+    ):
+        raise ConfigError(
+            "relay: retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds is required"
+        )
     if not settings.local_registry or "/" in settings.local_registry:
         raise ConfigError(
             f"localRegistry: {settings.local_registry!r} must be a registry host[:port]"

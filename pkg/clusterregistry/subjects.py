@@ -29,6 +29,9 @@ CLUSTER_SCOPED: Final = "_"
 # -- key-value buckets --------------------------------------------------------------------------
 REFS_BUCKET: Final = "clusterregistry-refs"
 ARTIFACTS_BUCKET: Final = "clusterregistry-artifacts"
+# the relay's per-kind resume points
+RELAY_BUCKET: Final = "clusterregistry-relay"
+RELAY_LEASE: Final = "clusterregistry-relay"  # coordination.k8s.io Lease name
 
 # -- headers ------------------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
@@ -50,6 +53,17 @@ def kube(kind: str, namespace: str | None, uid: str) -> str:
     )
 
 
+def relist(kind: str) -> str:
+    """Relist markers of one kind: `clusterregistry.kube.<kind>._relist`.
+
+    Four tokens where object subjects have five, so `clusterregistry.kube.<kind>.>`
+    carries both, in order, and no namespace (a DNS label: no `_`) can collide.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    return f"{PREFIX}.kube.{kind}._relist"
+
+
 def kube_kind(kind: str) -> str:
     """Every event of one kind: `clusterregistry.kube.<kind>.>`."""
     if kind not in KINDS:
@@ -65,6 +79,15 @@ def gc(event: str) -> str:
     return f"{PREFIX}.gc.{_token(event, 'gc event')}"
 
 
-def msg_id(uid: str, resource_version: str, event_type: str) -> str:
-    """`Nats-Msg-Id` for a relayed event: JetStream drops a second publish of the same id."""
-    return f"{uid}:{resource_version}:{event_type}"
+def msg_id(uid: str, resource_version: str, event_type: str, relist_id: str = "") -> str:
+    """`Nats-Msg-Id` for a relayed event: JetStream drops a second publish of the same id.
+
+    A SYNC event carries its relist id too: the same unchanged object must reach the
+    stream again in every relist, or a consumer would think it gone.
+    """
+    base = f"{uid}:{resource_version}:{event_type}"
+    return f"{base}:{relist_id}" if relist_id else base
+
+
+def relist_msg_id(kind: str, relist_id: str, phase: str) -> str:
+    return f"relist:{kind}:{relist_id}:{phase}"
