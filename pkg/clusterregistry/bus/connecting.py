@@ -1,0 +1,74 @@
+"""Connecting to NATS: one connection per process, reconnecting forever.
+
+A process that loses NATS must not die: nats-py reconnects in the background
+(max_reconnect_attempts=-1) while publishers wait or retry, and a restart of
+the process would lose nothing more than a reconnect does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from clusterregistry.errors import RetryableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bus:
+    """A NATS connection and its JetStream context."""
+
+    nc: Client
+    js: JetStreamContext
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # draining a broken connection: close it anyway
+                await self.nc.close()
+
+
+async def connect(
+    servers: Sequence[str],
+    *,
+    name: str,
+    connect_timeout: float = 5.0,
+    publish_async_max_pending: int = 4000,
+) -> Bus:
+    """Connect (first attempt must succeed within `connect_timeout`), then reconnect forever."""
+
+    async def disconnected() -> None:
+        log.warning("nats disconnected; reconnecting")
+
+    async def reconnected() -> None:
+        log.info("nats reconnected")
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    try:
+        nc = await nats.connect(
+            servers=list(servers),
+            name=name,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
+    except Exception as exc:
+        raise RetryableError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from exc
+    return Bus(nc=nc, js=nc.jetstream(publish_async_max_pending=publish_async_max_pending))

@@ -1,0 +1,78 @@
+"""Streams and key-value buckets, created or brought to the settings a process needs.
+
+Each process declares what it needs at start; creating is idempotent and an
+existing stream whose settings drifted (replicas, subjects, limits) is
+updated, so an upgrade that changes a setting needs no manual step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from clusterregistry.errors import RetryableError
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    *,
+    name: str,
+    subjects: list[str],
+    replicas: int = 1,
+    max_age: float = 7 * 24 * 3600.0,
+    duplicate_window: float = 600.0,
+    max_msgs_per_subject: int = -1,
+) -> StreamConfig:
+    """Create the stream, or update it to these settings; returns the config in force."""
+    wanted = StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas,
+        max_age=max_age,
+        duplicate_window=duplicate_window,
+        max_msgs_per_subject=max_msgs_per_subject,
+    )
+    try:
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            info = await js.add_stream(wanted)
+            log.info("created stream %s", name)
+            return info.config
+        current = info.config
+        if (
+            sorted(current.subjects or []) != sorted(subjects)
+            or current.num_replicas != replicas
+            or current.max_age != max_age
+            or current.duplicate_window != duplicate_window
+            or current.max_msgs_per_subject != max_msgs_per_subject
+        ):
+            info = await js.update_stream(wanted)
+            log.info("updated stream %s", name)
+        return info.config
+    except Exception as exc:
+        if isinstance(exc, RetryableError):
+            raise
+        raise RetryableError(f"stream {name}: {exc}") from exc
+
+
+async def ensure_bucket(js: JetStreamContext, *, name: str, replicas: int = 1,
+                        history: int = 1) -> KeyValue:
+    """The key-value bucket, created when missing."""
+    try:
+        try:
+            return await js.key_value(name)
+        except BucketNotFoundError:
+            return await js.create_key_value(KeyValueConfig(
+                bucket=name, history=history, replicas=replicas, storage=StorageType.FILE))
+    except Exception as exc:
+        raise RetryableError(f"key-value bucket {name}: {exc}") from exc
