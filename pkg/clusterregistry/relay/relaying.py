@@ -1,0 +1,290 @@
+"""The relay's I/O: list, watch, publish, checkpoint, and lead.
+
+Per kind, a watch loop reads events into a bounded queue and a publish loop
+drains it in acknowledged batches (bus.publishing). A full queue blocks the
+watch loop, so a slow or absent NATS stops the relay reading the watch
+instead of buffering without bound; kube-apiserver may then end the watch,
+and the relay resumes from the last resourceVersion it queued, or relists on
+410 GoneError.
+
+Checkpoints: after a batch is acknowledged, the newest resourceVersion in it
+that is safe to resume from (a watch event's, a bookmark's, or the list's at
+a relist's end marker) is written to KV. A restart watches from there; the
+API server replays what followed, and whatever of that was already published
+comes back as a duplicate ack (Nats-Msg-Id), not as a second message.
+
+Leading: only the holder of the `clusterregistry-relay` Lease relays. A
+single writer keeps relists and their markers coherent; failover resumes
+from the shared checkpoints, so nothing is lost, and the duplicate window
+absorbs the overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from kubernetes_asyncio import client
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from clusterregistry import schemas, subjects
+from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.publishing import Outgoing, Publisher
+from clusterregistry.bus.streams import ensure_bucket, ensure_stream
+from clusterregistry.config import RelaySettings
+from clusterregistry.errors import RetryableError
+from clusterregistry.kinds import WATCHED
+from clusterregistry.kube.leasing import LeaderElector
+from clusterregistry.kube.watching import GoneError, ResourceMissingError, Target, list_page, watch
+from clusterregistry.relay import translating
+from clusterregistry.relay.metrics import RelayMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One entry of a kind's queue: a message to publish and/or a resume point."""
+
+    outgoing: Outgoing | None
+    resume_rv: str | None
+    received: float
+    event_type: str = ""
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        api: client.ApiClient,
+        bus: Bus,
+        settings: RelaySettings,
+        namespace: str,
+        identity: str,
+        stream_replicas: int = 1,
+        metrics: RelayMetrics | None = None,
+        kinds: tuple[str, ...] = tuple(WATCHED),
+    ) -> None:
+        self.api = api
+        self.bus = bus
+        self.settings = settings
+        self.identity = identity
+        self.stream_replicas = stream_replicas
+        self.metrics = metrics or RelayMetrics()
+        self.kinds = kinds
+        self.elector = LeaderElector(
+            api, namespace=namespace, name=subjects.RELAY_LEASE, identity=identity,
+            lease_duration=settings.lease_duration_seconds,
+            renew_deadline=settings.renew_deadline_seconds,
+            retry_period=settings.retry_period_seconds,
+        )
+        self._checkpoints: KeyValue | None = None
+        self.ready = False
+
+    async def prepare(self) -> None:
+        """The stream and the checkpoint bucket, created or updated to our settings."""
+        await ensure_stream(
+            self.bus.js, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
+            replicas=self.stream_replicas, max_age=self.settings.stream_max_age_seconds,
+            duplicate_window=self.settings.duplicate_window_seconds,
+        )
+        self._checkpoints = await ensure_bucket(self.bus.js, name=subjects.RELAY_BUCKET,
+                                                replicas=self.stream_replicas)
+        self.ready = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stand by, lead, relay; until `stop` is set."""
+        while not self._checkpoints:
+            try:
+                await self.prepare()
+            except RetryableError as exc:
+                log.warning("relay cannot prepare NATS: %s", exc)
+                if await _stopped(stop, 2.0):
+                    return
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                acquiring = asyncio.create_task(self.elector.acquire())
+                await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():
+                    acquiring.cancel()
+                    break
+                self.metrics.leader.set(1)
+                log.info("relay %s leads", self.identity)
+                tasks = {asyncio.create_task(self._relay_kind(kind), name=f"relay-{kind}")
+                         for kind in self.kinds}
+                keeping = asyncio.create_task(self.elector.keep())
+                try:
+                    done, _ = await asyncio.wait({*tasks, keeping, stopping},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for task in done & tasks:
+                        if task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                finally:
+                    for task in (*tasks, keeping):
+                        task.cancel()
+                    for task in (*tasks, keeping):
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                    self.metrics.leader.set(0)
+                if not stop.is_set():
+                    log.warning("relay %s lost the lease; standing by", self.identity)
+        finally:
+            stopping.cancel()
+            await self.elector.release()
+
+    # -- one kind ------------------------------------------------------------------------------
+
+    async def _relay_kind(self, kind: str) -> None:
+        queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=self.settings.queue_size)
+        publisher = asyncio.create_task(self._publish_loop(kind, queue), name=f"publish-{kind}")
+        watcher = asyncio.create_task(self._watch_loop(kind, queue), name=f"watch-{kind}")
+        try:
+            done, _ = await asyncio.wait({publisher, watcher},
+                                         return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in (publisher, watcher):
+                task.cancel()
+            for task in (publisher, watcher):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _load_checkpoint(self, kind: str) -> str | None:
+        assert self._checkpoints is not None
+        while True:
+            try:
+                entry = await self._checkpoints.get(kind)
+            except KeyNotFoundError:
+                return None
+            except Exception as exc:
+                log.warning("reading the %s checkpoint: %s", kind, exc)
+                await asyncio.sleep(1.0)  # NATS unavailable: the checkpoint decides everything
+                continue
+            if not entry.value:
+                return None
+            return schemas.checkpoint_decoder.decode(entry.value).resource_version or None
+
+    async def _save_checkpoint(self, kind: str, rv: str) -> None:
+        assert self._checkpoints is not None
+        value = schemas.encode(schemas.Checkpoint(kind=kind,  # type: ignore[arg-type]
+                                                  resource_version=rv, updated=time.time()))
+        try:
+            await self._checkpoints.put(kind, value)
+        except Exception as exc:  # the next batch writes a newer one; a restart replays more
+            log.warning("writing the %s checkpoint: %s", kind, exc)
+
+    async def _watch_loop(self, kind: str, queue: asyncio.Queue[Item]) -> None:
+        target = Target(*WATCHED[kind])
+        rv = await self._load_checkpoint(kind)
+        delay = 0.2
+        missing_logged = False
+        while True:
+            try:
+                if rv is None:
+                    rv = await self._relist(kind, target, queue)
+                async for event in watch(self.api, target, resource_version=rv,
+                                         timeout_seconds=self.settings.watch_timeout_seconds):
+                    if event.type == "BOOKMARK":
+                        rv = event.resource_version or rv
+                        await queue.put(Item(None, rv, time.monotonic()))
+                        continue
+                    rv = await self._enqueue(kind, event.type, event.raw, queue) or rv
+                    delay = 0.2
+                self.metrics.watch_restarts.labels(kind).inc()
+            except GoneError as exc:
+                log.info("%s: %s; relisting", kind, exc)
+                self.metrics.gone.labels(kind).inc()
+                rv = None
+            except ResourceMissingError as exc:
+                if not missing_logged:
+                    log.info("%s not served (yet): %s; retrying every %.0fs", kind, exc,
+                             self.settings.missing_resource_retry_seconds)
+                    missing_logged = True
+                rv = None
+                await asyncio.sleep(self.settings.missing_resource_retry_seconds)
+            except RetryableError as exc:
+                log.warning("%s watch: %s; resuming in %.1fs", kind, exc, delay)
+                self.metrics.watch_restarts.labels(kind).inc()
+                await asyncio.sleep(delay)  # back-off before re-watching the API server
+                delay = min(delay * 2, 10.0)
+
+    async def _enqueue(self, kind: str, event_type: str, raw: bytes, queue: asyncio.Queue[Item],
+                       *, relist: str = "") -> str:
+        obj = translating.decode(kind, raw)
+        self.metrics.received.labels(kind, event_type).inc()
+        event = translating.translate(kind, event_type, obj, relist=relist)
+        prepared = translating.message(event, max_payload=self.bus.max_payload)
+        if prepared.oversized:
+            self.metrics.oversized.labels(kind).inc()
+            log.warning(
+                "%s %s/%s (uid %s, rv %s) exceeds the NATS max payload of %d bytes; published "
+                "without its state, marked oversized", kind, event.namespace, event.name,
+                event.uid, event.resource_version, self.bus.max_payload)
+        resume = None if relist else event.resource_version
+        await queue.put(Item(prepared.outgoing, resume, time.monotonic(), event_type))
+        self.metrics.queue_depth.labels(kind).set(queue.qsize())
+        return event.resource_version
+
+    async def _relist(self, kind: str, target: Target, queue: asyncio.Queue[Item]) -> str:
+        """Publish begin, a SYNC event per live object, end; return the list's version."""
+        self.metrics.relists.labels(kind).inc()
+        relist_id = uuid.uuid4().hex[:16]
+        items, list_rv, token = await list_page(self.api, target,
+                                                limit=self.settings.batch_size)
+        log.info("%s relist %s at resourceVersion %s", kind, relist_id, list_rv)
+        await queue.put(Item(translating.marker(schemas.RelistMarker(
+            kind=kind, phase="begin", relist=relist_id,  # type: ignore[arg-type]
+            resource_version=list_rv)), None, time.monotonic()))
+        count = 0
+        while True:
+            for raw in items:
+                await self._enqueue(kind, "SYNC", raw, queue, relist=relist_id)
+                count += 1
+            if not token:
+                break
+            # every page comes from the first page's snapshot; an expired token is 410
+            # and the whole relist starts over under a new id
+            items, _, token = await list_page(self.api, target, limit=self.settings.batch_size,
+                                              continue_token=token)
+        await queue.put(Item(translating.marker(schemas.RelistMarker(
+            kind=kind, phase="end", relist=relist_id,  # type: ignore[arg-type]
+            resource_version=list_rv, count=count)), list_rv, time.monotonic()))
+        return list_rv
+
+    async def _publish_loop(self, kind: str, queue: asyncio.Queue[Item]) -> None:
+        publisher = Publisher(
+            self.bus, on_retry=lambda _exc: self.metrics.publish_retries.labels(kind).inc())
+        size = self.settings.batch_size
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < size and not queue.empty():
+                batch.append(queue.get_nowait())
+            self.metrics.queue_depth.labels(kind).set(queue.qsize())
+            outgoing = [item.outgoing for item in batch if item.outgoing is not None]
+            if outgoing:
+                started = time.monotonic()
+                result = await publisher.publish(outgoing)
+                acked = time.monotonic()
+                self.metrics.publish_seconds.labels(kind).observe(acked - started)
+                if result.duplicates:
+                    self.metrics.duplicates.labels(kind).inc(result.duplicates)
+                for item in batch:
+                    if item.outgoing is not None:
+                        self.metrics.lag_seconds.labels(kind).observe(acked - item.received)
+                        self.metrics.published.labels(kind, item.event_type or "MARKER").inc()
+            resume = next((i.resume_rv for i in reversed(batch) if i.resume_rv), None)
+            if resume is not None:
+                await self._save_checkpoint(kind, resume)
+
+
+async def _stopped(stop: asyncio.Event, timeout: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout)
+    return stop.is_set()
