@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import yaml
 
-from clusterregistry import __version__, config
+from clusterregistry import __version__, config, tracing
 from clusterregistry.errors import ConfigError
 
 
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("config", help="validate settings and print them as resolved")
     check.add_argument("--file", type=Path, default=None, help="settings YAML (the ConfigMap)")
     sub.add_parser("demo", help="run the demonstration scenario in the local sandbox")
+    tracing.add_arguments(sub.add_parser("trace", help=tracing.HELP))
     return parser
 
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(yaml.safe_dump(msgspec.to_builtins(settings), sort_keys=False), end="")
         return 0
+    if args.command == "trace":
+        return tracing.command(args)
     if args.command == "demo":
         print(
             "clusterregistry demo: not yet. The sandbox (relay, webhook, tracker, reconciler, "

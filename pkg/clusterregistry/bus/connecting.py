@@ -7,6 +7,7 @@ the process would lose nothing more than a reconnect does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,11 +45,16 @@ async def connect(
     *,
     name: str,
     connect_timeout: float = 5.0,
+    first_connect_timeout: float = 30.0,
     publish_async_max_pending: int = 4000,
 ) -> Bus:
-    """Connect (first attempt must succeed within `connect_timeout`), then reconnect forever."""
+    """Connect within `first_connect_timeout` (nats-py would retry a first connection for
+    ever with unlimited reconnects), then reconnect for ever."""
+    connected: list[Client] = []
 
     async def disconnected() -> None:
+        if connected and (connected[0].is_closed or connected[0].is_draining):
+            return  # our own close(), not a lost server
         log.warning("nats disconnected; reconnecting")
 
     async def reconnected() -> None:
@@ -58,7 +64,7 @@ async def connect(
         log.warning("nats error: %s", exc)
 
     try:
-        nc = await nats.connect(
+        nc = await asyncio.wait_for(nats.connect(
             servers=list(servers),
             name=name,
             connect_timeout=connect_timeout,
@@ -68,7 +74,8 @@ async def connect(
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
-        )
+        ), first_connect_timeout)
     except Exception as exc:
         raise RetryableError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from exc
+    connected.append(nc)
     return Bus(nc=nc, js=nc.jetstream(publish_async_max_pending=publish_async_max_pending))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from typing import Any
 
 import msgspec
@@ -156,3 +158,22 @@ async def test_artifacts_are_relayed_once_their_crd_appears(world: World) -> Non
     assert added.artifact.spec == {"sourceArtifact": "acr.io/nf/upf:1.2"}
     assert modified.artifact.status == {"phase": "Available"}
     assert any(r.subject == subjects.kube("artifact", None, uid) for r in records)
+
+
+async def test_trace_follows_what_the_relay_published(world: World) -> None:
+    api = world.cluster.api
+    await world.start_relay()
+    await world.relisted("pod")
+    await api.create(api.lookup("", "v1", "pods"), _pod("traced"), namespace="nf")
+    await world.wait_records(lambda r: any(e.name == "traced" for e in events(r, kind="pod")))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clusterregistry.cli", "trace", "--server", world.nats.url,
+        "--from-start", "--kind", "pod", "--name", "traced", "--timeout", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    added = [line for line in lines if " ADDED " in line]
+    assert len(added) == 1, out.decode()
+    assert "nf/traced" in added[0]
+    assert "(from acr.io/nf/upf:1.2)" in added[0]
