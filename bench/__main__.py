@@ -9,11 +9,12 @@ import platform
 import time
 from pathlib import Path
 
-from bench import kubesim_scale
+from bench import kubesim_scale, relay
 
 BENCHES = {
     "kubesim_store": kubesim_scale.store,
     "kubesim_watch": kubesim_scale.watch,
+    "relay": relay.relay,
 }
 
 

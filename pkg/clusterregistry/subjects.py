@@ -8,6 +8,7 @@ NATS treats as token separators); they carry uids, which cannot.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 PREFIX: Final = "clusterregistry"
@@ -38,8 +39,12 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 TRACE_HEADER: Final = "Clusterregistry-Trace-Id"
 
 
+# what would split a subject into more tokens, or make it a wildcard
+_NOT_IN_TOKEN = re.compile(r"[.*> \t\r\n]")
+
+
 def _token(value: str, what: str) -> str:
-    if not value or any(c in value for c in ".*> \t\r\n"):
+    if not value or _NOT_IN_TOKEN.search(value):
         raise ValueError(f"{what} {value!r} cannot be a NATS subject token")
     return value
 

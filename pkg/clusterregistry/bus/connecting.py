@@ -32,12 +32,14 @@ class Bus:
     def max_payload(self) -> int:
         return int(self.nc.max_payload)
 
-    async def close(self) -> None:
-        if not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception:  # draining a broken connection: close it anyway
-                await self.nc.close()
+    async def close(self, *, drain_timeout: float = 5.0) -> None:
+        """Drain (deliver what is buffered) within `drain_timeout`, then close regardless."""
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), drain_timeout)
+        except Exception:  # a broken connection or acks that never come: close it anyway
+            await self.nc.close()
 
 
 async def connect(

@@ -8,9 +8,11 @@ a fraction of each object). Names follow the Kubernetes JSON field names.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 
 class OwnerReference(msgspec.Struct, frozen=True):
@@ -110,6 +112,13 @@ class RawList(msgspec.Struct, frozen=True):
 class RawWatchEvent(msgspec.Struct, frozen=True):
     type: str
     object: msgspec.Raw
+
+
+class TypedWatchEvent(msgspec.Struct, Generic[T], frozen=True):
+    """A watch event decoded in one pass into the object's partial view."""
+
+    type: str
+    object: T
 
 
 class Status(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import msgspec
@@ -28,7 +28,10 @@ from clusterregistry.kube.objects import (
     RawList,
     RawWatchEvent,
     Status,
+    TypedWatchEvent,
 )
+
+T = TypeVar("T")
 
 _list_decoder = msgspec.json.Decoder(RawList)
 _event_decoder = msgspec.json.Decoder(RawWatchEvent)
@@ -58,10 +61,10 @@ class Target:
         return f"{prefix}/{self.plural}"
 
 
-@dataclass(frozen=True)
-class WatchEvent:
+@dataclass(frozen=True, slots=True)
+class WatchEvent(Generic[T]):
     type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
-    raw: bytes  # the object's JSON
+    object: T | None  # the decoded object; None for a BOOKMARK
     resource_version: str  # of a BOOKMARK; "" for object events (read it from the object)
 
 
@@ -121,11 +124,26 @@ async def list_page(
         page.metadata.continue_
 
 
+_typed_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _typed(object_type: type[T]) -> msgspec.json.Decoder[TypedWatchEvent[T]]:
+    decoder = _typed_decoders.get(object_type)
+    if decoder is None:
+        decoder = _typed_decoders[object_type] = msgspec.json.Decoder(
+            TypedWatchEvent[object_type])  # type: ignore[valid-type]
+    return decoder
+
+
 async def watch(
-    api: client.ApiClient, target: Target, *, resource_version: str,
+    api: client.ApiClient, target: Target, *, resource_version: str, object_type: type[T],
     timeout_seconds: int = 300, read_timeout: float = 90.0,
-) -> AsyncIterator[WatchEvent]:
-    """Events after `resource_version`, with bookmarks, until the server ends the stream."""
+) -> AsyncIterator[WatchEvent[T]]:
+    """Events after `resource_version`, with bookmarks, until the server ends the stream.
+
+    Each line is decoded once, straight into `object_type` (a partial view): an ERROR's
+    Status or a BOOKMARK's metadata is read again from the same line, which is rare."""
+    typed = _typed(object_type)
     query = [("watch", "1"), ("resourceVersion", resource_version),
              ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
     response = await _request(api, target, query, timeout=read_timeout)
@@ -141,6 +159,13 @@ async def watch(
                 return
             if line == b"\n":
                 continue
+            try:
+                decoded = typed.decode(line)
+            except msgspec.ValidationError:
+                decoded = None  # not this type: an ERROR's Status, read below
+            if decoded is not None and decoded.type not in ("ERROR", "BOOKMARK"):
+                yield WatchEvent(decoded.type, decoded.object, "")
+                continue
             event = _event_decoder.decode(line)
             if event.type == "ERROR":
                 status = _status_decoder.decode(event.object)
@@ -150,8 +175,8 @@ async def watch(
                 raise RetryableError(text)
             if event.type == "BOOKMARK":
                 rv = _bookmark_decoder.decode(event.object).metadata.resourceVersion
-                yield WatchEvent("BOOKMARK", b"", rv)
+                yield WatchEvent("BOOKMARK", None, rv)
                 continue
-            yield WatchEvent(event.type, bytes(event.object), "")
+            raise RetryableError(f"watch {target.path}: cannot decode a {event.type} event")
     finally:
         response.release()

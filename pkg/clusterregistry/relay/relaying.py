@@ -34,15 +34,16 @@ from nats.js.kv import KeyValue
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.bus.publishing import Outgoing, Publisher
+from clusterregistry.bus.publishing import Outgoing, Pipeline
 from clusterregistry.bus.streams import ensure_bucket, ensure_stream
 from clusterregistry.config import RelaySettings
 from clusterregistry.errors import RetryableError
 from clusterregistry.kinds import WATCHED
 from clusterregistry.kube.leasing import LeaderElector
+from clusterregistry.kube.objects import KubeObject
 from clusterregistry.kube.watching import GoneError, ResourceMissingError, Target, list_page, watch
 from clusterregistry.relay import translating
-from clusterregistry.relay.metrics import RelayMetrics
+from clusterregistry.relay.metrics import KindMetrics, RelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Relay:
             retry_period=settings.retry_period_seconds,
         )
         self._checkpoints: KeyValue | None = None
+        self._kind_metrics = {kind: KindMetrics(self.metrics, kind) for kind in kinds}
         self.ready = False
 
     async def prepare(self) -> None:
@@ -190,17 +192,18 @@ class Relay:
                 if rv is None:
                     rv = await self._relist(kind, target, queue)
                 async for event in watch(self.api, target, resource_version=rv,
+                                         object_type=translating.object_type(kind),
                                          timeout_seconds=self.settings.watch_timeout_seconds):
-                    if event.type == "BOOKMARK":
+                    if event.object is None:  # a BOOKMARK: a resume point, nothing to publish
                         rv = event.resource_version or rv
                         await queue.put(Item(None, rv, time.monotonic()))
                         continue
-                    rv = await self._enqueue(kind, event.type, event.raw, queue) or rv
+                    rv = await self._enqueue(kind, event.type, event.object, queue) or rv
                     delay = 0.2
-                self.metrics.watch_restarts.labels(kind).inc()
+                self._kind_metrics[kind].watch_restarts.inc()
             except GoneError as exc:
                 log.info("%s: %s; relisting", kind, exc)
-                self.metrics.gone.labels(kind).inc()
+                self._kind_metrics[kind].gone.inc()
                 rv = None
             except ResourceMissingError as exc:
                 if not missing_logged:
@@ -211,30 +214,28 @@ class Relay:
                 await asyncio.sleep(self.settings.missing_resource_retry_seconds)
             except RetryableError as exc:
                 log.warning("%s watch: %s; resuming in %.1fs", kind, exc, delay)
-                self.metrics.watch_restarts.labels(kind).inc()
+                self._kind_metrics[kind].watch_restarts.inc()
                 await asyncio.sleep(delay)  # back-off before re-watching the API server
                 delay = min(delay * 2, 10.0)
 
-    async def _enqueue(self, kind: str, event_type: str, raw: bytes, queue: asyncio.Queue[Item],
-                       *, relist: str = "") -> str:
-        obj = translating.decode(kind, raw)
-        self.metrics.received.labels(kind, event_type).inc()
+    async def _enqueue(self, kind: str, event_type: str, obj: KubeObject,
+                       queue: asyncio.Queue[Item], *, relist: str = "") -> str:
+        self._kind_metrics[kind].received[event_type].inc()
         event = translating.translate(kind, event_type, obj, relist=relist)
         prepared = translating.message(event, max_payload=self.bus.max_payload)
         if prepared.oversized:
-            self.metrics.oversized.labels(kind).inc()
+            self._kind_metrics[kind].oversized.inc()
             log.warning(
                 "%s %s/%s (uid %s, rv %s) exceeds the NATS max payload of %d bytes; published "
                 "without its state, marked oversized", kind, event.namespace, event.name,
                 event.uid, event.resource_version, self.bus.max_payload)
         resume = None if relist else event.resource_version
         await queue.put(Item(prepared.outgoing, resume, time.monotonic(), event_type))
-        self.metrics.queue_depth.labels(kind).set(queue.qsize())
         return event.resource_version
 
     async def _relist(self, kind: str, target: Target, queue: asyncio.Queue[Item]) -> str:
         """Publish begin, a SYNC event per live object, end; return the list's version."""
-        self.metrics.relists.labels(kind).inc()
+        self._kind_metrics[kind].relists.inc()
         relist_id = uuid.uuid4().hex[:16]
         items, list_rv, token = await list_page(self.api, target,
                                                 limit=self.settings.batch_size)
@@ -245,7 +246,8 @@ class Relay:
         count = 0
         while True:
             for raw in items:
-                await self._enqueue(kind, "SYNC", raw, queue, relist=relist_id)
+                await self._enqueue(kind, "SYNC", translating.decode(kind, raw), queue,
+                                    relist=relist_id)
                 count += 1
             if not token:
                 break
@@ -259,29 +261,60 @@ class Relay:
         return list_rv
 
     async def _publish_loop(self, kind: str, queue: asyncio.Queue[Item]) -> None:
-        publisher = Publisher(
-            self.bus, on_retry=lambda _exc: self.metrics.publish_retries.labels(kind).inc())
-        size = self.settings.batch_size
+        """Send queued items down the pipeline; a second task takes their acks in order."""
+        metrics = self._kind_metrics[kind]
+        pipeline: Pipeline[Item] = Pipeline(
+            self.bus, window=self.settings.queue_size,
+            on_retry=lambda _exc: metrics.publish_retries.inc())
+        acking = asyncio.create_task(self._ack_loop(kind, pipeline), name=f"acks-{kind}")
+        try:
+            while True:
+                if acking.done():
+                    acking.result()  # re-raise what stopped it
+                item = await queue.get()
+                await pipeline.send(item.outgoing, item)
+                metrics.queue_depth.set(queue.qsize() + len(pipeline))
+        finally:
+            acking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acking
+            pipeline.cancel()
+
+    async def _ack_loop(self, kind: str, pipeline: Pipeline[Item]) -> None:
+        """Acks in send order: metrics, and a checkpoint at most every quarter second (and
+        whenever the pipeline runs dry), so checkpoints never cost a write per event."""
+        metrics = self._kind_metrics[kind]
+        observe_lag = metrics.lag_seconds.observe
+        observe_publish = metrics.publish_seconds.observe
+        loop = asyncio.get_running_loop()
+        resume: str | None = None
+        last_write = 0.0
         while True:
-            batch = [await queue.get()]
-            while len(batch) < size and not queue.empty():
-                batch.append(queue.get_nowait())
-            self.metrics.queue_depth.labels(kind).set(queue.qsize())
-            outgoing = [item.outgoing for item in batch if item.outgoing is not None]
-            if outgoing:
-                started = time.monotonic()
-                result = await publisher.publish(outgoing)
-                acked = time.monotonic()
-                self.metrics.publish_seconds.labels(kind).observe(acked - started)
-                if result.duplicates:
-                    self.metrics.duplicates.labels(kind).inc(result.duplicates)
-                for item in batch:
-                    if item.outgoing is not None:
-                        self.metrics.lag_seconds.labels(kind).observe(acked - item.received)
-                        self.metrics.published.labels(kind, item.event_type or "MARKER").inc()
-            resume = next((i.resume_rv for i in reversed(batch) if i.resume_rv), None)
-            if resume is not None:
+            batch = await pipeline.acked()
+            now, loop_now = time.monotonic(), loop.time()
+            published: dict[str, int] = {}
+            duplicates = 0
+            # publish latency once per batch of acks, for its oldest send: per event it would
+            # cost more than the rest of the ack handling
+            observe_publish(loop_now - batch[0].sent)
+            for acked in batch:
+                item = acked.token
+                if item.outgoing is not None:
+                    observe_lag(now - item.received)
+                    event_type = item.event_type or "MARKER"
+                    published[event_type] = published.get(event_type, 0) + 1
+                    duplicates += acked.duplicate
+                if item.resume_rv is not None:
+                    resume = item.resume_rv
+            for event_type, count in published.items():
+                metrics.published[event_type].inc(count)
+            if duplicates:
+                metrics.duplicates.inc(duplicates)
+            if resume is not None and (len(pipeline) == 0
+                                       or time.monotonic() - last_write > 0.25):
                 await self._save_checkpoint(kind, resume)
+                resume = None
+                last_write = time.monotonic()
 
 
 async def _stopped(stop: asyncio.Event, timeout: float) -> bool:

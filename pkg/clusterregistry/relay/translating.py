@@ -8,7 +8,6 @@ result would not fit in a NATS message.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +29,13 @@ _decoders: dict[str, msgspec.json.Decoder[objects.KubeObject]] = {
 }
 _workload_decoder: msgspec.json.Decoder[objects.KubeObject] = msgspec.json.Decoder(
     objects.Workload)
+_originals_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def object_type(kind: str) -> type[objects.KubeObject]:
+    """The partial view a kind's objects are decoded into."""
+    return {"pod": objects.Pod, "artifact": objects.Artifact}.get(  # type: ignore[return-value]
+        kind, objects.Workload)
 
 
 def decode(kind: str, raw: bytes) -> objects.KubeObject:
@@ -41,14 +47,11 @@ def _originals(meta: objects.ObjectMeta) -> dict[str, str]:
     if not raw:
         return {}
     try:
-        parsed = json.loads(raw)
-    except ValueError:
-        log.warning("pod %s/%s: annotation %s is not JSON; ignored", meta.namespace, meta.name,
-                    ORIGINAL_IMAGES_ANNOTATION)
+        return _originals_decoder.decode(raw)
+    except msgspec.DecodeError:
+        log.warning("pod %s/%s: annotation %s is not a JSON object of strings; ignored",
+                    meta.namespace, meta.name, ORIGINAL_IMAGES_ANNOTATION)
         return {}
-    if not isinstance(parsed, dict):
-        return {}
-    return {str(k): str(v) for k, v in parsed.items() if isinstance(v, str)}
 
 
 def _containers(

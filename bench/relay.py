@@ -1,0 +1,507 @@
+"""Relay throughput: watch events to acknowledged JetStream publishes, beside raw nats-py.
+
+What is measured: kubesim (its own process, so it does not share the relay's
+interpreter; on 2 cores it still shares the machine with it and nats-server)
+holds 100,000 realistic pods (two containers, the original-images annotation,
+labels, a controller ownerReference to a real ReplicaSet). The
+relay's pod checkpoint is set to the resourceVersion from before the pods
+were created, so a `Relay(kinds=("pod",))` started in this process resumes
+its watch there and kubesim replays the 100,000 ADDED events from its
+history: path "watch-replay", the relay's steady state at full load (a
+relay catching up after a restart or a burst). The clock runs from
+`Relay.run` until the relay's own counter
+`clusterregistry_relay_events_published_total` (a fresh CollectorRegistry)
+says every event is acknowledged by JetStream; it therefore includes the
+Lease, the checkpoint read, the watch request, decoding, translating,
+encoding, the queue, the acked batches and the checkpoint writes.
+
+Baseline, in the same run against the same nats-server: the stream is
+deleted and recreated with the same settings, and a bare nats-py client
+publishes the very same messages (same subjects, payloads and headers,
+including Nats-Msg-Id; the stream's byte total, and its first, middle and
+last message field for field, are checked against what the relay stored)
+with `js.publish_async` and the library's default in-flight window (4,000,
+the window the relay's connection uses too), then awaits every ack
+(`publish_async_completed`); the median of three such runs counts. That is
+what nats-py's own pipelined publishing does on this machine with these
+messages and nothing else to do, so `ratio` is the share of it the relay
+keeps while also reading, translating and checkpointing; the target is at
+least 0.7.
+
+Also reported, to tell where the relay's time goes: kubesim's serving of the
+same watch replay read by a bare HTTP client (the floor of the relay's input
+side), the relay's per-event CPU stages timed in isolation on those same
+lines, the relist path (no checkpoint: a paginated list of 100,000 pods
+published as SYNC events between relist markers) and a bare paginated list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import nats
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry
+
+from clusterregistry import schemas, subjects
+from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.publishing import Outgoing
+from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.config import RelaySettings
+from clusterregistry.kinds import ORIGINAL_IMAGES_ANNOTATION
+from clusterregistry.kube.clients import api_client
+from clusterregistry.kube.objects import RawWatchEvent
+from clusterregistry.relay import translating
+from clusterregistry.relay.metrics import RelayMetrics
+from clusterregistry.relay.relaying import Relay
+from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+
+NAMESPACE = "bench"
+LEASE_NAMESPACE = "clusterregistry"
+IN_FLIGHT = 64  # concurrent creates while loading kubesim (setup, not measured)
+REPLICASETS = 100
+PUBLISHED = "clusterregistry_relay_events_published_total"
+TARGET_RATIO = 0.7
+RAW_RUNS = 3
+
+_json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+# -- objects --------------------------------------------------------------------------------
+
+
+def _containers(app: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "upf", "image": f"edge.local:5000/registry.example.com/nf/upf:1.{app % 7}",
+         "ports": [{"containerPort": 8805, "protocol": "UDP"}],
+         "env": [{"name": "NF_ROLE", "value": "upf"}, {"name": "NF_SLICE", "value": str(app)}],
+         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
+                       "limits": {"cpu": "2", "memory": "2Gi"}}},
+        {"name": "envoy", "image": "edge.local:5000/registry.example.com/mesh/envoy:1.30.2",
+         "ports": [{"containerPort": 15001}],
+         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
+    ]
+
+
+def _labels(app: int) -> dict[str, str]:
+    return {"app": f"upf-{app:02d}", "pod-template-hash": f"{app:05d}abc", "tier": "edge"}
+
+
+def _replicaset(app: int) -> dict[str, Any]:
+    labels = _labels(app)
+    return {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": f"upf-{app:02d}-{labels['pod-template-hash']}",
+                     "namespace": NAMESPACE, "labels": labels},
+        "spec": {"replicas": 1000, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": _containers(app)}}},
+    }
+
+
+def _pod(i: int, owner: dict[str, Any]) -> dict[str, Any]:
+    app = i % REPLICASETS
+    originals = {"upf": f"registry.example.com/nf/upf:1.{app % 7}",
+                 "envoy": "registry.example.com/mesh/envoy:1.30.2"}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": f"{owner['metadata']['name']}-{i:06d}", "namespace": NAMESPACE,
+            "labels": _labels(app),
+            "annotations": {ORIGINAL_IMAGES_ANNOTATION: json.dumps(originals)},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                 "name": owner["metadata"]["name"],
+                                 "uid": owner["metadata"]["uid"],
+                                 "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {"containers": _containers(app), "imagePullSecrets": [{"name": "edge-pull"}],
+                 "nodeName": f"node-{i % 3 + 1}"},
+    }
+
+
+# -- kubesim as a process -------------------------------------------------------------------
+
+
+class _Kubesim:
+    """`python -m kubesim serve` over plain HTTP, API only, with a history of `history`."""
+
+    def __init__(self, root: Path, *, history: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.kubeconfig = root / "kubeconfig"
+        self.process = Process(
+            [sys.executable, "-m", "kubesim", "serve", "--http", "--no-controllers",
+             "--port", str(self.port), "--kubeconfig", str(self.kubeconfig),
+             "--state-dir", str(root / "state"), "--history", str(history),
+             "--log-level", "WARNING"],
+            name="kubesim", log_path=root / "kubesim.log")
+
+    async def start(self) -> None:
+        await self.process.start()
+
+        async def written() -> bool:
+            # the kubeconfig is written (in one write) once the server is up
+            return self.kubeconfig.exists() and self.kubeconfig.stat().st_size > 0
+
+        await self.process.wait_ready(written, timeout=60)
+
+    async def stop(self) -> None:
+        await self.process.stop()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> bytes:
+    async with session.post(url, data=msgspec.json.encode(body),
+                            headers=_json_headers) as response:
+        data = await response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"POST {url}: {response.status} {data[:300]!r}")
+        return data
+
+
+async def _load(session: aiohttp.ClientSession, base: str, count: int) -> tuple[str, list[bytes]]:
+    """Namespaces, ReplicaSets, then `count` pods; returns the resourceVersion from before the
+    first pod and every created pod as the API server returned it."""
+    for name in (NAMESPACE, LEASE_NAMESPACE):
+        await _post(session, f"{base}/api/v1/namespaces", {"metadata": {"name": name}})
+    owners = [msgspec.json.decode(await _post(
+        session, f"{base}/apis/apps/v1/namespaces/{NAMESPACE}/replicasets", _replicaset(app)))
+        for app in range(REPLICASETS)]
+    async with session.get(f"{base}/api/v1/pods", params={"limit": "1"}) as response:
+        response.raise_for_status()
+        before: str = (await response.json())["metadata"]["resourceVersion"]
+    created: list[bytes] = [b""] * count
+    indexes: Iterator[int] = iter(range(count))
+    url = f"{base}/api/v1/namespaces/{NAMESPACE}/pods"
+
+    async def worker() -> None:
+        for i in indexes:
+            created[i] = await _post(session, url, _pod(i, owners[i % REPLICASETS]))
+
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return before, created
+
+
+# -- the relay ------------------------------------------------------------------------------
+
+
+@dataclass
+class _RelayRun:
+    seconds: float
+    cpu_seconds: float  # this process's CPU time meanwhile: the relay, and the cheap poll
+    published: float
+
+
+async def _run_relay(
+    nats_url: str, kubeconfig: Path, settings: RelaySettings, *, want: int, label: str,
+    checkpoint: str | None, timeout: float,
+) -> _RelayRun:
+    """Start a pod-only Relay and time it until `want` messages are acknowledged."""
+    registry = CollectorRegistry()
+    bus = await connect([nats_url], name=f"bench-{label}")
+    api = await api_client(str(kubeconfig))
+    try:
+        relay = Relay(api=api, bus=bus, settings=settings, namespace=LEASE_NAMESPACE,
+                      identity=f"bench-{label}", metrics=RelayMetrics(registry), kinds=("pod",))
+        await relay.prepare()
+        checkpoints = await bus.js.key_value(subjects.RELAY_BUCKET)
+        if checkpoint is None:
+            await checkpoints.delete("pod")  # a delete marker: the relay finds no checkpoint
+        else:
+            await checkpoints.put("pod", schemas.encode(schemas.Checkpoint(
+                kind="pod", resource_version=checkpoint, updated=time.time())))
+        stop = asyncio.Event()
+
+        counter = relay.metrics.published
+
+        def published() -> float:
+            # this one counter's samples only: a whole-registry collect at every poll would
+            # take a noticeable share of the relay's CPU
+            return sum(sample.value for metric in counter.collect() for sample in metric.samples
+                       if sample.name == PUBLISHED)
+
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        task = asyncio.create_task(relay.run(stop), name=f"bench-{label}")
+
+        async def done() -> bool:
+            if task.done():
+                task.result()
+                raise RuntimeError("the relay stopped before publishing everything")
+            return published() >= want
+
+        try:
+            await wait_for(done, timeout=timeout, interval=0.01,
+                           description=f"{want} messages published by the relay ({label})")
+            seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
+            count = published()
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 30)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return _RelayRun(seconds, cpu_seconds, count)
+    finally:
+        await api.close()
+        await bus.close()
+
+
+async def _stream_state(js: JetStreamContext) -> tuple[int, int]:
+    info = await js.stream_info(subjects.KUBE_STREAM)
+    return int(info.state.messages), int(info.state.bytes)
+
+
+async def _fresh_stream(js: JetStreamContext, settings: RelaySettings) -> None:
+    """Delete CLUSTERREGISTRY_KUBE and create it again with the relay's own settings."""
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(subjects.KUBE_STREAM)
+    await ensure_stream(js, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
+                        replicas=1, max_age=settings.stream_max_age_seconds,
+                        duplicate_window=settings.duplicate_window_seconds)
+
+
+async def _same_as_stored(js: JetStreamContext, outgoing: list[Outgoing]) -> bool:
+    """First, middle and last stored messages equal the baseline's, header for header."""
+    first = (await js.stream_info(subjects.KUBE_STREAM)).state.first_seq
+    for index in sorted({0, len(outgoing) // 2, len(outgoing) - 1}):
+        msg = await js.get_msg(subjects.KUBE_STREAM, first + index)
+        want = outgoing[index]
+        headers = msg.headers or {}
+        if (msg.subject, msg.data, headers.get(subjects.MSG_ID_HEADER),
+                headers.get(subjects.TRACE_HEADER)) != (
+                want.subject, want.payload, want.msg_id, want.headers[subjects.TRACE_HEADER]):
+            return False
+    return True
+
+
+# -- the baseline ---------------------------------------------------------------------------
+
+
+async def _raw_publish(nats_url: str, outgoing: list[Outgoing]) -> tuple[float, int]:
+    """Bare nats-py: publish_async every message, then await every ack. (seconds, acked)"""
+    nc = await nats.connect(nats_url, name="bench-raw")
+    try:
+        js = nc.jetstream()  # nats-py's default window: 4,000 in flight, as the relay's bus
+        prepared = [(o.subject, o.payload, {subjects.MSG_ID_HEADER: o.msg_id, **o.headers})
+                    for o in outgoing]
+        futures = []
+        started = time.perf_counter()
+        for subject, payload, headers in prepared:
+            futures.append(await js.publish_async(subject, payload, headers=headers))
+        await js.publish_async_completed()
+        seconds = time.perf_counter() - started
+        acks = await asyncio.gather(*futures)
+        return seconds, sum(1 for ack in acks if not ack.duplicate)
+    finally:
+        await nc.drain()
+
+
+# -- kubesim alone, and the relay's CPU stages ------------------------------------------------
+
+
+async def _bare_watch(session: aiohttp.ClientSession, base: str, rv: str,
+                      count: int) -> tuple[float, float, list[bytes]]:
+    """The same replay the relay gets, read line by line as kube.watching does.
+
+    Returns (wall seconds, this process's CPU seconds, the event lines): the wall time is
+    kubesim's serving (its own process), the CPU time the reading alone."""
+    params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+              "timeoutSeconds": "300"}
+    lines: list[bytes] = []
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    async with session.get(f"{base}/api/v1/pods", params=params) as response:
+        response.raise_for_status()
+        while len(lines) < count:
+            line = await response.content.readline()
+            if not line:
+                break
+            if b'"BOOKMARK"' not in line[:40] and line != b"\n":
+                lines.append(line)
+    return time.perf_counter() - started, time.process_time() - cpu_started, lines
+
+
+async def _bare_list(session: aiohttp.ClientSession, base: str, limit: int) -> tuple[float, int]:
+    """A paginated list of every pod, as a relist reads it."""
+    items = 0
+    token = ""
+    started = time.perf_counter()
+    while True:
+        params = {"limit": str(limit), **({"continue": token} if token else {})}
+        async with session.get(f"{base}/api/v1/pods", params=params) as response:
+            response.raise_for_status()
+            page = msgspec.json.decode(await response.read())
+        items += len(page["items"])
+        token = page["metadata"].get("continue") or ""
+        if not token:
+            return time.perf_counter() - started, items
+
+
+def _stages(lines: list[bytes], max_payload: int) -> dict[str, float]:
+    """Microseconds per event for each pure step of Relay._enqueue, on the real lines.
+
+    In chunks of 1,000 whose results are dropped, as the relay drops them: keeping 100,000
+    decoded objects alive would time the garbage collector instead."""
+    envelope = msgspec.json.Decoder(RawWatchEvent)
+    spent = dict.fromkeys(("watch_line_decode", "pod_decode", "translate", "message_encode"),
+                          0.0)
+    for start in range(0, len(lines), 1_000):
+        chunk = lines[start:start + 1_000]
+        t0 = time.perf_counter()
+        raws = [bytes(envelope.decode(line).object) for line in chunk]
+        t1 = time.perf_counter()
+        objs = [translating.decode("pod", raw) for raw in raws]
+        t2 = time.perf_counter()
+        events = [translating.translate("pod", "ADDED", obj) for obj in objs]
+        t3 = time.perf_counter()
+        for event in events:
+            translating.message(event, max_payload=max_payload)
+        t4 = time.perf_counter()
+        for name, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            spent[name] += seconds
+    out = {name: round(seconds / len(lines) * 1e6, 2) for name, seconds in spent.items()}
+    out["total"] = round(sum(spent.values()) / len(lines) * 1e6, 2)
+    return out
+
+
+def _outgoing(created: list[bytes], max_payload: int) -> list[Outgoing]:
+    """The messages the relay must publish for these pods, built by its own translator, in
+    resourceVersion order: the order of the watch replay (creates ran concurrently)."""
+    events = sorted((translating.translate("pod", "ADDED", translating.decode("pod", raw))
+                     for raw in created), key=lambda event: int(event.resource_version))
+    return [translating.message(event, max_payload=max_payload).outgoing for event in events]
+
+
+def _settle_heap() -> None:
+    """Collect, then exempt what is alive from later collections: every measured phase runs
+    with the small heap a relay process has, not with the bench's 100,000-item lists."""
+    gc.collect()
+    gc.freeze()
+
+
+# -- the benchmark --------------------------------------------------------------------------
+
+
+async def relay(*, quick: bool = False) -> dict[str, Any]:
+    count = 2_000 if quick else 100_000
+    settings = RelaySettings()  # the production batch and queue sizes
+    timeout = 120 + count / 500
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
+        root = Path(tmp)
+        nats_server = NatsServer(root / "nats")
+        kubesim = _Kubesim(root / "kube", history=count + 10_000)
+        try:
+            await nats_server.start()
+            await kubesim.start()
+            return await _measure(nats_server.url, kubesim, settings, count, timeout)
+        finally:
+            await kubesim.stop()
+            await nats_server.stop()
+            gc.unfreeze()
+
+
+async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, count: int,
+                   timeout: float) -> dict[str, Any]:
+    http_timeout = aiohttp.ClientTimeout(total=timeout)
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(timeout=http_timeout, connector=connector) as session:
+        started = time.perf_counter()
+        before, created = await _load(session, kubesim.url, count)
+        load_s = time.perf_counter() - started
+
+        # 1. the relay, resuming its pod watch from before the pods: kubesim replays them all
+        _settle_heap()
+        replay = await _run_relay(nats_url, kubesim.kubeconfig, settings, want=count,
+                                  label="replay", checkpoint=before, timeout=timeout)
+        admin: Bus = await connect([nats_url], name="bench-admin")
+        try:
+            relay_messages, relay_bytes = await _stream_state(admin.js)
+            outgoing = _outgoing(created, admin.max_payload)
+            identical = await _same_as_stored(admin.js, outgoing)
+
+            # 2. the baseline: the same messages, bare nats-py, into the same fresh stream;
+            # short, so the median of a few runs (the shared machine's noise shows in one)
+            raw_runs: list[float] = []
+            for _ in range(RAW_RUNS):
+                await _fresh_stream(admin.js, settings)
+                seconds, raw_stored = await _raw_publish(nats_url, outgoing)
+                raw_runs.append(seconds)
+                raw_messages, raw_bytes = await _stream_state(admin.js)
+                if (raw_stored, raw_messages) != (count, count):
+                    break
+            raw_s = statistics.median(raw_runs)
+            payload_bytes = statistics.fmean(len(o.payload) for o in outgoing)
+            del outgoing, created
+            _settle_heap()
+
+            # 3. the relist path: no checkpoint, a fresh stream, a relist of every pod
+            await _fresh_stream(admin.js, settings)
+            relist = await _run_relay(nats_url, kubesim.kubeconfig, settings, want=count + 2,
+                                      label="relist", checkpoint=None, timeout=timeout)
+            relist_messages, _ = await _stream_state(admin.js)
+            max_payload = admin.max_payload
+        finally:
+            await admin.close()
+
+        # 4. kubesim alone: the same replay and the same list, read by bare clients
+        watch_s, watch_cpu_s, lines = await _bare_watch(session, kubesim.url, before, count)
+        list_s, listed = await _bare_list(session, kubesim.url, settings.batch_size)
+    _settle_heap()
+    stages = _stages(lines, max_payload)
+
+    relay_rate = count / replay.seconds
+    raw_rate = count / raw_s
+    return {
+        "pods": count,
+        "path": "watch-replay",
+        "batch_size": settings.batch_size,
+        "queue_size": settings.queue_size,
+        "relay_seconds": round(replay.seconds, 3),
+        "relay_cpu_share": round(replay.cpu_seconds / replay.seconds, 3),
+        "relay_events_per_s": round(relay_rate),
+        "raw_publish_async_seconds": round(raw_s, 3),
+        "raw_publish_async_per_s_runs": [round(count / seconds) for seconds in raw_runs],
+        "raw_publish_async_per_s": round(raw_rate),
+        "ratio": round(relay_rate / raw_rate, 3),
+        "target_ratio": TARGET_RATIO,
+        "relist_seconds": round(relist.seconds, 3),
+        "relist_events_per_s": round(count / relist.seconds),
+        "kubesim_watch_replay_seconds": round(watch_s, 3),
+        "kubesim_watch_events_per_s": round(len(lines) / watch_s),
+        "kubesim_list_seconds": round(list_s, 3),
+        # per event, in this process: reading the watch lines (aiohttp readline), then the
+        # pure steps of Relay._enqueue; beside them the whole relay's and the raw publisher's
+        "watch_read_cpu_us_per_event": round(watch_cpu_s / len(lines) * 1e6, 2),
+        "enqueue_steps_us_per_event": stages,
+        "relay_total_cpu_us_per_event": round(replay.cpu_seconds / count * 1e6, 1),
+        "raw_publish_wall_us_per_event": round(raw_s / count * 1e6, 1),
+        "payload_bytes_mean": round(payload_bytes),
+        "watch_line_bytes_mean": round(statistics.fmean(len(line) for line in lines)),
+        "load_pods_seconds": round(load_s, 3),
+        "relay_stream_messages": relay_messages,
+        "raw_stream_messages": raw_messages,
+        "relist_stream_messages": relist_messages,
+        "same_messages": identical and relay_bytes == raw_bytes,
+        "all_delivered": (relay_messages == raw_messages == raw_stored == count
+                          and replay.published == count and relist.published == count + 2
+                          and relist_messages == count + 2 and len(lines) == listed == count),
+    }
+
