@@ -252,10 +252,8 @@ def validate(settings: Settings) -> None:
     if settings.nats.stream_replicas not in (1, 3, 5):
         raise ConfigError("nats.streamReplicas: must be 1, 3 or 5")
     relay = settings.relay
-    if relay.batch_size < 1 or not relay.batch_size <= relay.queue_size <= 4000:
-        # the queue size is also the publish window, which must stay below nats-py's limit of
-        # 4000 unacknowledged publish_async messages (bus.connecting)
-        raise ConfigError("relay: 1 <= batchSize <= queueSize <= 4000 is required")
+    if relay.batch_size < 1 or relay.queue_size < relay.batch_size:
+        raise ConfigError("relay: 1 <= batchSize <= queueSize is required")
     if not relay.retry_period_seconds < relay.renew_deadline_seconds < (
         relay.lease_duration_seconds
     ):

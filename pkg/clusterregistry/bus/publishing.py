@@ -1,23 +1,33 @@
 """Publishing to JetStream in order, pipelined, retried until stored, never doubled.
 
-`Pipeline` keeps up to `window` messages in flight (publish_async: no round
-trip per message) and hands acknowledgements back strictly in send order.
-When an ack fails or does not come (NATS down, a stream leader election),
-every message still in flight is republished, in order, until all are
-acknowledged: what JetStream had already stored comes back as a duplicate
-ack thanks to Nats-Msg-Id, so a retry neither loses nor doubles a message.
-A connection delivers in order and loses a suffix when it breaks, so the
-stream keeps the send order too.
+`Pipeline` keeps up to `window` messages in flight and hands their
+acknowledgements back strictly in send order. When an ack fails or does not
+come (NATS down, a stream leader election), every message still in flight
+is republished, in order, until all are acknowledged: what JetStream had
+already stored comes back as a duplicate ack thanks to Nats-Msg-Id, so a
+retry neither loses nor doubles a message. A connection delivers in order
+and loses a suffix when it breaks, so the stream keeps the send order too.
+
+It talks JetStream's publish protocol directly (a core publish with a reply
+subject; the ack arrives on one wildcard subscription) rather than through
+nats-py's publish_async, which creates a Future, a random token and a parsed
+PubAck per message and measured about 1.5 times slower for the same
+guarantees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.subjects import MSG_ID_HEADER
@@ -25,6 +35,15 @@ from clusterregistry.subjects import MSG_ID_HEADER
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_PENDING, _STORED, _DUPLICATE, _FAILED = 0, 1, 2, 3
+
+
+class _PubAck(msgspec.Struct):
+    duplicate: bool = False
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +58,10 @@ class Outgoing:
 class _InFlight(Generic[T]):
     message: Outgoing | None
     token: T
-    future: asyncio.Future[Any]
+    seq: int
     sent: float
+    state: int = _PENDING
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +71,16 @@ class Acked(Generic[T]):
     sent: float  # loop time of the (last) send
 
 
+class PublishError(Exception):
+    """JetStream refused a message, or it could not be sent."""
+
+
 class Pipeline(Generic[T]):
     def __init__(
         self,
         bus: Bus,
         *,
-        window: int = 2000,  # below publish_async_max_pending (connecting.py: 4000)
+        window: int = 2000,
         ack_timeout: float = 5.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
@@ -68,108 +93,132 @@ class Pipeline(Generic[T]):
         self.backoff_max = backoff_max
         self.on_retry = on_retry
         self._inflight: collections.deque[_InFlight[T]] = collections.deque()
+        self._by_seq: dict[int, _InFlight[T]] = {}
+        self._seq = 0
+        self._prefix = ""
+        self._subscription: Subscription | None = None
         self._room = asyncio.Event()
         self._room.set()
-        self._sent = asyncio.Event()
+        self._progress = asyncio.Event()  # an ack arrived, or a message was queued
         self._lock = asyncio.Lock()  # sending and resending never interleave
 
     def __len__(self) -> int:
         return len(self._inflight)
 
-    async def _publish(self, message: Outgoing) -> asyncio.Future[Any]:
+    async def _subscribe(self) -> None:
+        nc = self.bus.nc
+        self._prefix = f"{nc._inbox_prefix.decode()}.{nc._nuid.next().decode()}."
+        self._subscription = await nc.subscribe(self._prefix + "*", cb=self._on_ack)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        try:
+            seq = int(msg.subject[len(self._prefix):])
+        except ValueError:
+            return
+        entry = self._by_seq.pop(seq, None)
+        if entry is None:
+            return  # the ack of an earlier send of a message since resent: superseded
+        data = msg.data or b""
+        if msg.headers and msg.headers.get("Status") == "503":
+            entry.state, entry.error = _FAILED, "no responders: the stream is not available"
+        elif b'"error"' in data:
+            entry.state, entry.error = _FAILED, data.decode(errors="replace")[:300]
+        elif b'"duplicate"' in data and _ack_decoder.decode(data).duplicate:
+            # the server writes `"duplicate": true`, with a space: parse rather than match
+            entry.state = _DUPLICATE
+        else:
+            entry.state = _STORED
+        self._progress.set()
+
+    async def _publish(self, entry: _InFlight[T]) -> None:
+        message = entry.message
+        if message is None:
+            entry.state = _STORED
+            return
+        self._seq += 1
+        entry.seq = self._seq
+        entry.state = _PENDING
+        self._by_seq[entry.seq] = entry
         headers = {MSG_ID_HEADER: message.msg_id, **message.headers}
         try:
-            # no wait_stall: the window keeps us under publish_async's pending limit, and
-            # a wait_stall costs a timer and an extra loop turn on every message
-            future = await self.bus.js.publish_async(message.subject, message.payload,
-                                                     headers=headers)
+            await self.bus.nc.publish(message.subject, message.payload,
+                                      reply=f"{self._prefix}{entry.seq}", headers=headers)
         except Exception as exc:  # not even sent: the ack side finds out and resends
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        # a failed ack we cancel before awaiting must not be reported as never retrieved
-        future.add_done_callback(_retrieve)
-        return future
+            self._by_seq.pop(entry.seq, None)
+            entry.state, entry.error = _FAILED, f"{type(exc).__name__}: {exc}"
 
     async def send(self, message: Outgoing | None, token: T) -> None:
         """Queue `message` (None: only a token, e.g. a resume point, kept in order)."""
+        if self._subscription is None:
+            await self._subscribe()
         while len(self._inflight) >= self.window:
             self._room.clear()
             await self._room.wait()
         async with self._lock:
-            future = _done() if message is None else await self._publish(message)
-            self._inflight.append(_InFlight(message, token, future,
-                                            asyncio.get_running_loop().time()))
-            self._sent.set()
+            entry = _InFlight(message, token, 0, asyncio.get_running_loop().time())
+            await self._publish(entry)
+            self._inflight.append(entry)
+            self._progress.set()
 
     async def acked(self) -> list[Acked[T]]:
         """The acks that arrived, oldest first: at least one, in send order, and never one
         whose predecessor is still unacknowledged. A failed or missing ack resends
         everything in flight (with back-off) and waits again."""
         delay = self.backoff_initial
+        loop = asyncio.get_running_loop()
         while True:
-            while not self._inflight:
-                self._sent.clear()
-                await self._sent.wait()
-            head = self._inflight[0]
-            if not head.future.done():
-                # asyncio.wait neither cancels the future nor wraps it in a task per call
-                await asyncio.wait((head.future,), timeout=self.ack_timeout)
+            deadline: float | None = None
+            while not self._inflight or self._inflight[0].state == _PENDING:
+                self._progress.clear()
+                if not self._inflight:
+                    deadline = None
+                    await self._progress.wait()
+                    continue
+                if deadline is None:
+                    deadline = loop.time() + self.ack_timeout
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), remaining)
             out: list[Acked[T]] = []
-            failure: BaseException | None = None
-            if not head.future.done():
-                failure = TimeoutError(f"no acknowledgement within {self.ack_timeout:g}s")
-            while self._inflight and failure is None:
-                entry = self._inflight[0]
-                if not entry.future.done():
-                    break
-                if entry.future.cancelled():
-                    failure = ConnectionError("publish cancelled")
-                    break
-                exc = entry.future.exception()
-                if exc is not None:
-                    failure = exc
-                    break
-                self._inflight.popleft()
-                ack = entry.future.result()
-                out.append(Acked(entry.token, bool(getattr(ack, "duplicate", False)),
-                                 entry.sent))
+            while self._inflight and self._inflight[0].state in (_STORED, _DUPLICATE):
+                entry = self._inflight.popleft()
+                out.append(Acked(entry.token, entry.state == _DUPLICATE, entry.sent))
             if len(self._inflight) < self.window:
                 self._room.set()
             if out:
                 return out  # a failure behind them is found on the next call
-            assert failure is not None
+            head = self._inflight[0]
+            failure = PublishError(head.error or f"no acknowledgement within "
+                                                 f"{self.ack_timeout:g}s")
             if self.on_retry is not None:
-                self.on_retry(failure if isinstance(failure, Exception) else Exception(failure))
+                self.on_retry(failure)
             log.warning("publish failed (%s); resending %d in-flight messages in %.1fs",
-                        str(failure) or type(failure).__name__, len(self._inflight), delay)
+                        failure, len(self._inflight), delay)
             await self._resend(delay)
             delay = min(delay * 2, self.backoff_max)
 
     async def _resend(self, delay: float) -> None:
         async with self._lock:
-            # acks that will never come (the server restarted) would hold publish_async's
-            # pending slots for ever: cancel them before sending again
             for entry in self._inflight:
-                entry.future.cancel()
+                self._by_seq.pop(entry.seq, None)  # late acks of the old sends are ignored
             await asyncio.sleep(delay)  # back-off before republishing
             now = asyncio.get_running_loop().time()
             for entry in self._inflight:
-                entry.future = _done() if entry.message is None else await self._publish(
-                    entry.message)
                 entry.sent = now
+                await self._publish(entry)
 
     def cancel(self) -> None:
-        for entry in self._inflight:
-            entry.future.cancel()
         self._inflight.clear()
+        self._by_seq.clear()
 
+    async def close(self) -> None:
+        self.cancel()
+        if self._subscription is not None:
+            try:
+                await self._subscription.unsubscribe()
+            except Exception as exc:  # a closed connection has no subscription left
+                log.debug("unsubscribe: %s", exc)
+            self._subscription = None
 
-def _done() -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -278,7 +278,7 @@ class Relay:
             acking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await acking
-            pipeline.cancel()
+            await pipeline.close()
 
     async def _ack_loop(self, kind: str, pipeline: Pipeline[Item]) -> None:
         """Acks in send order: metrics, and a checkpoint at most every quarter second (and
