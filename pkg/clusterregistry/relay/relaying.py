@@ -1,13 +1,13 @@
 """The relay's I/O: list, watch, publish, checkpoint, and lead.
 
-Per kind, a watch loop reads events into a bounded queue and a publish loop
-drains it in acknowledged batches (bus.publishing). A full queue blocks the
-watch loop, so a slow or absent NATS stops the relay reading the watch
-instead of buffering without bound; kube-apiserver may then end the watch,
-and the relay resumes from the last resourceVersion it queued, or relists on
-410 GoneError.
+Per kind, a watch loop publishes each event into a bounded window of
+unacknowledged messages (bus.publishing.Pipeline) and a second task takes
+the acks in send order. A full window blocks the watch loop, so a slow or
+absent NATS stops the relay reading the watch instead of buffering without
+bound; kube-apiserver may then end the watch, and the relay resumes from the
+last resourceVersion it sent, or relists on 410 Gone.
 
-Checkpoints: after a batch is acknowledged, the newest resourceVersion in it
+Checkpoints: as acks arrive, the newest resourceVersion among them
 that is safe to resume from (a watch event's, a bookmark's, or the list's at
 a relist's end marker) is written to KV. A restart watches from there; the
 API server replays what followed, and whatever of that was already published
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One entry of a kind's queue: a message to publish and/or a resume point."""
+    """One entry of a kind's publish window: a message and/or a resume point."""
 
     outgoing: Outgoing | None
     resume_rv: str | None
@@ -143,20 +143,23 @@ class Relay:
     # -- one kind ------------------------------------------------------------------------------
 
     async def _relay_kind(self, kind: str) -> None:
-        queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=self.settings.queue_size)
-        publisher = asyncio.create_task(self._publish_loop(kind, queue), name=f"publish-{kind}")
-        watcher = asyncio.create_task(self._watch_loop(kind, queue), name=f"watch-{kind}")
+        metrics = self._kind_metrics[kind]
+        pipeline: Pipeline[Item] = Pipeline(
+            self.bus, window=self.settings.queue_size,
+            on_retry=lambda _exc: metrics.publish_retries.inc())
+        watcher = asyncio.create_task(self._watch_loop(kind, pipeline), name=f"watch-{kind}")
+        acking = asyncio.create_task(self._ack_loop(kind, pipeline), name=f"acks-{kind}")
         try:
-            done, _ = await asyncio.wait({publisher, watcher},
-                                         return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait({watcher, acking}, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
         finally:
-            for task in (publisher, watcher):
+            for task in (watcher, acking):
                 task.cancel()
-            for task in (publisher, watcher):
+            for task in (watcher, acking):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await pipeline.close()
 
     async def _load_checkpoint(self, kind: str) -> str | None:
         assert self._checkpoints is not None
@@ -182,7 +185,7 @@ class Relay:
         except Exception as exc:  # the next batch writes a newer one; a restart replays more
             log.warning("writing the %s checkpoint: %s", kind, exc)
 
-    async def _watch_loop(self, kind: str, queue: asyncio.Queue[Item]) -> None:
+    async def _watch_loop(self, kind: str, pipeline: Pipeline[Item]) -> None:
         target = Target(*WATCHED[kind])
         rv = await self._load_checkpoint(kind)
         delay = 0.2
@@ -190,15 +193,15 @@ class Relay:
         while True:
             try:
                 if rv is None:
-                    rv = await self._relist(kind, target, queue)
+                    rv = await self._relist(kind, target, pipeline)
                 async for event in watch(self.api, target, resource_version=rv,
                                          object_type=translating.object_type(kind),
                                          timeout_seconds=self.settings.watch_timeout_seconds):
                     if event.object is None:  # a BOOKMARK: a resume point, nothing to publish
                         rv = event.resource_version or rv
-                        await queue.put(Item(None, rv, time.monotonic()))
+                        await self._send(pipeline, Item(None, rv, time.monotonic()))
                         continue
-                    rv = await self._enqueue(kind, event.type, event.object, queue) or rv
+                    rv = await self._enqueue(kind, event.type, event.object, pipeline) or rv
                     delay = 0.2
                 self._kind_metrics[kind].watch_restarts.inc()
             except GoneError as exc:
@@ -219,7 +222,7 @@ class Relay:
                 delay = min(delay * 2, 10.0)
 
     async def _enqueue(self, kind: str, event_type: str, obj: KubeObject,
-                       queue: asyncio.Queue[Item], *, relist: str = "") -> str:
+                       pipeline: Pipeline[Item], *, relist: str = "") -> str:
         self._kind_metrics[kind].received[event_type].inc()
         event = translating.translate(kind, event_type, obj, relist=relist)
         prepared = translating.message(event, max_payload=self.bus.max_payload)
@@ -230,23 +233,23 @@ class Relay:
                 "without its state, marked oversized", kind, event.namespace, event.name,
                 event.uid, event.resource_version, self.bus.max_payload)
         resume = None if relist else event.resource_version
-        await queue.put(Item(prepared.outgoing, resume, time.monotonic(), event_type))
+        await self._send(pipeline, Item(prepared.outgoing, resume, time.monotonic(), event_type))
         return event.resource_version
 
-    async def _relist(self, kind: str, target: Target, queue: asyncio.Queue[Item]) -> str:
+    async def _relist(self, kind: str, target: Target, pipeline: Pipeline[Item]) -> str:
         """Publish begin, a SYNC event per live object, end; return the list's version."""
         self._kind_metrics[kind].relists.inc()
         relist_id = uuid.uuid4().hex[:16]
         items, list_rv, token = await list_page(self.api, target,
                                                 limit=self.settings.batch_size)
         log.info("%s relist %s at resourceVersion %s", kind, relist_id, list_rv)
-        await queue.put(Item(translating.marker(schemas.RelistMarker(
+        await self._send(pipeline, Item(translating.marker(schemas.RelistMarker(
             kind=kind, phase="begin", relist=relist_id,  # type: ignore[arg-type]
             resource_version=list_rv)), None, time.monotonic()))
         count = 0
         while True:
             for raw in items:
-                await self._enqueue(kind, "SYNC", translating.decode(kind, raw), queue,
+                await self._enqueue(kind, "SYNC", translating.decode(kind, raw), pipeline,
                                     relist=relist_id)
                 count += 1
             if not token:
@@ -255,30 +258,15 @@ class Relay:
             # and the whole relist starts over under a new id
             items, _, token = await list_page(self.api, target, limit=self.settings.batch_size,
                                               continue_token=token)
-        await queue.put(Item(translating.marker(schemas.RelistMarker(
+        await self._send(pipeline, Item(translating.marker(schemas.RelistMarker(
             kind=kind, phase="end", relist=relist_id,  # type: ignore[arg-type]
             resource_version=list_rv, count=count)), list_rv, time.monotonic()))
         return list_rv
 
-    async def _publish_loop(self, kind: str, queue: asyncio.Queue[Item]) -> None:
-        """Send queued items down the pipeline; a second task takes their acks in order."""
-        metrics = self._kind_metrics[kind]
-        pipeline: Pipeline[Item] = Pipeline(
-            self.bus, window=self.settings.queue_size,
-            on_retry=lambda _exc: metrics.publish_retries.inc())
-        acking = asyncio.create_task(self._ack_loop(kind, pipeline), name=f"acks-{kind}")
-        try:
-            while True:
-                if acking.done():
-                    acking.result()  # re-raise what stopped it
-                item = await queue.get()
-                await pipeline.send(item.outgoing, item)
-                metrics.queue_depth.set(queue.qsize() + len(pipeline))
-        finally:
-            acking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acking
-            await pipeline.close()
+    @staticmethod
+    async def _send(pipeline: Pipeline[Item], item: Item) -> None:
+        # blocks while the window is full or a resend is under way: back-pressure on the watch
+        await pipeline.send(item.outgoing, item)
 
     async def _ack_loop(self, kind: str, pipeline: Pipeline[Item]) -> None:
         """Acks in send order: metrics, and a checkpoint at most every quarter second (and
@@ -308,6 +296,7 @@ class Relay:
                     resume = item.resume_rv
             for event_type, count in published.items():
                 metrics.published[event_type].inc(count)
+            metrics.queue_depth.set(len(pipeline))
             if duplicates:
                 metrics.duplicates.inc(duplicates)
             if resume is not None and (len(pipeline) == 0
