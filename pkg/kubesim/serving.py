@@ -491,14 +491,16 @@ class Server:
                     break
                 wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
                 ready = await watch.wait(max(wait, 0.0))
-                events = watch.drain()
+                # a bounded chunk per write: a long backlog (a resumed watch replaying its
+                # history) reaches the client as it is encoded, not after all of it
+                events = watch.drain(500)
                 if events:
                     await response.write(b"".join(encode(e) for e in events))
-                if initial_pending:
+                if initial_pending and not watch.pending:
                     initial_pending = False
                     # the end of initial events (WatchList): a bookmark so annotated
                     await response.write(bookmark({"k8s.io/initial-events-end": "true"}))
-                if watch.closed:
+                if watch.closed and not watch.pending:
                     break
                 if bookmarks and loop.time() >= next_bookmark:
                     await response.write(bookmark())

@@ -162,12 +162,19 @@ class Watch:
             self._wakeup.set()
             self._on_close(self)
 
-    def drain(self) -> list[Event]:
-        """Everything queued now, without waiting (for writers that batch)."""
-        events = list(self._pending)
-        self._pending.clear()
-        self._wakeup.clear()
-        return events
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        """What is queued now, at most `limit` events, without waiting (for writers that
+        batch)."""
+        if limit is None or len(self._pending) <= limit:
+            events = list(self._pending)
+            self._pending.clear()
+            self._wakeup.clear()
+            return events
+        return [self._pending.popleft() for _ in range(limit)]
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait until an event is queued or the watch closed; False on timeout."""
