@@ -920,7 +920,8 @@ class ApiServer:
             elif not dep["metadata"].get("deletionTimestamp"):
                 await self.delete(resource, namespace=key[0] or None, name=key[1],
                                   propagation_policy="Background")
-        self._dependents.pop(uid, None) if owner is None else None
+        if owner is None:
+            self._dependents.pop(uid, None)
 
     def _retry_later(self, uid: str) -> None:
         async def again() -> None:

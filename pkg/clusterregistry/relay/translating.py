@@ -23,23 +23,22 @@ log = logging.getLogger(__name__)
 # room for the headers and the protocol line within max_payload
 _HEADROOM = 1024
 
-_decoders: dict[str, msgspec.json.Decoder[objects.KubeObject]] = {
-    "pod": msgspec.json.Decoder(objects.Pod),
-    "artifact": msgspec.json.Decoder(objects.Artifact),
-}
-_workload_decoder: msgspec.json.Decoder[objects.KubeObject] = msgspec.json.Decoder(
-    objects.Workload)
+# the partial view each kind's objects are decoded into; every owner kind is a Workload
+_VIEWS: dict[str, type[objects.KubeObject]] = {
+    "pod": objects.Pod, "artifact": objects.Artifact}
+_decoders: dict[type[objects.KubeObject], msgspec.json.Decoder[objects.KubeObject]] = {
+    view: msgspec.json.Decoder(view) for view in (objects.Pod, objects.Artifact,
+                                                   objects.Workload)}
 _originals_decoder = msgspec.json.Decoder(dict[str, str])
 
 
 def object_type(kind: str) -> type[objects.KubeObject]:
     """The partial view a kind's objects are decoded into."""
-    return {"pod": objects.Pod, "artifact": objects.Artifact}.get(  # type: ignore[return-value]
-        kind, objects.Workload)
+    return _VIEWS.get(kind, objects.Workload)
 
 
 def decode(kind: str, raw: bytes) -> objects.KubeObject:
-    return _decoders.get(kind, _workload_decoder).decode(raw)
+    return _decoders[object_type(kind)].decode(raw)
 
 
 def _originals(meta: objects.ObjectMeta) -> dict[str, str]:

@@ -1,8 +1,7 @@
 """kubesim's controller manager end to end: ApiServer + ControllerManager + a real registry.
 
-The registry is Debian's docker-registry (distribution 2.8) on a free
-loopback port with filesystem storage under tmp_path; images are pushed
-with plain registry API calls (blobs, then the manifest). Every wait is on a
+The registry is the test world's Debian docker-registry (distribution 2.8);
+images are pushed with plain registry API calls (blobs, then the manifest). Every wait is on a
 condition with a timeout, woken by the API server's change notifications.
 """
 
@@ -15,109 +14,33 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
-import socket
-import subprocess
 import tarfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
+from clusterregistry.sandbox.registries import Registry
 from kubesim.apiserver import ApiServer
 from kubesim.controllers import ControllerManager, KubeletSettings
 from kubesim.resources import Resource
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("docker-registry") is None, reason="docker-registry is not installed"
-    ),
-]
+pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 Obj = dict[str, Any]
 NS = "default"
 
 
-# --- a real registry ----------------------------------------------------------------------
+# --- a real registry (the test world's docker-registry) -----------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class RegistryProcess:
-    host: str
-    process: subprocess.Popen[bytes]
-    username: str = ""
-    password: str = ""
-
-    @property
-    def headers(self) -> dict[str, str]:
-        if not self.username:
-            return {}
-        raw = f"{self.username}:{self.password}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-@contextlib.contextmanager
-def run_registry(root: Path, *, htpasswd: str | None = None) -> Iterator[RegistryProcess]:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    auth = ""
-    if htpasswd is not None:
-        (root / "htpasswd").write_text(htpasswd)
-        auth = f"auth:\n  htpasswd:\n    realm: kubesim-test\n    path: {root / 'htpasswd'}\n"
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: kubesim-test-secret\n"
-        + auth
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # 401 with auth: it is up
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("docker-registry did not start") from None
-                time.sleep(0.05)
-        yield RegistryProcess(host=f"127.0.0.1:{port}", process=process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def plain_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    with run_registry(tmp_path_factory.mktemp("registry")) as registry:
-        yield registry
+@pytest.fixture
+def plain_registry(registry: Registry) -> Registry:
+    return registry
 
 
 def _layer(content: bytes) -> tuple[bytes, str]:
@@ -137,11 +60,12 @@ def digest_of(data: bytes) -> str:
 
 
 async def push_blob(
-    session: aiohttp.ClientSession, registry: RegistryProcess, repo: str, data: bytes
+    session: aiohttp.ClientSession, registry: Registry, repo: str, data: bytes
 ) -> str:
     digest = digest_of(data)
     base = f"http://{registry.host}"
-    async with session.post(f"{base}/v2/{repo}/blobs/uploads/", headers=registry.headers) as resp:
+    async with session.post(f"{base}/v2/{repo}/blobs/uploads/",
+                            headers=registry.auth_headers()) as resp:
         assert resp.status == 202, await resp.text()
         location = resp.headers["Location"]
     if location.startswith("/"):
@@ -150,14 +74,14 @@ async def push_blob(
     async with session.put(
         f"{location}{separator}digest={digest}",
         data=data,
-        headers={"Content-Type": "application/octet-stream", **registry.headers},
+        headers={"Content-Type": "application/octet-stream", **registry.auth_headers()},
     ) as resp:
         assert resp.status == 201, await resp.text()
     return digest
 
 
 async def push_image(
-    registry: RegistryProcess, repo: str, tag: str, *, platform: str = "linux/amd64",
+    registry: Registry, repo: str, tag: str, *, platform: str = "linux/amd64",
     content: bytes = b"hello",
 ) -> str:
     """Push a one-layer OCI image; returns the manifest digest."""
@@ -183,7 +107,7 @@ async def push_image(
             f"http://{registry.host}/v2/{repo}/manifests/{tag}",
             data=manifest,
             headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json",
-                     **registry.headers},
+                     **registry.auth_headers()},
         ) as resp:
             assert resp.status == 201, await resp.text()
     return digest_of(manifest)
@@ -262,7 +186,7 @@ async def started_cluster(settings: KubeletSettings, **kwargs: Any) -> AsyncIter
 
 
 @pytest.fixture
-async def cluster(plain_registry: RegistryProcess) -> AsyncIterator[Cluster]:
+async def cluster(plain_registry: Registry) -> AsyncIterator[Cluster]:
     settings = KubeletSettings(
         insecure_registries=[plain_registry.host], backoff_initial=0.2, backoff_max=0.8,
         job_run_seconds=0.0,
@@ -322,7 +246,7 @@ async def test_nodes_are_registered_ready_with_labels(cluster: Cluster) -> None:
 
 
 async def test_deployment_becomes_replicaset_and_running_pods(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     digest = await push_image(plain_registry, "team/web", "1.0")
     image = f"{plain_registry.host}/team/web:1.0"
@@ -374,7 +298,7 @@ async def test_deployment_becomes_replicaset_and_running_pods(
 
 
 async def test_rollout_creates_new_replicaset_and_scales_old_down(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     await push_image(plain_registry, "team/api", "1", content=b"one")
     await push_image(plain_registry, "team/api", "2", content=b"two")
@@ -427,7 +351,7 @@ async def test_rollout_creates_new_replicaset_and_scales_old_down(
     assert current["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
 
 
-async def test_scaling_a_deployment(cluster: Cluster, plain_registry: RegistryProcess) -> None:
+async def test_scaling_a_deployment(cluster: Cluster, plain_registry: Registry) -> None:
     await push_image(plain_registry, "team/scale", "v1")
     await cluster.create(deployment("scale", f"{plain_registry.host}/team/scale:v1", replicas=1))
     await cluster.wait_for(
@@ -448,7 +372,7 @@ async def test_scaling_a_deployment(cluster: Cluster, plain_registry: RegistryPr
 
 
 async def test_missing_image_backs_off_then_runs_once_pushed(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     image = f"{plain_registry.host}/team/late:1.0"
     await cluster.create(deployment("late", image, replicas=1))
@@ -479,7 +403,7 @@ async def test_missing_image_backs_off_then_runs_once_pushed(
         f"{plain_registry.host}/team/late@sha256:")
 
 
-async def test_job_runs_to_completion(cluster: Cluster, plain_registry: RegistryProcess) -> None:
+async def test_job_runs_to_completion(cluster: Cluster, plain_registry: Registry) -> None:
     await push_image(plain_registry, "team/batch", "1")
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "crunch", "namespace": NS},
            "spec": {"completions": 3, "parallelism": 2,
@@ -526,7 +450,7 @@ async def test_job_runs_to_completion(cluster: Cluster, plain_registry: Registry
 
 
 async def test_job_fails_after_backoff_limit(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     await push_image(plain_registry, "team/flaky", "1")
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "flaky", "namespace": NS},
@@ -553,7 +477,7 @@ async def test_job_fails_after_backoff_limit(
 
 
 async def test_daemonset_one_pod_per_node_and_follows_node_deletion(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     await push_image(plain_registry, "team/agent", "1")
     labels = {"app": "agent"}
@@ -596,7 +520,7 @@ async def test_daemonset_one_pod_per_node_and_follows_node_deletion(
 
 
 async def test_statefulset_creates_in_order_and_scales_down_in_reverse(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     await push_image(plain_registry, "team/db", "1")
     labels = {"app": "db"}
@@ -673,7 +597,7 @@ async def test_pod_without_fitting_node_is_unschedulable(cluster: Cluster) -> No
 
 
 async def test_cronjob_runs_a_missed_schedule(
-    cluster: Cluster, plain_registry: RegistryProcess
+    cluster: Cluster, plain_registry: Registry
 ) -> None:
     await push_image(plain_registry, "team/cron", "1")
     cronjob = {"apiVersion": "batch/v1", "kind": "CronJob",
@@ -704,11 +628,11 @@ async def test_cronjob_runs_a_missed_schedule(
 
 
 async def test_image_pull_secret_with_basic_auth(tmp_path: Path) -> None:
-    bcrypt = pytest.importorskip("bcrypt")
     password = "s3cret-pass"
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    with run_registry(tmp_path / "auth-registry", htpasswd=f"puller:{hashed}\n") as registry:
-        registry.username, registry.password = "puller", password
+    registry = Registry(tmp_path / "auth-registry", name="auth-registry", username="puller",
+                        password=password)
+    await registry.start()
+    try:
         digest = await push_image(registry, "private/app", "1")
         image = f"{registry.host}/private/app:1"
         settings = KubeletSettings(insecure_registries=[registry.host], backoff_initial=0.2,
@@ -741,3 +665,5 @@ async def test_image_pull_secret_with_basic_auth(tmp_path: Path) -> None:
             message = denied["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
             assert "401 Unauthorized" in message or "authorization" in message
             assert denied["status"]["phase"] == "Pending"
+    finally:
+        await registry.stop()
