@@ -114,6 +114,22 @@ class RelaySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     missing_resource_retry_seconds: float = 10.0
 
 
+class TrackerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """The tracker (owner -> images); not AOSM keys."""
+
+
+class ReconcilerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """The reconciler (Artifacts, mirror requests); not AOSM keys."""
+
+
+class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """The mirror workers and `clusterregistry copy`; not AOSM keys."""
+
+
+class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Garbage collection beyond AOSM's cadence and threshold keys."""
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     enable_cluster_registry: bool = False
     enable_early_loading: bool = False
@@ -124,6 +140,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     webhook: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
     relay: RelaySettings = msgspec.field(default_factory=RelaySettings)
+    tracker: TrackerSettings = msgspec.field(default_factory=TrackerSettings)
+    reconciler: ReconcilerSettings = msgspec.field(default_factory=ReconcilerSettings)
+    mirror: MirrorSettings = msgspec.field(default_factory=MirrorSettings)
+    gc: GcSettings = msgspec.field(default_factory=GcSettings)
     # the namespace clusterregistry runs in (its Leases live there)
     namespace: str = "clusterregistry"
     # /healthz, /readyz and /metrics of every process

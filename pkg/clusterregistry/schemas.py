@@ -114,6 +114,140 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     updated: float = 0.0
 
 
+# -- tracker: KV `clusterregistry-refs`, key = owner uid ---------------------------------------
+
+OwnerKind = Literal["Pod", "ReplicaSet", "Job", "DaemonSet", "StatefulSet"]
+
+
+class SecretRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A `kubernetes.io/dockerconfigjson` secret a mirror may use for a source image."""
+
+    namespace: str
+    name: str
+
+
+class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Which source images one owner uses (a pod's controller, or a bare pod).
+
+    `images` are canonical source references (`references.canonical`): the original
+    from the webhook's annotation, or the image itself when it was not rewritten.
+    GC treats an image as referenced while any record lists it.
+    """
+
+    uid: str
+    kind: OwnerKind
+    namespace: str
+    name: str
+    images: list[str] = msgspec.field(default_factory=list)
+    pull_secrets: list[str] = msgspec.field(default_factory=list, name="pullSecrets")
+    resource_version: str = msgspec.field(default="", name="resourceVersion")
+    updated: float = 0.0
+
+
+# -- reconciler: KV `clusterregistry-artifacts`, key = Artifact name ----------------------------
+
+ArtifactPhase = Literal["Pending", "Mirroring", "Available", "Failed", "Deleting"]
+
+
+class ArtifactRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the local registry holds for one source image, for the webhook and GC.
+
+    The webhook's IfAvailable policy rewrites only sources whose record is `Available`.
+    """
+
+    name: str
+    source: str
+    local: str
+    phase: ArtifactPhase
+    digest: str = ""
+    size: int = 0
+    platforms: list[str] = msgspec.field(default_factory=list)
+    references: int = 0
+    # when the last reference ended (0 while referenced): GC's grace period counts from here
+    unreferenced_since: float = msgspec.field(default=0.0, name="unreferencedSince")
+    generation: int = 0
+    updated: float = 0.0
+
+
+# -- mirror: work queue `CLUSTERREGISTRY_MIRROR` ------------------------------------------------
+
+
+class MirrorRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Copy one source image into the local registry: subject `clusterregistry.mirror.request`.
+
+    `Nats-Msg-Id` is `subjects.mirror_msg_id(artifact, generation, attempt)`, so a
+    reconciler that asks twice for the same copy puts one request on the queue.
+    """
+
+    artifact: str
+    generation: int
+    source: str
+    destination: str
+    pull_secrets: list[SecretRef] = msgspec.field(default_factory=list, name="pullSecrets")
+    # empty: every platform of an index
+    platforms: list[str] = msgspec.field(default_factory=list)
+    attempt: int = 0
+    requested: float = 0.0
+    trace_id: str = msgspec.field(default="", name="traceId")
+
+
+class MirrorResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one request: subject `clusterregistry.mirror.result.<artifact>`."""
+
+    artifact: str
+    generation: int
+    source: str
+    destination: str
+    ok: bool
+    digest: str = ""
+    size: int = 0
+    platforms: list[str] = msgspec.field(default_factory=list)
+    bytes_copied: int = msgspec.field(default=0, name="bytesCopied")
+    blobs_copied: int = msgspec.field(default=0, name="blobsCopied")
+    blobs_skipped: int = msgspec.field(default=0, name="blobsSkipped")
+    blobs_mounted: int = msgspec.field(default=0, name="blobsMounted")
+    duration_seconds: float = msgspec.field(default=0.0, name="durationSeconds")
+    # on failure: a message without credentials, a short machine reason, and whether a
+    # later attempt may succeed (network, 5xx) or not (unknown manifest, schema 1)
+    error: str = ""
+    reason: str = ""
+    retryable: bool = True
+    attempt: int = 0
+    worker: str = ""
+    trace_id: str = msgspec.field(default="", name="traceId")
+
+
+# -- gc: `clusterregistry.gc.<event>`, and the registry fence in KV `clusterregistry-gc` --------
+
+GcEventType = Literal["started", "artifact_deleted", "swept", "finished", "failed", "skipped"]
+
+
+class GcEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of one GC run; `event` is also the subject's last token."""
+
+    run: str
+    event: GcEventType
+    dry_run: bool = msgspec.field(default=False, name="dryRun")
+    artifact: str = ""
+    source: str = ""
+    deleted: int = 0
+    bytes_freed: int = msgspec.field(default=0, name="bytesFreed")
+    usage_percent: float = msgspec.field(default=0.0, name="usagePercent")
+    read_only_seconds: float = msgspec.field(default=0.0, name="readOnlySeconds")
+    duration_seconds: float = msgspec.field(default=0.0, name="durationSeconds")
+    message: str = ""
+    time: float = 0.0
+
+
+class FenceEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A holder of the registry fence: GC's exclusive lock, or one mirror write in flight."""
+
+    holder: str
+    purpose: str = ""
+    acquired: float = 0.0
+    renewed: float = 0.0
+
+
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -124,3 +258,9 @@ def encode(message: msgspec.Struct) -> bytes:
 kube_event_decoder = msgspec.json.Decoder(KubeEvent)
 relist_marker_decoder = msgspec.json.Decoder(RelistMarker)
 checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
+owner_record_decoder = msgspec.json.Decoder(OwnerRecord)
+artifact_record_decoder = msgspec.json.Decoder(ArtifactRecord)
+mirror_request_decoder = msgspec.json.Decoder(MirrorRequest)
+mirror_result_decoder = msgspec.json.Decoder(MirrorResult)
+gc_event_decoder = msgspec.json.Decoder(GcEvent)
+fence_entry_decoder = msgspec.json.Decoder(FenceEntry)

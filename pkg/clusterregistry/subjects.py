@@ -33,6 +33,19 @@ ARTIFACTS_BUCKET: Final = "clusterregistry-artifacts"
 # the relay's per-kind resume points
 RELAY_BUCKET: Final = "clusterregistry-relay"
 RELAY_LEASE: Final = "clusterregistry-relay"  # coordination.k8s.io Lease name
+# the registry fence: key `FENCE_LOCK` is GC's exclusive lock, `writing.<id>` one mirror write
+# in flight; entries expire with the bucket's TTL, so a dead holder cannot keep the registry
+GC_BUCKET: Final = "clusterregistry-gc"
+FENCE_LOCK: Final = "lock"
+FENCE_WRITER_PREFIX: Final = "writing"
+
+# -- durable consumers --------------------------------------------------------------------------
+TRACKER_CONSUMER: Final = "clusterregistry-tracker"
+RECONCILER_ARTIFACTS_CONSUMER: Final = "clusterregistry-reconciler-artifacts"
+RECONCILER_RESULTS_CONSUMER: Final = "clusterregistry-reconciler-results"
+MIRROR_CONSUMER: Final = "clusterregistry-mirror"
+# request-reply: ask the GC process for a run now (`clusterregistry gc run-once` over NATS)
+GC_RUN_REQUEST: Final = f"{PREFIX}.control.gc.run"
 
 # -- headers ------------------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
@@ -96,3 +109,13 @@ def msg_id(uid: str, resource_version: str, event_type: str, relist_id: str = ""
 
 def relist_msg_id(kind: str, relist_id: str, phase: str) -> str:
     return f"relist:{kind}:{relist_id}:{phase}"
+
+
+def mirror_msg_id(artifact_name: str, generation: int, attempt: int = 0) -> str:
+    """`Nats-Msg-Id` of a mirror request: one queued copy per artifact, generation, attempt."""
+    return f"mirror:{artifact_name}:{generation}:{attempt}"
+
+
+def fence_writer(writer_id: str) -> str:
+    """The fence key of one mirror write in flight."""
+    return f"{FENCE_WRITER_PREFIX}.{_token(writer_id, 'writer id')}"

@@ -1,0 +1,261 @@
+"""Image references: the distribution reference grammar, normalisation, and local mapping.
+
+Every service speaks in image references (the webhook rewrites them, the tracker
+counts them, the mirror copies them, GC deletes them), so they are parsed once,
+here, exactly as the CNCF distribution library parses them (`reference.ParseNormalizedNamed`):
+
+    reference   := name [ ":" tag ] [ "@" digest ]
+    name        := [ domain "/" ] path          (at most 255 characters)
+    domain      := host [ ":" port ]            (host: DNS name, IPv4, or [IPv6])
+    path        := component ( "/" component )*
+    component   := [a-z0-9]+ ( ( [._] | "__" | "-"* ) [a-z0-9]+ )*
+    tag         := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
+    digest      := algorithm ":" hex            (sha256: 64, sha384: 96, sha512: 128 lower-case hex)
+
+Normalisation is Docker's: a first component that is not a domain (no `.` or `:`,
+not `localhost`, not upper-case) means Docker Hub, `index.docker.io` is `docker.io`,
+and a one-component Docker Hub path gets `library/`. A reference without tag or
+digest means `:latest` (`with_default_tag`).
+
+The local reference keeps the source host as the first path component, so one
+registry can hold images from many sources without collisions:
+`myacr.azurecr.io/nf/upf:1.2` is `<local>/myacr.azurecr.io/nf/upf:1.2`. A path
+component cannot hold `:`, so a source port is written `host_5000` (`_` can never
+appear in a DNS name, so the mapping is reversible); IPv6 hosts cannot be mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final
+
+import msgspec
+
+DEFAULT_DOMAIN: Final = "docker.io"
+LEGACY_DEFAULT_DOMAIN: Final = "index.docker.io"
+OFFICIAL_REPOSITORY_PREFIX: Final = "library/"
+DEFAULT_TAG: Final = "latest"
+NAME_TOTAL_LENGTH_MAX: Final = 255
+
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})"
+_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+_REFERENCE = re.compile(
+    rf"^(?P<name>(?:{_DOMAIN}/)?{_PATH})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
+    re.ASCII,
+)
+_DOMAIN_ONLY = re.compile(rf"^{_DOMAIN}$", re.ASCII)
+_PATH_ONLY = re.compile(rf"^{_PATH}$", re.ASCII)
+_ANCHORED_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
+_DIGEST_LENGTHS: Final = {"sha256": 64, "sha384": 96, "sha512": 128}
+_DIGEST_HEX = re.compile(r"^[a-f0-9]+$")
+_PORT_IN_PATH = re.compile(r"^(?P<host>.+)_(?P<port>[0-9]+)$")
+
+
+class ReferenceError(ValueError):
+    """Not a valid image reference; the message says why, in distribution's words."""
+
+
+class Reference(msgspec.Struct, frozen=True, kw_only=True):
+    """A fully normalised reference: `docker.io/library/nginx:latest`."""
+
+    domain: str
+    path: str
+    tag: str = ""
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        """`domain/path`: the repository, as a registry client addresses it."""
+        return f"{self.domain}/{self.path}"
+
+    @property
+    def host(self) -> str:
+        """The domain without its port."""
+        if self.domain.startswith("["):
+            return self.domain[: self.domain.index("]") + 1]
+        return self.domain.split(":", 1)[0]
+
+    @property
+    def version(self) -> str:
+        """What a registry's manifests endpoint takes: the digest when pinned, else the tag."""
+        return self.digest or self.tag or DEFAULT_TAG
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+    def with_default_tag(self) -> Reference:
+        """`:latest` when neither tag nor digest is given (docker's TagNameOnly)."""
+        if self.tag or self.digest:
+            return self
+        return Reference(domain=self.domain, path=self.path, tag=DEFAULT_TAG)
+
+    def familiar(self) -> str:
+        """The short form people type: `nginx:latest` for `docker.io/library/nginx:latest`."""
+        name = self.name
+        if self.domain == DEFAULT_DOMAIN:
+            name = self.path
+            if name.startswith(OFFICIAL_REPOSITORY_PREFIX) and name.count("/") == 1:
+                name = name[len(OFFICIAL_REPOSITORY_PREFIX):]
+        text = name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def _validate_digest(digest: str) -> None:
+    algorithm, _, hex_part = digest.partition(":")
+    expected = _DIGEST_LENGTHS.get(algorithm)
+    if expected is None:
+        raise ReferenceError(f"unsupported digest algorithm {algorithm!r}")
+    if len(hex_part) != expected or not _DIGEST_HEX.match(hex_part):
+        raise ReferenceError("invalid checksum digest format")
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    """Docker's splitDockerDomain: which part of a name is the registry."""
+    first, sep, rest = name.partition("/")
+    if not sep or (
+        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
+    ):
+        domain, remainder = DEFAULT_DOMAIN, name
+    else:
+        domain, remainder = first, rest
+    if domain == LEGACY_DEFAULT_DOMAIN:
+        domain = DEFAULT_DOMAIN
+    if domain == DEFAULT_DOMAIN and "/" not in remainder:
+        remainder = OFFICIAL_REPOSITORY_PREFIX + remainder
+    return domain, remainder
+
+
+def parse(text: str) -> Reference:
+    """A normalised reference from what a pod spec says; `ReferenceError` when invalid.
+
+    Tag and digest are kept as given: no `:latest` is added (see `with_default_tag`).
+    """
+    if not text:
+        raise ReferenceError("repository name must have at least one component")
+    if _ANCHORED_IDENTIFIER.match(text):
+        raise ReferenceError(
+            f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
+        )
+    match = _REFERENCE.match(text)
+    if match is None:
+        # distribution names the usual culprit: an upper-case repository
+        head = text.split("@", 1)[0]
+        name_part = head
+        last_colon = head.rfind(":")
+        if last_colon > head.rfind("/"):
+            name_part = head[:last_colon]
+        _, remainder = _split_domain(name_part)
+        if remainder != remainder.lower() and _REFERENCE.match(text.lower()):
+            raise ReferenceError("repository name must be lowercase")
+        raise ReferenceError("invalid reference format")
+    name = match.group("name")
+    if len(name) > NAME_TOTAL_LENGTH_MAX:
+        raise ReferenceError(f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} "
+                             "characters")
+    domain, remainder = _split_domain(name)
+    if remainder != remainder.lower():
+        raise ReferenceError("repository name must be lowercase")
+    if not _PATH_ONLY.match(remainder) or not _DOMAIN_ONLY.match(domain):
+        raise ReferenceError("invalid reference format")
+    digest = match.group("digest") or ""
+    if digest:
+        _validate_digest(digest)
+    if len(f"{domain}/{remainder}") > NAME_TOTAL_LENGTH_MAX:
+        raise ReferenceError(f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} "
+                             "characters")
+    return Reference(domain=domain, path=remainder, tag=match.group("tag") or "",
+                     digest=digest)
+
+
+def is_valid(text: str) -> bool:
+    try:
+        parse(text)
+    except ReferenceError:
+        return False
+    return True
+
+
+def _host_component(domain: str) -> str:
+    """The source domain as one path component: lower-case, `:port` as `_port`."""
+    if domain.startswith("["):
+        raise ReferenceError(f"an IPv6 registry host ({domain}) cannot be mapped to a local path")
+    host, _, port = domain.partition(":")
+    if not port and "." not in host and host.lower() != "localhost":
+        # `UPPER/x` is a registry called UPPER to distribution, but `upper/x` would read
+        # back as Docker Hub's `upper/x`: refuse rather than map it ambiguously
+        raise ReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
+    component = host.lower() + (f"_{port}" if port else "")
+    if not _PATH_ONLY.match(component):
+        raise ReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
+    return component
+
+
+def to_local(source: Reference, local_registry: str) -> Reference:
+    """Where `source` lives in the local registry; keeps tag and digest exactly.
+
+    `ReferenceError` when the mapped name would be invalid (IPv6 host, over 255 chars).
+    """
+    path = f"{_host_component(source.domain)}/{source.path}"
+    if len(f"{local_registry}/{path}") > NAME_TOTAL_LENGTH_MAX:
+        raise ReferenceError(
+            f"the local name for {source} would be longer than {NAME_TOTAL_LENGTH_MAX} characters"
+        )
+    return Reference(domain=local_registry, path=path, tag=source.tag, digest=source.digest)
+
+
+def is_local(reference: Reference, local_registry: str) -> bool:
+    return reference.domain.lower() == local_registry.lower()
+
+
+def from_local(local: Reference, local_registry: str) -> Reference:
+    """The source a local reference was mapped from (the inverse of `to_local`)."""
+    if not is_local(local, local_registry):
+        raise ReferenceError(f"{local} is not in the local registry {local_registry}")
+    first, sep, rest = local.path.partition("/")
+    if not sep:
+        raise ReferenceError(f"{local} does not name a source registry")
+    port_match = _PORT_IN_PATH.match(first)
+    domain = f"{port_match['host']}:{port_match['port']}" if port_match else first
+    if "." not in domain and ":" not in domain and domain != "localhost":
+        raise ReferenceError(f"{local} does not name a source registry")
+    return Reference(domain=domain, path=rest, tag=local.tag, digest=local.digest)
+
+
+def artifact_name(source: Reference) -> str:
+    """The Artifact's Kubernetes name for a source reference: readable, unique, stable.
+
+    A DNS label-like name (`[a-z0-9-]`, at most 63 characters, no dots, so it is also a
+    NATS subject token): a readable prefix from the reference and 12 hex characters of
+    the sha256 of the full normalised reference, so distinct references never collide.
+    """
+    full = str(source.with_default_tag())
+    digest = hashlib.sha256(full.encode()).hexdigest()[:12]
+    readable = f"{source.host}-{source.path}-{source.tag or ('' if source.digest else DEFAULT_TAG)}"
+    readable = re.sub(r"[^a-z0-9]+", "-", readable.lower()).strip("-")[:50].rstrip("-")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def canonical(text: str) -> str:
+    """The one spelling of a source image every service uses as a key.
+
+    Normalised, with `:latest` when neither tag nor digest is given, so `nginx`,
+    `docker.io/library/nginx` and `index.docker.io/library/nginx:latest` are one image.
+    """
+    return str(parse(text).with_default_tag())
