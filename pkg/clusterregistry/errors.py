@@ -28,3 +28,46 @@ class RetryableError(ClusterRegistryError):
 
 class PermanentError(ClusterRegistryError):
     """A failure that retrying cannot fix (term the message and record why)."""
+
+
+class ConflictError(RetryableError):
+    """An optimistic-concurrency write lost (HTTP 409, a KV revision mismatch): re-read, retry."""
+
+
+class NotFoundError(PermanentError):
+    """The object to change does not exist (HTTP 404): writing it again cannot succeed."""
+
+
+class FenceHeldError(RetryableError):
+    """The registry fence is held by the other side (GC's lock, or mirror writes in flight)."""
+
+
+class FenceLostError(RetryableError):
+    """A fence entry this process held expired or was taken: the work inside it was aborted."""
+
+
+# -- registries (the oci adapter) ---------------------------------------------------------------
+
+
+class RegistryError(RetryableError):
+    """A registry failed in a way that may pass: 5xx, 429, a dropped connection, read-only."""
+
+
+class RegistryRejectedError(PermanentError):
+    """A registry refused a request for good (a 4xx other than auth): asking again is futile."""
+
+
+class ManifestUnknownError(RegistryRejectedError):
+    """The registry has no manifest for this tag or digest (404)."""
+
+
+class UnsupportedManifestError(RegistryRejectedError):
+    """A manifest clusterregistry does not copy (Docker schema 1, an unknown media type)."""
+
+
+class AuthenticationError(PermanentError):
+    """Credentials missing, refused (401) or not allowed (403). Never carries a secret."""
+
+
+class DigestMismatchError(PermanentError):
+    """Bytes did not match their digest or size: a corrupt source or a broken proxy."""

@@ -1,0 +1,350 @@
+"""The registry fence: GC's sweep and the mirrors' writes never overlap, and nobody dead holds it.
+
+distribution's `garbage-collect` is a mark-and-sweep over the storage: a blob
+uploaded after the mark but before its manifest is pushed is swept as
+garbage, and the image it belonged to is left broken. So the sweep must run
+while no write happens. The fence lives in the KV bucket `subjects.GC_BUCKET`:
+
+- `subjects.FENCE_LOCK` is GC's exclusive lock, taken with KV *create*
+  (which fails when the key exists), so two GC replicas never sweep at once;
+- `subjects.fence_writer(<id>)` is one mirror write in flight, one key each.
+
+Every entry is renewed every ttl/3 by its holder, and the bucket has a TTL
+(JetStream `max_age`): an entry nobody renews disappears, so a GC or a
+mirror killed with SIGKILL cannot leave the registry fenced (the failure
+users of the peers report: a GC lock that leaks and a registry stuck
+read-only).
+
+Why a writer and GC cannot both get in. Each side first *writes its own
+key*, and only then *reads the other side's keys*:
+
+    writer:  put writing.<id>  (seq w)   then  read lock
+    GC:      create lock       (seq g)   then  read writing.*
+
+A KV bucket is one stream with one total order of stored messages, and a
+write is acknowledged only once stored. If w < g, GC's read happens after g
+was stored, hence after w: GC sees the writer (and waits for it). If g < w,
+the writer's read happens after w, hence after g: the writer sees the lock
+(and backs off, deleting its key). One of the two always sees the other.
+Both reads go to the stream leader (the non-direct `STREAM.MSG.GET` API):
+a direct get may be answered by a follower that has not applied the latest
+write yet, which would break the argument in a replicated bucket.
+
+Liveness rules that keep the argument true over time:
+- a holder renews with a compare-and-set on its own last revision; if the
+  entry expired meanwhile (or, for the lock, another GC took it), the
+  renewal fails, the holder has lost the fence, and the work inside is
+  cancelled and surfaces as FenceLostError. It never silently re-creates
+  its entry, which would let a writer slip in behind a GC that already
+  looked;
+- a holder that cannot renew (NATS unreachable) for most of the TTL
+  treats the fence as lost too, before the server can expire it;
+- GC waits for writer entries to go away, either deleted by a writer that
+  finished or expired because the writer died: at most one TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from clusterregistry import subjects
+from clusterregistry.errors import FenceHeldError, FenceLostError, RetryableError
+from clusterregistry.schemas import FenceEntry, encode, fence_entry_decoder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Fence", "Hold"]
+
+_STREAM = f"KV_{subjects.GC_BUCKET}"
+_PREFIX = f"$KV.{subjects.GC_BUCKET}."
+_KV_OPERATION = "KV-Operation"
+# declare a fence lost when no renewal succeeded for this share of the TTL: the server
+# expires the entry at 100%, measured from a store time later than our send time
+_LOST_AFTER = 0.8
+
+
+@dataclass
+class Hold:
+    """One fence entry this process holds (a writer key, or the lock)."""
+
+    key: str
+    entry: FenceEntry
+    revision: int
+    lost: bool = False
+    reason: str = ""
+    _active: bool = True
+    _cancelled: bool = False
+    _task: asyncio.Task[object] | None = field(default=None, repr=False)
+
+
+class Fence:
+    """The registry fence in `subjects.GC_BUCKET`, seen from one process (`holder`)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        ttl_seconds: float,
+        holder: str,
+        replicas: int = 1,
+        poll_interval: float = 0.1,
+    ) -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("the fence TTL must be positive")
+        self.js = js
+        self.ttl = ttl_seconds
+        self.holder = holder
+        self.replicas = replicas
+        self.poll_interval = poll_interval
+        self._kv: KeyValue | None = None
+
+    # -- the bucket --------------------------------------------------------------------------
+
+    async def ensure(self) -> None:
+        """Create the bucket with TTL = ttl_seconds, or adopt the TTL of the existing bucket.
+
+        The bucket's TTL is the truth every holder must renew within, so a process
+        configured differently renews at the bucket's pace rather than fighting over it.
+        """
+        try:
+            try:
+                kv = await self.js.key_value(subjects.GC_BUCKET)
+            except BucketNotFoundError:
+                kv = await self.js.create_key_value(KeyValueConfig(
+                    bucket=subjects.GC_BUCKET, history=1, ttl=self.ttl,
+                    replicas=self.replicas, storage=StorageType.FILE))
+                log.info("created fence bucket %s (ttl %.1fs)", subjects.GC_BUCKET, self.ttl)
+            info = await self.js.stream_info(_STREAM)
+        except Exception as exc:
+            raise RetryableError(f"fence bucket {subjects.GC_BUCKET}: {exc}") from exc
+        bucket_ttl = info.config.max_age or 0.0
+        if not bucket_ttl:
+            raise RetryableError(
+                f"fence bucket {subjects.GC_BUCKET} has no TTL: an entry of a dead holder "
+                "would never expire; delete the bucket so it is created with one")
+        if abs(bucket_ttl - self.ttl) > 1e-3:
+            log.warning("fence bucket %s has ttl %.1fs, not the configured %.1fs; using the "
+                        "bucket's", subjects.GC_BUCKET, bucket_ttl, self.ttl)
+            self.ttl = bucket_ttl
+        self._kv = kv
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            await self.ensure()
+        assert self._kv is not None
+        return self._kv
+
+    # -- reads (from the stream leader: see the module docstring) ------------------------------
+
+    async def lock_holder(self) -> FenceEntry | None:
+        """GC's lock as stored now, or None when nobody holds it."""
+        await self._bucket()
+        try:
+            msg = await self.js.get_msg(_STREAM, subject=_PREFIX + subjects.FENCE_LOCK,
+                                        direct=False)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise RetryableError(f"cannot read the GC lock: {exc}") from exc
+        if msg.headers and msg.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+            return None
+        return _decode(msg.data)
+
+    async def writers(self) -> dict[str, FenceEntry]:
+        """The mirror writes in flight now, by key (live, not deleted, not yet expired)."""
+        await self._bucket()
+        found: dict[str, FenceEntry] = {}
+        seq = 0
+        pattern = f"{_PREFIX}{subjects.FENCE_WRITER_PREFIX}.>"
+        while True:
+            try:
+                msg = await self.js.get_msg(_STREAM, seq=seq, subject=pattern, next=True,
+                                            direct=False)
+            except NotFoundError:
+                return found
+            except Exception as exc:
+                raise RetryableError(f"cannot list fence writers: {exc}") from exc
+            seq = (msg.seq or seq) + 1
+            key = (msg.subject or "")[len(_PREFIX):]
+            # history=1: the last message of a key is its state; a marker means gone
+            if msg.headers and msg.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+                found.pop(key, None)
+                continue
+            found[key] = _decode(msg.data)
+
+    # -- mirror side ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def writing(self, purpose: str) -> AsyncIterator[Hold]:
+        """Hold a writer entry around one registry write; FenceHeldError while GC holds the lock.
+
+        Raises FenceLostError (cancelling the body) if the entry could not be kept.
+        """
+        kv = await self._bucket()
+        key = subjects.fence_writer(uuid.uuid4().hex)
+        now = time.time()
+        entry = FenceEntry(holder=self.holder, purpose=purpose, acquired=now, renewed=now)
+        try:
+            revision = await kv.create(key, encode(entry))
+        except Exception as exc:
+            raise RetryableError(f"cannot register a fence writer: {exc}") from exc
+        hold = Hold(key=key, entry=entry, revision=revision)
+        try:
+            lock = await self.lock_holder()  # only now: our key is stored before this read
+        except BaseException:
+            await self._release(kv, hold)
+            raise
+        if lock is not None:
+            await self._release(kv, hold)
+            raise FenceHeldError(
+                f"the registry is fenced for garbage collection by {lock.holder} "
+                f"({lock.purpose or 'gc'}); retry later", delay=self.ttl / 3)
+        async with self._held(kv, hold):
+            yield hold
+
+    # -- GC side -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, *, purpose: str, wait_timeout: float) -> AsyncIterator[Hold]:
+        """Take GC's lock, then wait (up to wait_timeout) until no mirror write is in flight.
+
+        FenceHeldError when another holder has the lock, or when writes are still in
+        flight after wait_timeout (the lock is released first). The lock is released on
+        every way out; FenceLostError (cancelling the body) if it could not be kept.
+        """
+        kv = await self._bucket()
+        now = time.time()
+        entry = FenceEntry(holder=self.holder, purpose=purpose, acquired=now, renewed=now)
+        try:
+            revision = await kv.create(subjects.FENCE_LOCK, encode(entry))
+        except KeyWrongLastSequenceError as exc:
+            current = await self._quiet_lock_holder()
+            who = f"{current.holder} ({current.purpose})" if current else "another holder"
+            raise FenceHeldError(f"the GC lock is held by {who}", delay=self.ttl / 3) from exc
+        except Exception as exc:
+            raise RetryableError(f"cannot take the GC lock: {exc}") from exc
+        hold = Hold(key=subjects.FENCE_LOCK, entry=entry, revision=revision)
+        async with self._held(kv, hold):
+            await self._wait_for_writers(wait_timeout)
+            yield hold
+
+    async def _wait_for_writers(self, wait_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_timeout
+        while True:
+            writers = await self.writers()
+            if not writers:
+                return
+            if loop.time() >= deadline:
+                holders = sorted({f"{w.holder} ({w.purpose})" for w in writers.values()})
+                raise FenceHeldError(
+                    f"{len(writers)} registry writes still in flight after {wait_timeout:g}s: "
+                    + ", ".join(holders[:5]), delay=self.ttl / 3)
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - loop.time())))
+
+    async def _quiet_lock_holder(self) -> FenceEntry | None:
+        try:
+            return await self.lock_holder()
+        except RetryableError:
+            return None
+
+    # -- holding: renew, detect loss, release ----------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _held(self, kv: KeyValue, hold: Hold) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        hold._task = task
+        renewer = asyncio.create_task(self._renew(kv, hold), name=f"fence-renew-{hold.key}")
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:  # kept, and raised after the release below
+            error = exc
+        hold._active = False  # before any await: from here the renewer cannot cancel us
+        if hold._cancelled:
+            if not isinstance(error, asyncio.CancelledError):
+                # the body ended before our cancellation reached it: take delivery here,
+                # or it would land in the release below
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+            if task.uncancel() == 0 and (error is None
+                                         or isinstance(error, asyncio.CancelledError)):
+                error = FenceLostError(f"fence entry {hold.key} lost: {hold.reason}",
+                                       delay=self.ttl / 3)
+        # shielded: a caller being cancelled must not skip the release
+        await asyncio.shield(asyncio.ensure_future(self._finish(kv, hold, renewer)))
+        if error is not None:
+            raise error
+
+    async def _finish(self, kv: KeyValue, hold: Hold, renewer: asyncio.Task[None]) -> None:
+        # wait for a renewal in flight, so the release deletes the revision actually stored
+        renewer.cancel()
+        await asyncio.wait({renewer})
+        await self._release(kv, hold)
+
+    async def _renew(self, kv: KeyValue, hold: Hold) -> None:
+        loop = asyncio.get_running_loop()
+        last_ok = loop.time()
+        interval = self.ttl / 3
+        retry = max(0.05, min(self.ttl / 20, 1.0))
+        wait = interval
+        while hold._active:
+            await asyncio.sleep(wait)
+            if not hold._active:
+                return
+            entry = FenceEntry(holder=hold.entry.holder, purpose=hold.entry.purpose,
+                               acquired=hold.entry.acquired, renewed=time.time())
+            started = loop.time()
+            try:
+                # compare-and-set on our own last revision: fails if the entry expired or
+                # was taken, and then we must not bring it back (module docstring)
+                hold.revision = await kv.update(hold.key, encode(entry), last=hold.revision)
+                hold.entry = entry
+                last_ok = started
+                wait = interval
+            except KeyWrongLastSequenceError:
+                self._lose(hold, "it expired or was taken before it was renewed")
+                return
+            except Exception as exc:
+                if loop.time() - last_ok >= self.ttl * _LOST_AFTER:
+                    self._lose(hold, f"no renewal for {loop.time() - last_ok:.1f}s ({exc})")
+                    return
+                log.warning("renewing fence entry %s failed (%s); retrying", hold.key, exc)
+                wait = retry
+
+    def _lose(self, hold: Hold, reason: str) -> None:
+        hold.lost, hold.reason = True, reason
+        log.error("fence entry %s lost: %s", hold.key, reason)
+        if hold._active and hold._task is not None:
+            hold._cancelled = True
+            hold._task.cancel()
+
+    async def _release(self, kv: KeyValue, hold: Hold) -> None:
+        if hold.lost:
+            return  # not ours any more: it expired, or another holder has the key
+        try:
+            await kv.delete(hold.key, last=hold.revision)
+        except KeyWrongLastSequenceError:
+            pass  # expired or taken meanwhile: nothing of ours to delete
+        except Exception as exc:
+            log.warning("releasing fence entry %s failed (%s); it expires within %.1fs",
+                        hold.key, exc, self.ttl)
+
+
+def _decode(data: bytes | None) -> FenceEntry:
+    try:
+        return fence_entry_decoder.decode(data or b"")
+    except Exception:  # a foreign or corrupt entry still counts as held
+        return FenceEntry(holder="unknown", purpose="unreadable entry")
