@@ -1,0 +1,1 @@
+"""Registries over the OCI distribution API: auth, manifests, blob copies."""
