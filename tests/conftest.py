@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.world.registries",
     "tests.world.images",
     "tests.world.kube",
+    "tests.world.artifacts",
 ]
 
 # derandomize: the same examples every run (a CI failure reproduces); no deadline and no

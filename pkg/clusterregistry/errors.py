@@ -71,30 +71,3 @@ class AuthenticationError(PermanentError):
 
 class DigestMismatchError(PermanentError):
     """Bytes did not match their digest or size: a corrupt source or a broken proxy."""
-
-
-# -- registries (the oci adapter) ---------------------------------------------------------------
-
-
-class RegistryError(RetryableError):
-    """A registry failed in a way that may pass: 5xx, 429, a dropped connection, read-only."""
-
-
-class RegistryRejectedError(PermanentError):
-    """A registry refused a request for good (a 4xx other than auth): asking again is futile."""
-
-
-class ManifestUnknownError(RegistryRejectedError):
-    """The registry has no manifest for this tag or digest (404)."""
-
-
-class UnsupportedManifestError(RegistryRejectedError):
-    """A manifest clusterregistry does not copy (Docker schema 1, an unknown media type)."""
-
-
-class AuthenticationError(PermanentError):
-    """Credentials missing, refused (401) or not allowed (403). Never carries a secret."""
-
-
-class DigestMismatchError(PermanentError):
-    """Bytes did not match their digest or size: a corrupt source or a broken proxy."""
