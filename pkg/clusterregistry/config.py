@@ -129,6 +129,35 @@ class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
 class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """Garbage collection beyond AOSM's cadence and threshold keys."""
 
+    # an image must have been unreferenced this long before it is collected: protects an
+    # image a new owner is about to use (a rollout between two ReplicaSets)
+    grace_period_seconds: float = 3600.0
+    # the registry fence (KV `clusterregistry-gc`): entries expire after this without renewal
+    lock_ttl_seconds: float = 30.0
+    # how long a sweep waits for mirror writes in flight before giving up until the next run
+    writer_wait_seconds: float = 300.0
+    # `none`: the fence alone keeps writes out (every writer is a fenced mirror worker);
+    # `follower`: also wait until the registry's supervisor confirms it restarted read-only
+    read_only_mode: str = "none"
+    read_only_wait_seconds: float = 60.0
+    # `subprocess`: `registry garbage-collect` on this machine; `job`: a Kubernetes Job that
+    # mounts the registry volume; `none`: delete manifests only, never sweep blobs
+    sweep_mode: str = "subprocess"
+    sweep_timeout_seconds: float = 1800.0
+    registry_binary: str = ""  # default: docker-registry, else registry, on PATH
+    registry_config_path: str = "/etc/docker/registry/config.yml"
+    # the registry's storage root (filesystem driver rootdirectory): usage is measured here
+    storage_path: str = "/var/lib/registry"
+    # `statvfs` of the mounted volume, `blobs` (sum of blob sizes against storageSize), or
+    # `auto`: statvfs when storagePath is a mount point, else blobs
+    usage_source: str = "auto"
+    # the registry API GC deletes manifests through (default: http://<localRegistry>)
+    registry_url: str = ""
+    # the sweep Job (sweepMode job)
+    job_image: str = "registry:2"
+    job_volume_claim: str = "clusterregistry-storage"
+    job_config_map: str = "clusterregistry-registry-config"
+
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     enable_cluster_registry: bool = False
@@ -284,3 +313,23 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"localRegistry: {settings.local_registry!r} must be a registry host[:port]"
         )
+    _validate_gc(settings.gc)
+
+
+def _validate_gc(gc: GcSettings) -> None:
+    if gc.grace_period_seconds < 0:
+        raise ConfigError("gc.gracePeriodSeconds: must not be negative")
+    if gc.lock_ttl_seconds < 1:
+        raise ConfigError("gc.lockTtlSeconds: must be at least 1 second")
+    if gc.writer_wait_seconds <= 0 or gc.read_only_wait_seconds <= 0:
+        raise ConfigError("gc.writerWaitSeconds and gc.readOnlyWaitSeconds must be positive")
+    if gc.sweep_timeout_seconds <= 0:
+        raise ConfigError("gc.sweepTimeoutSeconds: must be positive")
+    choices = {"readOnlyMode": (gc.read_only_mode, ("none", "follower")),
+               "sweepMode": (gc.sweep_mode, ("subprocess", "job", "none")),
+               "usageSource": (gc.usage_source, ("auto", "statvfs", "blobs"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"gc.{key}: {value!r} is not one of {', '.join(allowed)}")
+    if gc.registry_url and not gc.registry_url.startswith(("http://", "https://")):
+        raise ConfigError(f"gc.registryUrl: {gc.registry_url!r} must start with http(s)://")

@@ -16,6 +16,8 @@ PREFIX: Final = "clusterregistry"
 # -- streams ------------------------------------------------------------------------------------
 KUBE_STREAM: Final = "CLUSTERREGISTRY_KUBE"
 MIRROR_STREAM: Final = "CLUSTERREGISTRY_MIRROR"
+# GC run events (`clusterregistry.gc.*`), kept so a run can be traced afterwards
+GC_STREAM: Final = "CLUSTERREGISTRY_GC"
 
 # -- subjects -----------------------------------------------------------------------------------
 KUBE_ALL: Final = f"{PREFIX}.kube.>"
@@ -38,6 +40,8 @@ RELAY_LEASE: Final = "clusterregistry-relay"  # coordination.k8s.io Lease name
 GC_BUCKET: Final = "clusterregistry-gc"
 FENCE_LOCK: Final = "lock"
 FENCE_WRITER_PREFIX: Final = "writing"
+# set by the registry's supervisor once it runs read-only for the lock (gc readOnlyMode follower)
+FENCE_READ_ONLY: Final = "readonly"
 
 # -- durable consumers --------------------------------------------------------------------------
 TRACKER_CONSUMER: Final = "clusterregistry-tracker"
