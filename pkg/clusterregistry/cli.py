@@ -15,6 +15,7 @@ import yaml
 
 from clusterregistry import __version__, config, tracing
 from clusterregistry.errors import ConfigError
+from clusterregistry.sandbox import commands
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("config", help="validate settings and print them as resolved")
     check.add_argument("--file", type=Path, default=None, help="settings YAML (the ConfigMap)")
-    sub.add_parser("demo", help="run the demonstration scenario in the local sandbox")
+    commands.add_demo_arguments(sub.add_parser("demo", help=commands.DEMO_HELP))
+    commands.add_sandbox_arguments(sub.add_parser("sandbox", help=commands.SANDBOX_HELP))
     tracing.add_arguments(sub.add_parser("trace", help=tracing.HELP))
     return parser
 
@@ -44,12 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "trace":
         return tracing.command(args)
     if args.command == "demo":
-        print(
-            "clusterregistry demo: not yet. The sandbox (relay, webhook, tracker, reconciler, "
-            "mirror, gc on this machine) is still being built; `make test` shows what works.",
-            file=sys.stderr,
-        )
-        return 3
+        return commands.demo_command(args)
+    if args.command == "sandbox":
+        return commands.sandbox_command(args)
     return 2
 
 

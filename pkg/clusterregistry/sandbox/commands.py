@@ -1,0 +1,58 @@
+"""The `sandbox` and `demo` subcommands: arguments and dispatch, kept out of `cli.py`.
+
+`cli.py` is shared by every service's commands, so the sandbox's own
+arguments live here and `cli.py` only wires them in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from clusterregistry.sandbox import hosting, scenarios
+from clusterregistry.sandbox.systems import SystemOptions
+
+__all__ = ["DEMO_HELP", "SANDBOX_HELP", "add_demo_arguments", "add_sandbox_arguments",
+           "demo_command", "sandbox_command"]
+
+SANDBOX_HELP = "run the whole system on this machine: up, status, down"
+DEMO_HELP = "run the demonstration scenario on a fresh sandbox and verify every step"
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("up", "status", "down"))
+    parser.add_argument("--dir", type=Path, default=hosting.DEFAULT_DIR,
+                        help=f"the sandbox's directory (default {hosting.DEFAULT_DIR})")
+    parser.add_argument("--nats-cluster", action="store_true",
+                        help="a 3-node NATS cluster with R3 streams instead of one server")
+    parser.add_argument("--foreground", action="store_true",
+                        help="(up) run in this process until Ctrl-C instead of detached")
+
+
+def sandbox_command(args: argparse.Namespace) -> int:
+    if args.action == "up" and args.foreground:
+        options = SystemOptions(nats_cluster=args.nats_cluster)
+        return asyncio.run(hosting.run_foreground(args.dir.resolve(), options))
+    root = args.dir.resolve()
+    if args.action == "up":
+        code, text = asyncio.run(hosting.up(root, nats_cluster=args.nats_cluster))
+    elif args.action == "status":
+        code, text = asyncio.run(hosting.status(root))
+    else:
+        code, text = asyncio.run(hosting.down(root))
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the demo's sandbox lives (default: a temporary directory, "
+                             "removed afterwards)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the sandbox directory (logs, state) in place afterwards")
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    return asyncio.run(scenarios.run_demo(directory=args.dir, keep=args.keep))

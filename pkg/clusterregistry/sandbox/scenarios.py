@@ -1,0 +1,614 @@
+"""The demo's scenario: a network function deployed, cut off from its artifact store, and freed.
+
+The mission in one run, every claim checked on the real system rather than
+announced: the pods' images are rewritten to the edge registry; an Artifact
+per image goes Pending -> Mirroring -> Available; the pods run from the edge
+registry; with the artifact store stopped, every pod deleted comes back
+Running and a new Job of the same image runs; the network function deleted,
+GC frees the bytes; and the artifact store's own access log shows one pull
+per image, however many pods started.
+
+Each step is a method that waits on conditions (never sleeps), raises
+`StepError` with what it saw when a claim does not hold, and returns a
+line for the timeline. `Scenario.run` chains them, narrates, and stops at
+the first failure (a later step would only fail for the same reason). The
+end-to-end tests call the same methods one by one and assert on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import nats
+
+from clusterregistry import kinds, references, schemas, subjects
+from clusterregistry.sandbox.apiclients import ApiClient, ApiError
+from clusterregistry.sandbox.narrating import Narrator, table
+from clusterregistry.sandbox.samples import PushedSample
+from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry.sandbox.systems import SERVICES, System, SystemOptions
+
+__all__ = [
+    "NF_NAMESPACE",
+    "Scenario",
+    "StepError",
+    "StepResult",
+    "count_manifest_pulls",
+    "run_demo",
+]
+
+NF_NAMESPACE = "nf"
+PULL_SECRET = "artifact-store"
+STEP_TIMEOUT = 60.0
+_ACCESS = re.compile(
+    r'"(?P<method>GET|HEAD) /v2/(?P<repo>[^ ]+?)/manifests/(?P<ref>[^ ?"]+)[^"]*" (?P<status>\d{3})'
+)
+_PHASE_ORDER = ("Pending", "Mirroring", "Available")
+
+
+class StepError(Exception):
+    """A claim of the scenario did not hold; the message says what was seen instead."""
+
+
+@dataclass
+class StepResult:
+    title: str
+    ok: bool
+    seconds: float
+    detail: str
+
+
+def count_manifest_pulls(log_text: str, *, method: str = "GET") -> dict[str, int]:
+    """`repository:reference` -> successful manifest requests, from a registry access log."""
+    counts: dict[str, int] = {}
+    for match in _ACCESS.finditer(log_text):
+        if match["method"] != method or not match["status"].startswith("2"):
+            continue
+        key = f"{match['repo']}:{match['ref']}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _image(sample: PushedSample, name: str) -> dict[str, Any]:
+    return {"name": name, "image": sample.reference, "imagePullPolicy": "Always"}
+
+
+def network_function(samples: Sequence[PushedSample], *, job_name: str = "amf-init") -> list[
+    dict[str, Any]
+]:
+    """A network function's workloads: a Deployment, a DaemonSet and a Job, one image each."""
+    upf, smf, amf = samples[0], samples[1], samples[2]
+    secrets = [{"name": PULL_SECRET}]
+    return [
+        {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "upf", "namespace": NF_NAMESPACE},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "upf"}},
+                "template": {
+                    "metadata": {"labels": {"app": "upf"}},
+                    "spec": {"containers": [_image(upf, "upf")], "imagePullSecrets": secrets},
+                },
+            },
+        },
+        {
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "smf", "namespace": NF_NAMESPACE},
+            "spec": {
+                "selector": {"matchLabels": {"app": "smf"}},
+                "template": {
+                    "metadata": {"labels": {"app": "smf"}},
+                    "spec": {"containers": [_image(smf, "smf")], "imagePullSecrets": secrets},
+                },
+            },
+        },
+        job(amf, name=job_name),
+    ]
+
+
+def job(sample: PushedSample, *, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": NF_NAMESPACE},
+        "spec": {
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {"labels": {"app": "amf-init"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [_image(sample, "amf-init")],
+                    "imagePullSecrets": [{"name": PULL_SECRET}],
+                },
+            },
+        },
+    }
+
+
+@dataclass
+class ArtifactWatch:
+    """Every phase each Artifact went through, as a watch saw them, in order."""
+
+    phases: dict[str, list[str]] = field(default_factory=dict)
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    error: str = ""
+
+    def record(self, kind: str, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name"))
+        if kind == "DELETED":
+            self.deleted.add(name)
+            self.objects.pop(name, None)
+            return
+        self.deleted.discard(name)
+        self.objects[name] = obj
+        phase = str((obj.get("status") or {}).get("phase") or "")
+        seen = self.phases.setdefault(name, [])
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+
+
+class Scenario:
+    """The demo's steps on a started System; each step raises StepError or returns a line."""
+
+    def __init__(self, system: System, narrator: Narrator | None = None) -> None:
+        self.system = system
+        self.narrator = narrator or Narrator()
+        self.samples = system.samples
+        self.api: ApiClient = system.api()
+        self.watch = ArtifactWatch()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._log_offset = 0
+        self.pods_started = 0
+        self.numbers: dict[str, Any] = {}
+        self.began = time.monotonic()
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+        await self.api.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def needs(self, *names: str) -> None:
+        """Fail at once, saying why, when a process a step relies on is not running."""
+        missing = []
+        for name in names:
+            spec = next(s for s in SERVICES if s.name == name)
+            process = self.system.services.get(name)
+            if not spec.landed:
+                missing.append(f"{name} (cmd/{spec.entry}.py has not landed)")
+            elif process is None or not process.running:
+                missing.append(f"{name} (not running)")
+        if missing:
+            raise StepError("needs " + ", ".join(missing))
+
+    def local_reference(self, sample: PushedSample) -> str:
+        return str(references.to_local(references.parse(sample.reference),
+                                       self.system.local_registry))
+
+    def artifact_name(self, sample: PushedSample) -> str:
+        return references.artifact_name(references.parse(sample.reference))
+
+    async def _until(self, check: Callable[[], Awaitable[Any]], what: str,
+                     timeout: float = STEP_TIMEOUT) -> Any:
+        try:
+            return await wait_for(check, timeout=timeout, interval=0.2, description=what,
+                                  retry_on=(ApiError,))
+        except TimeoutError as exc:
+            raise StepError(str(exc)) from None
+
+    async def nf_pods(self) -> list[dict[str, Any]]:
+        pods = await self.api.list("Pod", namespace=NF_NAMESPACE)
+        return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+
+    async def start_artifact_watch(self) -> None:
+        """Watch Artifacts from now on (before the NF exists, to see every phase)."""
+        try:
+            items, version = await self.api.list_with_version("Artifact")
+        except ApiError as exc:
+            self.watch.error = f"Artifacts are not served: {exc}"
+            return
+        for item in items:
+            self.watch.record("ADDED", item)
+
+        async def follow(version: str) -> None:
+            while True:
+                try:
+                    async for kind, obj in self.api.watch("Artifact", resource_version=version):
+                        if kind == "BOOKMARK":
+                            continue
+                        if kind == "ERROR":
+                            _, version = await self.api.list_with_version("Artifact")
+                            break
+                        self.watch.record(kind, obj)
+                        version = str(obj["metadata"]["resourceVersion"])
+                except (ApiError, aiohttp.ClientError, TimeoutError):
+                    await asyncio.sleep(0.5)
+
+        self._watch_task = asyncio.create_task(follow(version), name="artifact-watch")
+
+    def _access_log(self) -> str:
+        path = self.system.artifact_store.log_path
+        try:
+            with path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ the steps
+
+    async def deploy(self) -> str:
+        """The network function's namespace, pull secret, Deployment, DaemonSet and Job."""
+        with contextlib.suppress(OSError):
+            self._log_offset = self.system.artifact_store.log_path.stat().st_size
+        await self.start_artifact_watch()
+        store = self.system.artifact_store
+        assert store.credentials is not None
+        user, password = store.credentials
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        dockerconfig = {"auths": {store.host: {"username": user, "password": password,
+                                               "auth": auth}}}
+        await self.api.apply({"apiVersion": "v1", "kind": "Namespace",
+                              "metadata": {"name": NF_NAMESPACE}})
+        await self.api.apply({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": PULL_SECRET, "namespace": NF_NAMESPACE},
+            "data": {".dockerconfigjson": base64.b64encode(
+                json.dumps(dockerconfig).encode()).decode()},
+        })
+        for workload in network_function(self.samples):
+            await self.api.create(workload)
+        return ("Deployment upf (2 replicas), DaemonSet smf (one pod per node), Job amf-init; "
+                f"images in the artifact store {store.host}")
+
+    async def rewritten(self) -> str:
+        """Every pod's image points to the edge registry; the annotation keeps the original."""
+        self.needs("webhook")
+        by_container = {"upf": self.samples[0], "smf": self.samples[1],
+                        "amf-init": self.samples[2]}
+        problems: list[str] = []
+
+        async def check() -> list[dict[str, Any]] | None:
+            pods = await self.nf_pods()
+            if len(pods) < 2 + self.system.options.nodes + 1:
+                return None
+            problems.clear()
+            for pod in pods:
+                annotations = (pod["metadata"].get("annotations") or {})
+                originals = json.loads(annotations.get(kinds.ORIGINAL_IMAGES_ANNOTATION, "{}"))
+                for container in pod["spec"]["containers"]:
+                    sample = by_container[container["name"]]
+                    want = self.local_reference(sample)
+                    if container["image"] != want:
+                        problems.append(f"{pod['metadata']['name']}: {container['image']}")
+                    elif references.canonical(originals.get(container["name"], "")) != (
+                            references.canonical(sample.reference)):
+                        problems.append(f"{pod['metadata']['name']}: annotation {originals}")
+            return None if problems else pods
+
+        try:
+            pods = await self._until(check, "every nf pod rewritten to the edge registry",
+                                     timeout=30)
+        except StepError as exc:
+            raise StepError(f"{exc}; not rewritten: {problems[:4]}") from None
+        sample = self.samples[0]
+        return f"{len(pods)} pods: {sample.reference} -> {self.local_reference(sample)}"
+
+    async def artifacts_available(self) -> str:
+        """An Artifact per image, Pending -> Mirroring -> Available, digest as in the store."""
+        self.needs("relay", "tracker", "reconciler", "mirror-1")
+        if self.watch.error:
+            raise StepError(self.watch.error)
+        names = {self.artifact_name(s): s for s in self.samples}
+
+        async def check() -> bool:
+            for name, sample in names.items():
+                obj = self.watch.objects.get(name)
+                status = (obj or {}).get("status") or {}
+                if status.get("phase") == "Failed":
+                    raise StepError(f"Artifact {name} Failed: {status.get('message')}")
+                if status.get("phase") != "Available":
+                    return False
+                if status.get("digest") != sample.digest:
+                    raise StepError(f"Artifact {name} Available with digest "
+                                     f"{status.get('digest')}, the store has {sample.digest}")
+            return True
+
+        try:
+            await self._until(check, "every Artifact Available")
+        except StepError as exc:
+            so_far = {n: self.watch.phases.get(n, []) for n in names}
+            raise StepError(f"{exc}; phases seen: {so_far}") from None
+        for name in names:
+            seen = self.watch.phases[name]
+            order = [p for p in seen if p in _PHASE_ORDER]
+            if order != sorted(order, key=_PHASE_ORDER.index) or seen[-1] != "Available":
+                raise StepError(f"Artifact {name} went {' -> '.join(seen)}")
+        # and the copies are in the edge registry, byte-identical (same top-level digest)
+        for sample in self.samples:
+            local = references.parse(self.local_reference(sample))
+            info = await self.system.edge.manifest(local.path, local.tag or "latest")
+            if info is None or info.digest != sample.digest:
+                raise StepError(f"edge registry has {info} for {local}, want {sample.digest}")
+        phases = {" -> ".join(self.watch.phases[n]) for n in names}
+        return f"{len(names)} Artifacts: " + "; ".join(sorted(phases)) + "; edge digests match"
+
+    async def running(self, *, exclude: set[str] | None = None) -> str:
+        """Deployment and DaemonSet pods Running from the edge registry; the Job complete."""
+        edge = self.system.local_registry + "/"
+        skip = exclude or set()
+        bad: list[str] = []
+
+        async def check() -> list[dict[str, Any]] | None:
+            pods = [p for p in await self.nf_pods() if p["metadata"]["uid"] not in skip]
+            bad.clear()
+            serving = [p for p in pods if p["metadata"].get("labels", {}).get("app") != "amf-init"]
+            if len(serving) < 2 + self.system.options.nodes:
+                bad.append(f"{len(serving)} serving pods")
+                return None
+            for pod in pods:
+                status = pod.get("status") or {}
+                phase = status.get("phase")
+                wanted = "Succeeded" if pod["metadata"]["labels"].get("app") == "amf-init" else (
+                    "Running")
+                statuses = status.get("containerStatuses") or []
+                ids = [cs.get("imageID", "") for cs in statuses]
+                if phase != wanted or not ids or not all(i.startswith(edge) for i in ids):
+                    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("message", "")
+                               for cs in statuses]
+                    bad.append(f"{pod['metadata']['name']} {phase} {ids} {waiting}")
+            if bad:
+                return None
+            jobs = [p for p in pods if p["metadata"]["labels"].get("app") == "amf-init"]
+            return pods if jobs else None
+
+        try:
+            pods = await self._until(check, "nf pods Running from the edge registry")
+        except StepError as exc:
+            raise StepError(f"{exc}; {bad[:4]}") from None
+        self.pods_started += len(pods)
+        nodes = sorted({p["spec"].get("nodeName", "?") for p in pods})
+        return (f"{len(pods)} pods on {', '.join(nodes)}, every image pulled from "
+                f"{self.system.local_registry}")
+
+    async def cut_off(self) -> str:
+        """Stop the artifact store; prove it is unreachable."""
+        store = self.system.artifact_store
+        await store.stop()
+        try:
+            async with store.session() as session, session.get("/v2/") as response:
+                raise StepError(f"the artifact store still answers ({response.status})")
+        except (aiohttp.ClientError, OSError):
+            pass
+        return f"artifact store {store.host} stopped: connection refused"
+
+    async def delete_pods(self) -> tuple[str, set[str]]:
+        """Delete every pod of the NF and run its Job again, as a new Job."""
+        pods = await self.nf_pods()
+        uids = {p["metadata"]["uid"] for p in pods}
+        for pod in pods:
+            await self.api.delete("Pod", pod["metadata"]["name"], namespace=NF_NAMESPACE)
+        await self.api.create(job(self.samples[2], name="amf-init-rerun"))
+        return (f"{len(pods)} pods deleted, Job amf-init-rerun created", uids)
+
+    async def delete_network_function(self) -> str:
+        """Delete the workloads (cascading) and wait until no pod or ReplicaSet is left."""
+        for kind, name in (("Deployment", "upf"), ("DaemonSet", "smf"), ("Job", "amf-init"),
+                           ("Job", "amf-init-rerun")):
+            await self.api.delete(kind, name, namespace=NF_NAMESPACE, propagation="Foreground")
+
+        async def gone() -> bool:
+            pods = await self.api.list("Pod", namespace=NF_NAMESPACE)
+            sets = await self.api.list("ReplicaSet", namespace=NF_NAMESPACE)
+            return not pods and not sets
+
+        await self._until(gone, "the network function's pods and ReplicaSets gone")
+        return "Deployment, DaemonSet and Jobs deleted; no pod left"
+
+    async def collect_garbage(self) -> str:
+        """A GC run on demand: the unreferenced Artifacts and their bytes go."""
+        self.needs("gc", "tracker", "reconciler")
+        names = {self.artifact_name(s) for s in self.samples}
+        usage_before = _disk_usage(self.system.edge.root_dir)
+        client = await nats.connect(servers=self.system.nats_servers, connect_timeout=5)
+        finished: list[schemas.GcEvent] = []
+        events: list[str] = []
+
+        async def on_event(msg: Any) -> None:
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                event = msgspec.json.decode(msg.data, type=schemas.GcEvent)
+                events.append(event.event)
+                if event.event in ("finished", "failed") and not event.dry_run:
+                    finished.append(event)
+
+        try:
+            sub = await client.subscribe(subjects.GC_ALL, cb=on_event)
+
+            async def run_once() -> bool:
+                finished.clear()
+                try:
+                    await client.request(subjects.GC_RUN_REQUEST, b"{}", timeout=10)
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                    return False
+                await wait_for(lambda: _truthy(finished), timeout=STEP_TIMEOUT,
+                               description="GC run finished")
+                if finished[-1].event == "failed":
+                    raise StepError(f"GC run failed: {finished[-1].message}")
+                return not (names - self.watch.deleted)
+
+            # the Artifacts must first lose their references (tracker, reconciler) and pass
+            # GC's grace period; a run before that rightly keeps them, so ask again
+            await self._until(run_once, "GC to delete every Artifact of the network function",
+                              timeout=STEP_TIMEOUT)
+            await sub.unsubscribe()
+        finally:
+            await client.close()
+        freed_reported = sum(e.bytes_freed for e in finished)
+        for sample in self.samples:
+            local = references.parse(self.local_reference(sample))
+            if await self.system.edge.manifest(local.path, sample.digest) is not None:
+                raise StepError(f"{local} is still in the edge registry after GC")
+        usage_after = _disk_usage(self.system.edge.root_dir)
+        self.numbers["bytes_freed"] = usage_before - usage_after
+        if usage_after >= usage_before:
+            raise StepError(f"edge registry storage did not shrink ({usage_before} -> "
+                             f"{usage_after} bytes)")
+        return (f"{len(names)} Artifacts deleted; edge storage {_human(usage_before)} -> "
+                f"{_human(usage_after)} ({_human(usage_before - usage_after)} freed, GC reports "
+                f"{_human(freed_reported)})")
+
+    def pulls(self) -> str:
+        """One pull per image from the artifact store, however many pods started."""
+        counts = count_manifest_pulls(self._access_log())
+        per_image: dict[str, int] = {}
+        for sample in self.samples:
+            repo = sample.sample.repository
+            per_image[sample.reference] = sum(
+                n for key, n in counts.items()
+                if key in (f"{repo}:{sample.sample.tag}", f"{repo}:{sample.digest}"))
+        self.numbers["pulls"] = per_image
+        wrong = {ref: n for ref, n in per_image.items() if n != 1}
+        if wrong:
+            raise StepError(f"artifact store pulls per image {per_image} (want 1 each) for "
+                             f"{self.pods_started} pod starts")
+        return (f"{sum(per_image.values())} pulls for {len(per_image)} images and "
+                f"{self.pods_started} pod starts (GET manifest by tag on the artifact store)")
+
+    # ------------------------------------------------------------------ the whole run
+
+    async def run(self) -> list[StepResult]:
+        """Every step in order, narrated; stops at the first failure."""
+        results: list[StepResult] = []
+        old_uids: set[str] = set()
+
+        async def delete_pods() -> str:
+            nonlocal old_uids
+            text, old_uids = await self.delete_pods()
+            return text
+
+        async def pulls() -> str:
+            return self.pulls()
+
+        steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
+            ("deploy the network function", self.deploy),
+            ("pod images rewritten", self.rewritten),
+            ("Artifacts Available", self.artifacts_available),
+            ("pods Running from the edge", self.running),
+            ("cut the artifact store off", self.cut_off),
+            ("delete every pod", delete_pods),
+            ("pods back from the edge", lambda: self.running(exclude=old_uids)),
+            ("delete the network function", self.delete_network_function),
+            ("GC frees the bytes", self.collect_garbage),
+            ("one pull per image", pulls),
+        ]
+        failed = False
+        for title, step in steps:
+            if failed:
+                results.append(StepResult(title, False, 0.0, "not run (an earlier step failed)"))
+                continue
+            started = time.monotonic()
+            self.narrator.line(started - self.began, f"{title} ...", style="step")
+            try:
+                detail = await step()
+                ok = True
+            except StepError as exc:
+                detail, ok = str(exc), False
+            except Exception as exc:  # an unexpected error is a failed step, reported as such
+                detail, ok = f"{type(exc).__name__}: {exc}", False
+            seconds = time.monotonic() - started
+            results.append(StepResult(title, ok, seconds, detail))
+            mark = self.narrator.paint("ok  " if ok else "FAIL", "ok" if ok else "fail")
+            self.narrator.line(time.monotonic() - self.began, f"{mark} {title}: {detail}")
+            failed = not ok
+        return results
+
+
+def _truthy(items: list[Any]) -> Awaitable[bool]:
+    async def check() -> bool:
+        return bool(items)
+
+    return check()
+
+
+def _disk_usage(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+async def run_demo(*, directory: Path | None = None, keep: bool = False,
+                   narrator: Narrator | None = None) -> int:
+    """`make demo`: a fresh sandbox, the scenario, a summary; 0 only if every step held."""
+    narrator = narrator or Narrator()
+    root = directory or Path(tempfile.mkdtemp(prefix="clusterregistry-demo-"))
+    began = time.monotonic()
+    narrator.say("clusterregistry demo: the whole system on this machine", style="step")
+    system = System(root, SystemOptions())
+    results: list[StepResult] = []
+    code = 1
+    try:
+        narrator.line(0.0, "starting the sandbox: nats, artifact store (TLS, basic auth), "
+                           "edge registry, kubesim (3 nodes), clusterregistry processes ...",
+                      style="step")
+        try:
+            await system.start()
+        except Exception as exc:
+            narrator.line(time.monotonic() - began, f"FAIL sandbox: {exc}", style="fail")
+            return 1
+        up = time.monotonic() - began
+        running = [n for n, p in system.services.items() if p.running]
+        absent = [s.name for s in SERVICES if not s.landed]
+        narrator.line(up, f"ok   sandbox up: {', '.join(running)} running"
+                          + (f"; not landed yet: {', '.join(absent)}" if absent else ""))
+        for sample in system.samples:
+            narrator.say(f"           sample {sample.reference}  {sample.sample.description}  "
+                         f"{sample.digest[:19]}…", style="dim")
+        results.append(StepResult("sandbox up", True, up, f"{len(running)} processes"))
+        scenario = Scenario(system, narrator)
+        scenario.began = began
+        try:
+            results += await scenario.run()
+        finally:
+            await scenario.close()
+        code = 0 if all(r.ok for r in results) else 1
+    finally:
+        await system.stop()
+        total = time.monotonic() - began
+        if results:
+            narrator.say()
+            narrator.say(table(
+                ("STEP", "RESULT", "SECONDS", "DETAIL"),
+                [(r.title, "ok" if r.ok else "FAIL", f"{r.seconds:.1f}", r.detail[:110])
+                 for r in results]))
+            narrator.say()
+            verdict = "every step verified" if code == 0 else "NOT every step verified"
+            removed = code == 0 and not keep and directory is None
+            narrator.say(f"demo {'passed' if code == 0 else 'FAILED'} in {total:.1f}s: {verdict}"
+                         f"; logs in {root / 'logs'}" + (" (removed)" if removed else ""),
+                         style="ok" if code == 0 else "fail")
+        if code == 0 and not keep and directory is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return code

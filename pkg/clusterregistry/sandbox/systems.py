@@ -1,0 +1,746 @@
+"""The whole system on one machine: every process of a cluster, on 127.0.0.1, under one directory.
+
+A newcomer's `make demo` and the end-to-end tests need what a cluster runs,
+for real: NATS with JetStream, a remote "artifact store" registry (TLS and
+basic auth) holding a network function's images, the edge registry, an API
+server with controllers, a scheduler and three kubelets that really pull
+(kubesim), and every clusterregistry process started through its `cmd/`
+entry point with a settings file and environment, as a Deployment would.
+
+Every process is one row of a table (`SERVICES` for the clusterregistry
+processes, the backing services beside them), started in dependency order,
+each with its own log under `<root>/logs/`, a free port, and a health probe.
+A service whose `cmd/<entry>.py` does not exist yet is listed as "absent"
+and skipped: the sandbox runs what has landed, and the steps that need the
+rest fail and say so.
+
+The directory holds everything (`state.json` describes what runs, with each
+process id and its start time, so a later `sandbox down`, or an `up` after a
+crash, stops exactly what this sandbox started and nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import yaml
+
+from clusterregistry import config
+from clusterregistry.sandbox.apiclients import ApiClient, ApiError
+from clusterregistry.sandbox.natsservers import NatsCluster, NatsServer
+from clusterregistry.sandbox.registries import Registry
+from clusterregistry.sandbox.samples import PushedSample, fill
+from clusterregistry.sandbox.supervising import (
+    DEFAULT_GRACE,
+    Process,
+    ProcessError,
+    free_port,
+    wait_for,
+)
+from kubesim.certificates import CertificateAuthority
+
+__all__ = [
+    "SERVICES",
+    "ComponentState",
+    "ServiceSpec",
+    "System",
+    "SystemOptions",
+    "cleanup_leftovers",
+    "cmd_dir",
+    "probe",
+    "read_state",
+]
+
+STATE_FILE = "state.json"
+NAMESPACE = "clusterregistry"
+WEBHOOK_CONFIGURATION = "clusterregistry"
+ARTIFACT_STORE_USER = "publisher"
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=3)
+_START_TIMEOUT = 90.0
+
+
+def cmd_dir() -> Path:
+    """Where the `cmd/<name>.py` entry points are: $CLUSTERREGISTRY_CMD_DIR, else the repo's."""
+    override = os.environ.get("CLUSTERREGISTRY_CMD_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[3] / "cmd"
+
+
+def repo_dir() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One clusterregistry process as a Deployment's container runs it.
+
+    `settings` are this process's own keys (wire names) on top of the shared
+    settings file, as a per-Deployment ConfigMap patch would set them; keys
+    the settings schema does not know (yet) are left out rather than
+    rejected, so the table can run ahead of a service's config struct.
+    """
+
+    name: str
+    entry: str
+    job: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    # the webhook serves HTTPS on its own port besides the probe port
+    https: bool = False
+
+    @property
+    def path(self) -> Path:
+        return cmd_dir() / f"{self.entry}.py"
+
+    @property
+    def landed(self) -> bool:
+        return self.path.is_file()
+
+
+# The clusterregistry processes, in start order (each depends only on those before it and
+# on the backing services). Two mirror workers compete on the work queue, as in a cluster.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("relay", "relay", "kube watch events onto JetStream"),
+    ServiceSpec("tracker", "tracker", "image references per pod owner"),
+    ServiceSpec("reconciler", "reconciler", "one Artifact per source image"),
+    ServiceSpec("mirror-1", "mirror", "copies images to the edge registry"),
+    ServiceSpec("mirror-2", "mirror", "copies images to the edge registry"),
+    ServiceSpec("gc", "gc", "frees what no owner uses"),
+    ServiceSpec("webhook", "webhook", "rewrites pod images", https=True),
+)
+
+
+@dataclass
+class SystemOptions:
+    """What kind of sandbox: sizes, timings and which parts run."""
+
+    nodes: int = 3
+    # a 3-node NATS cluster with R3 streams instead of one server
+    nats_cluster: bool = False
+    # the clusterregistry processes to start (default: every landed one)
+    services: Sequence[str] | None = None
+    webhook_failure_policy: str = "Ignore"
+    early_loading: bool = True
+    # kubesim's kubelet image pull back-off start (the kubelet's default is 10 s)
+    pull_backoff: float = 0.5
+    kube_history: int = 200_000
+    # extra settings (wire names) merged into the shared settings file
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    fill_samples: bool = True
+
+
+@dataclass
+class ComponentState:
+    """One process of the sandbox as `state.json` records it and `status` shows it."""
+
+    name: str
+    role: str
+    port: int | None = None
+    url: str = ""
+    health_url: str = ""
+    log: str = ""
+    pid: int | None = None
+    started: float | None = None  # /proc start time, to tell a reused pid apart
+    note: str = ""
+
+
+def _proc_start_time(pid: int) -> float | None:
+    """The process's start time in clock ticks since boot (None when it does not exist)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = text.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # exited, not yet reaped: gone for our purposes
+        return None
+    return float(fields[19])
+
+
+def alive(pid: int | None, started: float | None) -> bool:
+    """The process `pid` exists and is the one that was recorded (not a reused pid)."""
+    if pid is None:
+        return False
+    now = _proc_start_time(pid)
+    return now is not None and (started is None or now == started)
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def known_settings(tree: Mapping[str, Any], struct: type[msgspec.Struct] = config.Settings) -> dict[
+    str, Any
+]:
+    """`tree` without the keys the settings schema does not have (yet), recursively."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        found = fields.get(key)
+        if found is None:
+            continue
+        kind = found.type
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(
+            value, Mapping
+        ):
+            out[key] = known_settings(value, kind)
+        else:
+            out[key] = value
+    return out
+
+
+async def probe(url: str, *, ca_file: str | None = None, expect: Sequence[int] = (200,)) -> bool:
+    """One health probe: GET `url` answers with one of `expect` within 3 s."""
+    context: ssl.SSLContext | bool = True
+    if url.startswith("https") and ca_file:
+        context = ssl.create_default_context(cafile=ca_file)
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=_PROBE_TIMEOUT, connector=aiohttp.TCPConnector(ssl=context)
+            ) as session,
+            session.get(url) as response,
+        ):
+            return response.status in expect
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+def read_state(root: Path) -> dict[str, Any] | None:
+    """The sandbox's `state.json`, or None when there is none (or it is unreadable)."""
+    try:
+        document: dict[str, Any] = json.loads((root / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return document
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _wait_gone(processes: Sequence[tuple[int, float | None]], *, timeout: float) -> None:
+    async def gone() -> bool:
+        return not any(alive(pid, started) for pid, started in processes)
+
+    with contextlib.suppress(TimeoutError):
+        await wait_for(gone, timeout=timeout, interval=0.1, description="processes gone")
+
+
+async def cleanup_leftovers(root: Path, *, grace: float = 10.0) -> list[str]:
+    """Stop whatever a previous sandbox in `root` left running; return what was stopped.
+
+    Only processes recorded in its state file, and only if each is still the
+    process that was recorded (same pid and start time): SIGTERM to the
+    supervisor (which stops the rest in order), then SIGTERM to every process
+    group still there, SIGKILL after `grace`.
+    """
+    state = read_state(root)
+    if state is None:
+        return []
+    stopped: list[str] = []
+    supervisor = state.get("supervisor") or {}
+    pid, started = supervisor.get("pid"), supervisor.get("started")
+    if pid is not None and alive(pid, started):
+        stopped.append("supervisor")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        await _wait_gone([(pid, started)], timeout=grace * 6)
+        if alive(pid, started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    left = [
+        (c["name"], c["pid"], c.get("started"))
+        for c in state.get("components", [])
+        if alive(c.get("pid"), c.get("started"))
+    ]
+    for _, pid, _ in left:
+        _signal_group(pid, signal.SIGTERM)
+    await _wait_gone([(p, st) for _, p, st in left], timeout=grace)
+    for _, pid, started in left:
+        if alive(pid, started):
+            _signal_group(pid, signal.SIGKILL)
+    return stopped + [name for name, _, _ in left]
+
+
+class System:
+    """The sandbox: start it, use it, break it (kill, stop, restart a part), stop it.
+
+    Everything lives under `root`: `kubeconfig`, `settings.yaml`, `ca.crt`
+    (the sandbox CA: artifact store, webhook), `logs/<process>.log`,
+    `state.json`, and a state directory per process.
+    """
+
+    def __init__(self, root: Path, options: SystemOptions | None = None) -> None:
+        self.root = root.resolve()
+        self.options = options or SystemOptions()
+        self.logs = self.root / "logs"
+        self.kubeconfig = self.root / "kubeconfig"
+        self.settings_path = self.root / "settings.yaml"
+        self.ca_path = self.root / "ca.crt"
+        self.ca = CertificateAuthority.create("clusterregistry-sandbox-ca")
+        self.nats: NatsServer | None = None
+        self.nats_cluster: NatsCluster | None = None
+        self.artifact_store = Registry(
+            self.root / "artifact-store", name="artifact-store", ca=self.ca,
+            username=ARTIFACT_STORE_USER,
+        )
+        self.artifact_store.log_path = self.logs / "artifact-store.log"
+        self.edge = Registry(self.root / "edge", name="edge-registry")
+        self.edge.log_path = self.logs / "edge-registry.log"
+        self.kube_port = free_port()
+        self.kube: Process | None = None
+        self.services: dict[str, Process] = {}
+        self.service_ports: dict[str, int] = {}
+        self.webhook_port = free_port()
+        self.samples: list[PushedSample] = []
+        self.timings: dict[str, float] = {}
+        self.started = False
+        self._state_extra: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- layout and state
+
+    @property
+    def nats_servers(self) -> list[str]:
+        if self.nats_cluster is not None:
+            return self.nats_cluster.servers
+        return [self.nats.url] if self.nats else []
+
+    @property
+    def local_registry(self) -> str:
+        return self.edge.host
+
+    @property
+    def kube_url(self) -> str:
+        return f"https://127.0.0.1:{self.kube_port}"
+
+    @property
+    def kube_ca(self) -> Path:
+        return self.root / "kube" / "ca.crt"
+
+    def service_specs(self) -> list[ServiceSpec]:
+        """The services this sandbox runs: the chosen ones, or every one that has landed."""
+        wanted = self.options.services
+        return [
+            spec for spec in SERVICES
+            if (wanted is None and spec.landed) or (wanted is not None and spec.name in wanted)
+        ]
+
+    def api(self) -> ApiClient:
+        """A client of the sandbox's API server (close it after use)."""
+        return ApiClient(self.kubeconfig)
+
+    def settings_tree(self) -> dict[str, Any]:
+        """The shared settings file (the ConfigMap), as wire keys."""
+        tree: dict[str, Any] = {
+            "enableClusterRegistry": True,
+            "enableEarlyLoading": self.options.early_loading,
+            "localRegistry": self.local_registry,
+            "namespace": NAMESPACE,
+            "nats": {
+                "servers": self.nats_servers,
+                "streamReplicas": 3 if self.options.nats_cluster else 1,
+            },
+            "clusterRegistry": {
+                # scheduled GC at midnight only; the demo and tests ask for runs on demand
+                "clusterRegistryGCCadence": "0 0 * * *",
+                "clusterRegistryGCThreshold": 0,
+                "storageSize": "1Gi",
+            },
+            # fail over quickly: a sandbox's processes are killed on purpose
+            "relay": {
+                "leaseDurationSeconds": 4.0,
+                "renewDeadlineSeconds": 3.0,
+                "retryPeriodSeconds": 0.5,
+                "missingResourceRetrySeconds": 0.5,
+                "watchTimeoutSeconds": 60,
+            },
+        }
+        return known_settings(_deep_merge(tree, self.options.settings))
+
+    def write_state(self, phase: str, *, error: str = "") -> None:
+        """`state.json`: what runs where (written atomically, read by `status` and `down`)."""
+        document = {
+            "version": 1,
+            "phase": phase,
+            "error": error,
+            "root": str(self.root),
+            "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "kubeconfig": str(self.kubeconfig),
+            "ca": str(self.ca_path),
+            "kube_ca": str(self.kube_ca),
+            "settings": str(self.settings_path),
+            "nats_servers": self.nats_servers,
+            "local_registry": self.local_registry,
+            "artifact_store": {
+                "host": self.artifact_store.host,
+                "username": self.artifact_store.username,
+                "password": self.artifact_store.password,
+            },
+            "samples": [
+                {"reference": s.reference, "digest": s.digest, "kind": s.sample.description}
+                for s in self.samples
+            ],
+            "components": [msgspec.to_builtins(c) for c in self.components()],
+            "timings": self.timings,
+            **self._state_extra,
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        tmp.replace(self.root / STATE_FILE)
+
+    def set_supervisor(self, pid: int) -> None:
+        self._state_extra["supervisor"] = {"pid": pid, "started": _proc_start_time(pid)}
+
+    def components(self) -> list[ComponentState]:
+        """Every process of the sandbox, running or not, with where to reach it."""
+        out: list[ComponentState] = []
+
+        def proc_fields(process: Process | None) -> dict[str, Any]:
+            pid = process.pid if process is not None and process.running else None
+            return {"pid": pid, "started": _proc_start_time(pid) if pid else None}
+
+        if self.nats_cluster is not None:
+            for node in self.nats_cluster.nodes:
+                out.append(ComponentState(
+                    node.name, "nats", node.port, node.url, f"{node.monitor_url}/healthz",
+                    str(node.log_path), **proc_fields(node.process)))
+        elif self.nats is not None:
+            out.append(ComponentState(
+                "nats", "nats", self.nats.port, self.nats.url, f"{self.nats.monitor_url}/healthz",
+                str(self.nats.log_path), **proc_fields(self.nats.process)))
+        for registry, note in (
+            (self.artifact_store, "TLS + basic auth, the remote artifact store"),
+            (self.edge, "plain HTTP, the edge registry pods pull from"),
+        ):
+            out.append(ComponentState(
+                registry.name, "registry", registry.port, registry.url, f"{registry.url}/v2/",
+                str(registry.log_path), note=note, **proc_fields(registry.process)))
+        out.append(ComponentState(
+            "kubesim", "kube", self.kube_port, self.kube_url, f"{self.kube_url}/readyz",
+            str(self.logs / "kubesim.log"), note=f"{self.options.nodes} nodes",
+            **proc_fields(self.kube)))
+        for spec in SERVICES:
+            port = self.service_ports.get(spec.name)
+            process = self.services.get(spec.name)
+            url = f"https://127.0.0.1:{self.webhook_port}/mutate" if spec.https else ""
+            note = spec.job if spec.landed else f"absent: {spec.path.name} has not landed"
+            if spec.landed and spec not in self.service_specs():
+                note = "not started in this sandbox"
+            out.append(ComponentState(
+                spec.name, "service", port, url,
+                f"http://127.0.0.1:{port}/readyz" if port else "",
+                str(self.logs / f"{spec.name}.log"), note=note, **proc_fields(process)))
+        return out
+
+    # ----------------------------------------------------------------- start and stop
+
+    async def start(self) -> None:
+        """Start everything, in order; on failure stop what started and raise."""
+        if self.started:
+            raise ProcessError("the sandbox is already started")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.ca.write(self.ca_path)
+        self.started = True
+        self.write_state("starting")
+        try:
+            await self._timed("backing services", self._start_backing())
+            await self._timed("kubesim and samples", self._start_kube_and_samples())
+            await self._timed("cluster objects", self._install_cluster_objects())
+            await self._timed("clusterregistry processes", self._start_services())
+        except BaseException as exc:
+            self.write_state("failed", error=str(exc))
+            await self.stop()
+            raise
+        self.write_state("ready")
+
+    async def _timed(self, what: str, step: Any) -> None:
+        began = time.monotonic()
+        await step
+        self.timings[what] = round(time.monotonic() - began, 2)
+        self.write_state("starting")
+
+    async def _start_backing(self) -> None:
+        if self.options.nats_cluster:
+            self.nats_cluster = NatsCluster(self.root / "nats", size=3, name="nats")
+            for node in self.nats_cluster.nodes:
+                node.log_path = self.logs / f"{node.name}.log"
+            starting = self.nats_cluster.start()
+        else:
+            self.nats = NatsServer(self.root / "nats", name="nats")
+            self.nats.log_path = self.logs / "nats.log"
+            starting = self.nats.start()
+        await asyncio.gather(starting, self.artifact_store.start(), self.edge.start())
+
+    async def _start_kube_and_samples(self) -> None:
+        argv = [
+            sys.executable, "-m", "kubesim", "serve",
+            "--port", str(self.kube_port),
+            "--kubeconfig", str(self.kubeconfig),
+            "--state-dir", str(self.root / "kube"),
+            "--nodes", str(self.options.nodes),
+            "--insecure-registry", self.edge.host,
+            "--registry-ca", str(self.ca_path),
+            "--pull-backoff", str(self.options.pull_backoff),
+            "--history", str(self.options.kube_history),
+            "--log-level", "WARNING",
+        ]
+        self.kubeconfig.unlink(missing_ok=True)
+        self.kube = Process(argv, name="kubesim", log_path=self.logs / "kubesim.log")
+        await self.kube.start()
+        filling = (
+            fill(self.artifact_store, self.root / "images")
+            if self.options.fill_samples else asyncio.sleep(0, result=[])
+        )
+        kube = self.kube
+
+        async def kube_ready() -> bool:
+            return self.kubeconfig.exists() and await probe(
+                f"{self.kube_url}/readyz", ca_file=str(self.kube_ca))
+
+        try:
+            self.samples, _ = await asyncio.gather(
+                filling, kube.wait_ready(kube_ready, timeout=_START_TIMEOUT))
+        except BaseException:
+            await kube.stop()
+            raise
+        self.write_state("starting")
+
+    async def _install_cluster_objects(self) -> None:
+        """The clusterregistry namespace and the Artifact CRD, as `kubectl apply` of deploy/."""
+        async with self.api() as api:
+            await api.apply({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": NAMESPACE}})
+            crd = artifact_crd()
+            if crd is not None:
+                await api.apply(crd)
+
+                async def established() -> bool:
+                    try:
+                        await api.list("Artifact")
+                    except ApiError:
+                        return False
+                    return True
+
+                await wait_for(established, timeout=30, description="the Artifact CRD served")
+            else:
+                self._state_extra["artifact_crd"] = "absent: no Artifact CRD in deploy/"
+
+    def _service_env(self, spec: ServiceSpec, port: int) -> dict[str, str]:
+        return {
+            "CLUSTERREGISTRY_PROBEPORT": str(port),
+            "POD_NAME": spec.name,
+            "POD_NAMESPACE": NAMESPACE,
+            "KUBECONFIG": str(self.kubeconfig),
+            "CLUSTERREGISTRY_LOG_FORMAT": "json",
+            # the sandbox CA for the artifact store (Python ssl, and Go tools if any)
+            "SSL_CERT_FILE": str(self.ca_path),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _service_settings(self, spec: ServiceSpec) -> Path:
+        """The settings file of one process: the shared tree plus its own keys."""
+        path = self.root / "config" / f"{spec.name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tree = known_settings(_deep_merge(self.settings_tree(), self.service_overrides(spec)))
+        path.write_text(yaml.safe_dump(tree, sort_keys=False))
+        return path
+
+    def service_overrides(self, spec: ServiceSpec) -> dict[str, Any]:
+        """Per-process keys; unknown ones are filtered out by `known_settings`."""
+        extra: dict[str, Any] = dict(spec.settings)
+        if spec.entry == "webhook":
+            tls = self.root / "webhook"
+            extra = _deep_merge(extra, {"webhook": {
+                "port": self.webhook_port,
+                "host": "127.0.0.1",
+                "certFile": str(tls / "tls.crt"),
+                "keyFile": str(tls / "tls.key"),
+            }})
+        return extra
+
+    def _make_process(self, spec: ServiceSpec) -> Process:
+        port = self.service_ports.setdefault(spec.name, free_port())
+        settings_file = self._service_settings(spec)
+        argv = [
+            sys.executable, str(spec.path),
+            "--config", str(settings_file),
+            "--kubeconfig", str(self.kubeconfig),
+            "--identity", spec.name,
+        ]
+        return Process(argv, name=spec.name, log_path=self.logs / f"{spec.name}.log",
+                       env=self._service_env(spec, port), cwd=repo_dir())
+
+    async def _start_services(self) -> None:
+        specs = self.service_specs()
+        self.settings_path.write_text(yaml.safe_dump(self.settings_tree(), sort_keys=False))
+        if any(spec.entry == "webhook" for spec in specs):
+            pair = self.ca.issue(common_name="clusterregistry-webhook",
+                                 hosts=["127.0.0.1", "localhost",
+                                        "clusterregistry-webhook.clusterregistry.svc"])
+            pair.write(self.root / "webhook", "tls")
+        for spec in specs:
+            self.services[spec.name] = self._make_process(spec)
+        await asyncio.gather(*(self.start_service(spec.name) for spec in specs))
+        if "webhook" in self.services:
+            await self.register_webhook()
+
+    async def start_service(self, name: str, *, timeout: float = _START_TIMEOUT) -> None:
+        """Start (or restart) one clusterregistry process and wait for its /readyz."""
+        spec = next(s for s in SERVICES if s.name == name)
+        process = self.services.get(name)
+        if process is None:
+            process = self.services[name] = self._make_process(spec)
+        await process.start()
+        port = self.service_ports[name]
+
+        async def ready() -> bool:
+            return await probe(f"http://127.0.0.1:{port}/readyz")
+
+        await process.wait_ready(ready, timeout=timeout)
+        self.write_state("ready" if self._ready_phase() else "starting")
+
+    def _ready_phase(self) -> bool:
+        return all(p.running for p in self.services.values())
+
+    async def register_webhook(self) -> None:
+        """The MutatingWebhookConfiguration a cluster install carries, pointed at this webhook."""
+        async with self.api() as api:
+            await api.apply(self.webhook_configuration())
+
+    def webhook_configuration(self) -> dict[str, Any]:
+        settings = config.load(self.settings_path)
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK_CONFIGURATION},
+            "webhooks": [{
+                "name": "pods.clusterregistry.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": self.options.webhook_failure_policy,
+                "reinvocationPolicy": "IfNeeded",
+                "timeoutSeconds": 5,
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{self.webhook_port}/mutate",
+                    "caBundle": base64.b64encode(self.ca.cert_pem).decode(),
+                },
+                "rules": [
+                    {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                     "resources": ["pods"], "scope": "Namespaced"},
+                    {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                     "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"},
+                ],
+                # its own namespace never goes through it (its pods must start without it)
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                    "values": [NAMESPACE]}]},
+                "matchConditions": [{
+                    "name": "aosm-match-condition",
+                    "expression": settings.webhook.pod.mutation.match_condition_expression,
+                }],
+            }],
+        }
+
+    async def stop(self, *, grace: float = DEFAULT_GRACE) -> None:
+        """Stop everything this sandbox started, services first. Safe to call twice."""
+        if not self.started:
+            return
+        self.write_state("stopping")
+        await asyncio.gather(
+            *(p.stop(grace=grace) for p in self.services.values()), return_exceptions=True)
+        if self.kube is not None:
+            await self.kube.stop(grace=grace)
+        stops = [self.artifact_store.stop(grace=grace), self.edge.stop(grace=grace)]
+        if self.nats_cluster is not None:
+            stops.append(self.nats_cluster.stop(grace=grace))
+        if self.nats is not None:
+            stops.append(self.nats.stop(grace=grace))
+        await asyncio.gather(*stops, return_exceptions=True)
+        self.started = False
+        self.write_state("stopped")
+
+    # ----------------------------------------------------------------- faults
+
+    async def kill(self, name: str) -> None:
+        """kill -9 one clusterregistry process (its group)."""
+        await self.services[name].kill()
+        self.write_state("degraded")
+
+    async def stop_service(self, name: str, *, grace: float = DEFAULT_GRACE) -> None:
+        await self.services[name].stop(grace=grace)
+        self.write_state("degraded")
+
+    # ----------------------------------------------------------------- status
+
+    async def health(self) -> list[tuple[ComponentState, bool]]:
+        """Every component with the outcome of its health probe."""
+        return await component_health(self.components(), ca_file=str(self.ca_path),
+                                      kube_ca=str(self.kube_ca))
+
+    def clean(self) -> None:
+        """Remove the directory (the sandbox must be stopped)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def component_health(
+    components: Sequence[ComponentState], *, ca_file: str, kube_ca: str
+) -> list[tuple[ComponentState, bool]]:
+    async def one(component: ComponentState) -> bool:
+        if not component.health_url or component.pid is None:
+            return False
+        if not alive(component.pid, component.started):
+            return False
+        if component.role == "registry":
+            return await probe(component.health_url, ca_file=ca_file, expect=(200, 401))
+        if component.role == "kube":
+            return await probe(component.health_url, ca_file=kube_ca)
+        return await probe(component.health_url)
+
+    results = await asyncio.gather(*(one(c) for c in components))
+    return list(zip(components, results, strict=True))
+
+
+def artifact_crd() -> dict[str, Any] | None:
+    """The Artifact CRD as deploy/ ships it (None until it exists there)."""
+    base = repo_dir() / "deploy" / "kustomize" / "base"
+    if not base.is_dir():
+        return None
+    for path in sorted(base.rglob("*.yaml")):
+        try:
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError):
+            continue
+        for document in documents:
+            if (
+                isinstance(document, dict)
+                and document.get("kind") == "CustomResourceDefinition"
+                and (document.get("metadata") or {}).get("name") == "artifacts.clusterregistry.io"
+            ):
+                return document
+    return None
