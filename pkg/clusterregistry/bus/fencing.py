@@ -86,6 +86,8 @@ class Hold:
     _active: bool = True
     _cancelled: bool = False
     _task: asyncio.Task[object] | None = field(default=None, repr=False)
+    # one compare-and-set at a time: a renewal and a relabel must not race on `revision`
+    _updating: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
 
 class Fence:
@@ -259,6 +261,51 @@ class Fence:
         except RetryableError:
             return None
 
+    async def relabel(self, hold: Hold, purpose: str) -> None:
+        """Change what a held entry says it is for (GC: `sweep ...` asks the registry's
+        supervisor to go read-only); FenceLostError if the entry is no longer ours."""
+        kv = await self._bucket()
+        async with hold._updating:
+            entry = FenceEntry(holder=hold.entry.holder, purpose=purpose,
+                               acquired=hold.entry.acquired, renewed=time.time())
+            try:
+                hold.revision = await kv.update(hold.key, encode(entry), last=hold.revision)
+            except KeyWrongLastSequenceError as exc:
+                hold.lost, hold.reason = True, "it expired or was taken"
+                raise FenceLostError(f"fence entry {hold.key} lost before relabelling",
+                                     delay=self.ttl / 3) from exc
+            except Exception as exc:
+                raise RetryableError(f"cannot relabel fence entry {hold.key}: {exc}") from exc
+            hold.entry = entry
+
+    # -- the registry's read-only acknowledgement (gc readOnlyMode: follower) -------------------
+
+    async def read_only_state(self) -> FenceEntry | None:
+        """The supervisor's acknowledgement that the registry runs read-only (`acquired` is
+        the lock's `acquired`, naming the lock it was switched for), or None."""
+        await self._bucket()
+        try:
+            msg = await self.js.get_msg(_STREAM, subject=_PREFIX + subjects.FENCE_READ_ONLY,
+                                        direct=False)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise RetryableError(f"cannot read the read-only state: {exc}") from exc
+        if msg.headers and msg.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+            return None
+        return _decode(msg.data)
+
+    async def set_read_only_state(self, entry: FenceEntry | None) -> None:
+        """Acknowledge read-only (an entry) or read-write (None); expires with the TTL."""
+        kv = await self._bucket()
+        try:
+            if entry is None:
+                await kv.delete(subjects.FENCE_READ_ONLY)
+            else:
+                await kv.put(subjects.FENCE_READ_ONLY, encode(entry))
+        except Exception as exc:
+            raise RetryableError(f"cannot write the read-only state: {exc}") from exc
+
     # -- holding: renew, detect loss, release ----------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -304,14 +351,16 @@ class Fence:
             await asyncio.sleep(wait)
             if not hold._active:
                 return
-            entry = FenceEntry(holder=hold.entry.holder, purpose=hold.entry.purpose,
-                               acquired=hold.entry.acquired, renewed=time.time())
             started = loop.time()
             try:
                 # compare-and-set on our own last revision: fails if the entry expired or
                 # was taken, and then we must not bring it back (module docstring)
-                hold.revision = await kv.update(hold.key, encode(entry), last=hold.revision)
-                hold.entry = entry
+                async with hold._updating:
+                    entry = FenceEntry(holder=hold.entry.holder, purpose=hold.entry.purpose,
+                                       acquired=hold.entry.acquired, renewed=time.time())
+                    hold.revision = await kv.update(hold.key, encode(entry),
+                                                    last=hold.revision)
+                    hold.entry = entry
                 last_ok = started
                 wait = interval
             except KeyWrongLastSequenceError:

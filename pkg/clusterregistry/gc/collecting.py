@@ -1,0 +1,490 @@
+"""One GC run: measure, choose, soft-delete, sweep, report; never two at once.
+
+The order is what keeps every referenced image intact:
+
+1. Usage against the threshold (`scheduling`); below it the run is skipped.
+2. GC's lock (`bus.fencing`, waits for mirror writes in flight). Everything that
+   changes the registry happens under it, so no copy is half-done while
+   manifests are deleted or blobs swept, and two GC replicas never overlap.
+3. Choose garbage from the tracker's owner records and the reconciler's artifact
+   records (`selecting.choose`: unreferenced past the grace period).
+4. Soft delete, per artifact: mark it Deleting (record and Artifact, each with a
+   compare-and-set on what was read, so a concurrent reconciler change wins);
+   the webhook stops rewriting to it. Then re-read the owner records: a reference
+   that appeared meanwhile wins, and the artifact goes back to what it was.
+5. Delete the manifests through the registry API, minus any a live image shares
+   (`selecting.manifests_to_delete`), then the record and the Artifact.
+6. The sweep (`sweeping`): relabel the lock `sweep ...`; in `follower` mode wait
+   for the registry's supervisor to confirm read-only (`following`); run
+   `garbage-collect`. The lock is released on every way out (`Fence.exclusive`).
+7. Usage again; every step is published as a GcEvent on `clusterregistry.gc.*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from clusterregistry import references, subjects
+from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.config import GcSettings
+from clusterregistry.errors import (
+    ConflictError,
+    FenceHeldError,
+    ManifestUnknownError,
+    RetryableError,
+)
+from clusterregistry.gc import selecting, usage
+from clusterregistry.gc.following import SWEEP_PURPOSE
+from clusterregistry.gc.metrics import GcMetrics
+from clusterregistry.gc.scheduling import Schedule
+from clusterregistry.gc.selecting import Tree
+from clusterregistry.gc.sweeping import Sweeper, SweepResult
+from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.oci import manifests
+from clusterregistry.oci.registries import RegistryClient
+from clusterregistry.runtime.logs import fields
+from clusterregistry.schemas import (
+    ArtifactRecord,
+    GcEvent,
+    GcEventType,
+    OwnerRecord,
+    artifact_record_decoder,
+    encode,
+    owner_record_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Collector", "read_records"]
+
+
+@dataclass
+class _Held:
+    record: ArtifactRecord
+    revision: int
+    previous_phase: str
+    cr_marked: bool = False
+    repository: str = ""
+    version: str = ""
+
+
+@dataclass
+class _Run:
+    id: str
+    dry_run: bool
+    started: float
+    deleted: list[str] = field(default_factory=list)
+    manifests: int = 0
+    kept: list[str] = field(default_factory=list)
+
+
+async def read_records(kv: KeyValue) -> dict[str, tuple[bytes, int]]:
+    """Every live key of a bucket with its value and revision, in one ordered pass."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    found: dict[str, tuple[bytes, int]] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=30)  # type: ignore[no-untyped-call]
+            if entry is None:
+                return found
+            if entry.operation in ("DEL", "PURGE"):
+                found.pop(entry.key, None)
+                continue
+            found[entry.key] = (entry.value or b"", entry.revision or 0)
+            if not entry.delta:  # nothing pending: the initial values are all here
+                return found
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+class Collector:
+    """GC runs for one registry; `run()` is safe to call from the schedule and on demand."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        fence: Fence,
+        registry: RegistryClient,
+        settings: GcSettings,
+        schedule: Schedule,
+        storage_bytes: int,
+        sweeper: Sweeper | None,
+        artifacts: Artifacts | None = None,
+        metrics: GcMetrics | None = None,
+        holder: str = "gc",
+        stream_replicas: int = 1,
+    ) -> None:
+        self.js = js
+        self.fence = fence
+        self.registry = registry
+        self.settings = settings
+        self.schedule = schedule
+        self.storage_bytes = storage_bytes
+        self.sweeper = sweeper
+        self.artifacts = artifacts
+        self.metrics = metrics
+        self.holder = holder
+        self.stream_replicas = stream_replicas
+        self._one_at_a_time = asyncio.Lock()
+        self._refs: KeyValue | None = None
+        self._records: KeyValue | None = None
+
+    async def ensure(self) -> None:
+        await ensure_stream(self.js, name=subjects.GC_STREAM, subjects=[subjects.GC_ALL],
+                            replicas=self.stream_replicas, max_age=30 * 24 * 3600.0)
+        await self.fence.ensure()
+
+    async def _bucket(self, name: str) -> KeyValue | None:
+        try:
+            return await self.js.key_value(name)
+        except BucketNotFoundError:
+            return None  # nobody wrote one yet: no owners, or no artifacts
+        except Exception as exc:
+            raise RetryableError(f"key-value bucket {name}: {exc}") from exc
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def _publish(self, run: _Run, event: GcEventType, **values: object) -> GcEvent:
+        message = GcEvent(run=run.id, event=event, dry_run=run.dry_run, time=time.time(),
+                          **values)  # type: ignore[arg-type]
+        try:
+            await self.js.publish(subjects.gc(event), encode(message))
+        except Exception as exc:  # an event lost is a gap in the trace, not a failed run
+            log.warning("cannot publish gc %s event: %s", event, exc)
+        return message
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def run(self, *, dry_run: bool = False, force: bool = False) -> GcEvent:
+        """One run; returns its last event (finished, skipped or failed)."""
+        async with self._one_at_a_time:
+            run = _Run(id=uuid.uuid4().hex[:12], dry_run=dry_run, started=time.monotonic())
+            outcome = "failed"
+            try:
+                result = await self._run(run, force=force)
+                outcome = result.event
+                return result
+            except Exception as exc:
+                log.exception("gc run %s failed", run.id)
+                return await self._publish(
+                    run, "failed", message=f"{type(exc).__name__}: {exc}",
+                    deleted=len(run.deleted),
+                    duration_seconds=time.monotonic() - run.started)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.runs.labels(outcome, str(dry_run).lower()).inc()
+
+    def _usage(self) -> usage.Usage:
+        measured = usage.measure(Path(self.settings.storage_path),
+                                 source=self.settings.usage_source,
+                                 configured_bytes=self.storage_bytes)
+        if self.metrics is not None:
+            self.metrics.used_bytes.set(measured.used_bytes)
+            self.metrics.capacity_bytes.set(measured.total_bytes)
+        return measured
+
+    async def _run(self, run: _Run, *, force: bool) -> GcEvent:
+        before = await asyncio.to_thread(self._usage)
+        await self._publish(run, "started", usage_percent=before.percent)
+        if not force and not self.schedule.should_collect(before.percent):
+            return await self._publish(
+                run, "skipped", usage_percent=before.percent,
+                message=f"usage {before.percent:.1f}% is below the threshold "
+                        f"{self.schedule.threshold:g}%")
+        window = 0.0
+        sweep: SweepResult | None = None
+        if run.dry_run:  # reads only: no lock, so mirrors are not held up by a dry run
+            garbage_names = await self._collect(run)
+            return await self._finish(run, before, garbage_names, window)
+        try:
+            async with self.fence.exclusive(purpose=f"gc {run.id}",
+                                            wait_timeout=self.settings.writer_wait_seconds
+                                            ) as hold:
+                if self.metrics is not None:
+                    self.metrics.lock_held.set(1)
+                garbage_names = await self._collect(run)
+                if run.manifests and self.sweeper is not None:
+                    await self.fence.relabel(hold, f"{SWEEP_PURPOSE} {run.id}")
+                    window_started = time.monotonic()
+                    if self.settings.read_only_mode == "follower":
+                        await self._wait_read_only(hold.entry.acquired)
+                    sweep = await self.sweeper.sweep(run=run.id)
+        except FenceHeldError as exc:
+            return await self._publish(run, "skipped", usage_percent=before.percent,
+                                       message=str(exc))
+        finally:
+            if self.metrics is not None:
+                self.metrics.lock_held.set(0)
+        if sweep is not None:
+            if self.settings.read_only_mode == "follower":
+                await self._wait_read_write()
+            window = time.monotonic() - window_started
+            if self.metrics is not None:
+                self.metrics.read_only_seconds.observe(window)
+                self.metrics.last_read_only_seconds.set(window)
+            await self._publish(run, "swept", read_only_seconds=window,
+                                duration_seconds=sweep.seconds,
+                                message=f"{sweep.blobs_deleted} blobs and "
+                                        f"{sweep.manifests_deleted} manifests swept")
+        return await self._finish(run, before, garbage_names, window)
+
+    async def _finish(self, run: _Run, before: usage.Usage, garbage_names: list[str],
+                      window: float) -> GcEvent:
+        after = await asyncio.to_thread(self._usage)
+        freed = max(0, before.used_bytes - after.used_bytes)
+        duration = time.monotonic() - run.started
+        if self.metrics is not None and not run.dry_run:
+            self.metrics.bytes_freed.inc(freed)
+            self.metrics.run_seconds.observe(duration)
+            self.metrics.last_success.set(time.time())
+        if run.dry_run:
+            message = "would delete: " + ", ".join(garbage_names)
+        else:
+            message = f"deleted {len(run.deleted)} artifacts, {run.manifests} manifests"
+            if run.kept:
+                message += f"; kept {len(run.kept)} referenced meanwhile: {', '.join(run.kept)}"
+        return await self._publish(
+            run, "finished", deleted=len(garbage_names) if run.dry_run else len(run.deleted),
+            bytes_freed=freed, usage_percent=after.percent, read_only_seconds=window,
+            duration_seconds=duration, message=message)
+
+    async def _wait_read_only(self, acquired: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.read_only_wait_seconds
+        while True:
+            state = await self.fence.read_only_state()
+            if state is not None and abs(state.acquired - acquired) < 1e-6:
+                return
+            if loop.time() > deadline:
+                raise RetryableError(
+                    f"the registry did not confirm read-only within "
+                    f"{self.settings.read_only_wait_seconds:g}s; not sweeping")
+            await asyncio.sleep(0.05)
+
+    async def _wait_read_write(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.read_only_wait_seconds
+        while True:
+            if await self.fence.read_only_state() is None or loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    # -- choosing and soft-deleting -------------------------------------------------------------
+
+    async def _owners(self) -> list[OwnerRecord]:
+        kv = self._refs = self._refs or await self._bucket(subjects.REFS_BUCKET)
+        if kv is None:
+            return []
+        owners = []
+        for key, (value, _) in (await read_records(kv)).items():
+            try:
+                owners.append(owner_record_decoder.decode(value))
+            except msgspec.DecodeError:
+                # unreadable: its images cannot be known, so nothing may be collected
+                raise RetryableError(f"owner record {key} cannot be decoded; not collecting"
+                                     ) from None
+        return owners
+
+    async def _artifact_records(self) -> dict[str, tuple[ArtifactRecord, int]]:
+        kv = self._records = self._records or await self._bucket(subjects.ARTIFACTS_BUCKET)
+        if kv is None:
+            return {}
+        found: dict[str, tuple[ArtifactRecord, int]] = {}
+        for key, (value, revision) in (await read_records(kv)).items():
+            try:
+                found[key] = (artifact_record_decoder.decode(value), revision)
+            except msgspec.DecodeError:
+                log.warning("artifact record %s cannot be decoded; left alone", key)
+        return found
+
+    async def _collect(self, run: _Run) -> list[str]:
+        referenced = selecting.referenced_images(await self._owners())
+        records = await self._artifact_records()
+        choice = selecting.choose((r for r, _ in records.values()), referenced,
+                                  now=time.time(), grace=self.settings.grace_period_seconds)
+        names = sorted(r.name for r in choice.garbage)
+        log.info("gc run %s: %d garbage, %d in grace, %d kept", run.id, len(choice.garbage),
+                 len(choice.waiting), len(choice.kept), extra=fields(run=run.id))
+        if run.dry_run or not choice.garbage:
+            return names
+        held = [await self._mark_deleting(records[r.name][0], records[r.name][1])
+                for r in choice.garbage]
+        marked = [h for h in held if h is not None]
+        # the re-check: a reference that appeared while we decided wins
+        referenced = selecting.referenced_images(await self._owners())
+        doomed: list[_Held] = []
+        for item in marked:
+            if selecting.canonical_or_raw(item.record.source) in referenced:
+                await self._unmark(item)
+                run.kept.append(item.record.name)
+                if self.metrics is not None:
+                    self.metrics.kept_on_recheck.inc()
+            else:
+                doomed.append(item)
+        if not doomed:
+            return names
+        doomed_names = {item.record.name for item in doomed}
+        survivors = [r for r, _ in records.values() if r.name not in doomed_names]
+        plan = await self._plan(doomed, survivors)
+        for item in doomed:
+            await self._delete(run, item, plan.get(item.record.name, []))
+        return names
+
+    async def _mark_deleting(self, record: ArtifactRecord, revision: int) -> _Held | None:
+        kv = self._records
+        assert kv is not None
+        item = _Held(record=record, revision=revision, previous_phase=record.phase)
+        if record.phase != "Deleting":
+            marked = msgspec.structs.replace(record, phase="Deleting", updated=time.time())
+            try:
+                item.revision = await kv.update(record.name, encode(marked), last=revision)
+            except KeyWrongLastSequenceError:
+                log.info("artifact %s changed since it was read; deciding next run",
+                         record.name)
+                return None
+            item.record = marked
+        if self.artifacts is not None:
+            item.cr_marked = await self._patch_phase(record.name, "Deleting")
+        return item
+
+    async def _patch_phase(self, name: str, phase: str) -> bool:
+        assert self.artifacts is not None
+        current = await self.artifacts.get(name)
+        if current is None:
+            return False
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        try:
+            await self.artifacts.patch_status(name, {"phase": phase}, resource_version=version)
+        except ConflictError:
+            # changed under us: one re-read; a second conflict leaves the CR to the reconciler
+            return await self._patch_phase_once(name, phase)
+        return True
+
+    async def _patch_phase_once(self, name: str, phase: str) -> bool:
+        assert self.artifacts is not None
+        current = await self.artifacts.get(name)
+        if current is None:
+            return False
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        try:
+            await self.artifacts.patch_status(name, {"phase": phase}, resource_version=version)
+        except ConflictError:
+            return False
+        return True
+
+    async def _unmark(self, item: _Held) -> None:
+        kv = self._records
+        assert kv is not None
+        restored = msgspec.structs.replace(item.record, phase=item.previous_phase,
+                                           unreferenced_since=0.0, updated=time.time())
+        # a conflict: the reconciler has taken it over already
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await kv.update(item.record.name, encode(restored), last=item.revision)
+        if item.cr_marked:
+            await self._patch_phase(item.record.name, item.previous_phase)
+
+    # -- what to delete in the registry ---------------------------------------------------------
+
+    def _local(self, record: ArtifactRecord) -> tuple[str, str] | None:
+        try:
+            ref = references.parse(record.local)
+        except ValueError:
+            log.warning("artifact %s has an unreadable local reference %r", record.name,
+                        record.local)
+            return None
+        return ref.path, ref.version
+
+    async def _tree(self, repository: str, version: str,
+                    cache: dict[tuple[str, str], Tree | None]) -> Tree | None:
+        key = (repository, version)
+        if key in cache:
+            return cache[key]
+        try:
+            media_type, digest, data = await self.registry.get_manifest(repository, version)
+        except ManifestUnknownError:
+            cache[key] = None
+            return None
+        digests = [digest]
+        if media_type in manifests.INDEX_TYPES:
+            parsed = manifests.parse(data, media_type=media_type, digest=digest)
+            digests.extend(child.digest for child in parsed.children)
+        tree = cache[key] = Tree(repository=repository, digests=tuple(digests))
+        return tree
+
+    async def _plan(self, doomed: list[_Held], survivors: Iterable[ArtifactRecord]
+                    ) -> dict[str, list[str]]:
+        cache: dict[tuple[str, str], Tree | None] = {}
+        garbage: dict[str, Tree] = {}
+        doomed_refs: set[tuple[str, str]] = set()
+        for item in doomed:
+            local = self._local(item.record)
+            if local is None:
+                continue
+            item.repository, item.version = local
+            doomed_refs.add(local)
+            tree = await self._tree(*local, cache)
+            if tree is not None:
+                garbage[item.record.name] = tree
+        repositories = {tree.repository for tree in garbage.values()}
+        live: list[Tree] = []
+        # everything else in those repositories is live: every other tag (tracked or not)
+        # and every other artifact there (also digest-pinned ones, which have no tag)
+        wanted: set[tuple[str, str]] = set()
+        for repository in repositories:
+            for tag in await self.registry.list_tags(repository):
+                wanted.add((repository, tag))
+        for record in survivors:
+            local = self._local(record)
+            if local is not None and local[0] in repositories:
+                wanted.add(local)
+        for repository, version in sorted(wanted - doomed_refs):
+            tree = await self._tree(repository, version, cache)
+            if tree is not None:
+                live.append(tree)
+        return selecting.manifests_to_delete(garbage, live)
+
+    async def _delete(self, run: _Run, item: _Held, digests: list[str]) -> None:
+        name = item.record.name
+        for digest in digests:
+            try:
+                await self.registry.delete_manifest(item.repository, digest)
+            except ManifestUnknownError:
+                continue  # already gone (an earlier, interrupted run)
+            run.manifests += 1
+            if self.metrics is not None:
+                self.metrics.manifests_deleted.inc()
+        kv = self._records
+        assert kv is not None
+        try:
+            await kv.delete(name, last=item.revision)
+        except KeyWrongLastSequenceError:
+            log.warning("artifact record %s changed while its manifests were deleted; the "
+                        "reconciler will mirror it again", name)
+        if self.artifacts is not None:
+            current = await self.artifacts.get(name)
+            if current is not None:
+                version = (current.get("metadata") or {}).get("resourceVersion")
+                try:
+                    await self.artifacts.delete(name, resource_version=version)
+                except ConflictError:
+                    log.info("artifact %s changed while being deleted; left to the "
+                             "reconciler", name)
+        run.deleted.append(name)
+        if self.metrics is not None:
+            self.metrics.artifacts_deleted.inc()
+        await self._publish(run, "artifact_deleted", artifact=name, source=item.record.source,
+                            message=f"{len(digests)} manifests deleted")

@@ -1,0 +1,122 @@
+"""GC runs against a real registry and real NATS: threshold, grace, multi-arch, the re-check,
+and the events a run leaves behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from clusterregistry.oci.manifests import OCI_INDEX
+from tests.integration.gc.conftest import GcWorld
+
+pytestmark = pytest.mark.integration
+
+
+async def test_threshold_below_keeps_everything_above_collects_and_du_shrinks(
+    gc_world: GcWorld,
+) -> None:
+    world = gc_world
+    live = [await world.add(f"src.example.io/app/live{i}:1", layer_sizes=(64_000,))
+            for i in range(2)]
+    dead = [await world.add(f"src.example.io/app/dead{i}:1", referenced=False,
+                            layer_sizes=(64_000,)) for i in range(2)]
+    du_before = await world.du()
+    blobs = sum(64_000 for _ in range(4))
+    storage = 4 * blobs  # usage just over 25%
+    below = world.collector(threshold=90, storage_bytes=storage)
+    await below.ensure()
+    result = await below.run()
+    assert result.event == "skipped" and "below the threshold" in result.message
+    for image in live + dead:
+        assert await world.pullable(image)
+    assert await world.du() == du_before
+
+    above = world.collector(threshold=20, storage_bytes=storage)
+    result = await above.run()
+    assert result.event == "finished", result.message
+    assert result.deleted == 2 and result.bytes_freed > 2 * 64_000
+    for image in live:
+        assert await world.pullable(image)
+        assert (await world.record(image.name)) is not None
+    for image in dead:
+        assert not await world.pullable(image)
+        assert await world.record(image.name) is None
+        for blob in image.blobs:
+            assert not await world.blob_exists(blob)
+    assert await world.du() < du_before - 2 * 64_000
+    kinds = [e["event"] for e in await world.events()]
+    assert kinds == ["started", "skipped", "started", "artifact_deleted", "artifact_deleted",
+                     "swept", "finished"]
+
+
+async def test_grace_period_and_dry_run(gc_world: GcWorld) -> None:
+    world = gc_world
+    recent = await world.add("src.example.io/app/recent:1", referenced=False,
+                             unreferenced_for=10)
+    old = await world.add("src.example.io/app/old:1", referenced=False, unreferenced_for=7200)
+    collector = world.collector(grace_period_seconds=3600)
+    await collector.ensure()
+    dry = await collector.run(dry_run=True)
+    assert dry.event == "finished" and dry.dry_run and dry.deleted == 1
+    assert old.name in dry.message and recent.name not in dry.message
+    assert await world.pullable(old)  # a dry run changes nothing
+    result = await collector.run()
+    assert result.deleted == 1
+    assert await world.pullable(recent) and not await world.pullable(old)
+
+
+async def test_multi_arch_referenced_keeps_every_child_unreferenced_loses_all(
+    gc_world: GcWorld,
+) -> None:
+    world = gc_world
+    platforms = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+    kept = await world.add("src.example.io/multi/kept:1", platforms=platforms, seed=11)
+    gone = await world.add("src.example.io/multi/gone:1", platforms=platforms, seed=12,
+                           referenced=False)
+    # the same image under a second tag in the same repository: it shares every manifest
+    # with a garbage one, and must lose none of them
+    twin_of_gone = await world.add("src.example.io/multi/gone:2", platforms=platforms,
+                                   seed=12, same_as=gone.source)
+    assert twin_of_gone.digest == gone.digest and len(gone.children) == 3
+    other = await world.add("src.example.io/multi/other:1", platforms=platforms, seed=13,
+                            referenced=False)
+    collector = world.collector()
+    await collector.ensure()
+    result = await collector.run()
+    assert result.event == "finished", result.message
+    media_type, _, _ = await world.client.get_manifest(kept.repository, kept.local.tag)
+    assert media_type == OCI_INDEX
+    for image in (kept, twin_of_gone):
+        assert await world.pullable(image)
+        for child in image.children:
+            assert await world.manifest_exists(image.repository, child)
+        for blob in image.blobs:
+            assert await world.blob_exists(blob)
+    # `other` had nothing shared: its index, every child and every blob are gone
+    assert not await world.manifest_exists(other.repository, other.digest)
+    for child in other.children:
+        assert not await world.manifest_exists(other.repository, child)
+    for blob in other.blobs:
+        assert not await world.blob_exists(blob)
+    assert await world.record(gone.name) is None  # collected, though its manifests stay
+
+
+async def test_a_reference_appearing_during_the_run_wins(gc_world: GcWorld) -> None:
+    world = gc_world
+    image = await world.add("src.example.io/app/late:1", referenced=False)
+    collector = world.collector()
+    await collector.ensure()
+    original = collector._mark_deleting
+
+    async def mark_then_reference(record, revision):  # type: ignore[no-untyped-def]
+        held = await original(record, revision)
+        # a new owner arrives just after GC marked the artifact Deleting
+        await world.reference(image.source)
+        return held
+
+    collector._mark_deleting = mark_then_reference  # type: ignore[method-assign]
+    result = await collector.run()
+    assert result.event == "finished" and result.deleted == 0
+    assert "kept 1 referenced meanwhile" in result.message
+    assert await world.pullable(image)
+    record = await world.record(image.name)
+    assert record is not None and record.phase == "Available"
