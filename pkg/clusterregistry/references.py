@@ -37,26 +37,36 @@ LEGACY_DEFAULT_DOMAIN: Final = "index.docker.io"
 OFFICIAL_REPOSITORY_PREFIX: Final = "library/"
 DEFAULT_TAG: Final = "latest"
 NAME_TOTAL_LENGTH_MAX: Final = 255
+# Not in distribution, whose domain grammar has no length limit: a DNS name has at most 253
+# characters, so no pullable reference is longer than about 800 (253 + port + 255 path + 128
+# tag + a sha512 digest). Refusing longer text first keeps a hostile pod spec from making the
+# backtracking regex below work quadratically on megabytes (the webhook parses every image).
+REFERENCE_LENGTH_MAX: Final = 1024
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
 _HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})"
 _DOMAIN = rf"{_HOST}(?::[0-9]+)?"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+# `[-]+`, as distribution has it since 2023: the older `[-]*` matches an empty separator,
+# which makes a failing match exponential in a backtracking engine such as Python's
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
+# Go's regexp `$` matches only at the end of the text; Python's also before a final newline,
+# so every pattern here is used with `fullmatch`, never `match` with `$`.
 _REFERENCE = re.compile(
-    rf"^(?P<name>(?:{_DOMAIN}/)?{_PATH})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
+    rf"(?P<name>(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH}))"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
     re.ASCII,
 )
-_DOMAIN_ONLY = re.compile(rf"^{_DOMAIN}$", re.ASCII)
-_PATH_ONLY = re.compile(rf"^{_PATH}$", re.ASCII)
-_ANCHORED_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
+_DOMAIN_ONLY = re.compile(_DOMAIN, re.ASCII)
+_PATH_ONLY = re.compile(_PATH, re.ASCII)
+_ANCHORED_IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 _DIGEST_LENGTHS: Final = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST_HEX = re.compile(r"^[a-f0-9]+$")
-_PORT_IN_PATH = re.compile(r"^(?P<host>.+)_(?P<port>[0-9]+)$")
+_DIGEST_HEX = re.compile(r"[a-f0-9]+")
+_PORT_IN_PATH = re.compile(r"(?P<host>.+)_(?P<port>[0-9]+)")
 
 
 class ReferenceError(ValueError):
@@ -122,7 +132,9 @@ def _validate_digest(digest: str) -> None:
     expected = _DIGEST_LENGTHS.get(algorithm)
     if expected is None:
         raise ReferenceError(f"unsupported digest algorithm {algorithm!r}")
-    if len(hex_part) != expected or not _DIGEST_HEX.match(hex_part):
+    if len(hex_part) != expected:
+        raise ReferenceError("invalid checksum digest length")
+    if not _DIGEST_HEX.fullmatch(hex_part):
         raise ReferenceError("invalid checksum digest format")
 
 
@@ -145,42 +157,45 @@ def _split_domain(name: str) -> tuple[str, str]:
 def parse(text: str) -> Reference:
     """A normalised reference from what a pod spec says; `ReferenceError` when invalid.
 
+    distribution's ParseNormalizedNamed step by step: split the registry off the whole text
+    (splitDockerDomain), require a lower-case repository, then parse `domain/remainder` with
+    the anchored grammar (Parse); the 255-character limit applies to the path, not the domain.
     Tag and digest are kept as given: no `:latest` is added (see `with_default_tag`).
     """
     if not text:
         raise ReferenceError("repository name must have at least one component")
-    if _ANCHORED_IDENTIFIER.match(text):
+    if len(text) > REFERENCE_LENGTH_MAX:
+        raise ReferenceError(f"invalid reference format: longer than {REFERENCE_LENGTH_MAX} "
+                             "characters")
+    if _ANCHORED_IDENTIFIER.fullmatch(text):
         raise ReferenceError(
             f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
         )
-    match = _REFERENCE.match(text)
+    domain, remainder = _split_domain(text)
+    remote = remainder.split(":", 1)[0]
+    if remote.lower() != remote:
+        raise ReferenceError(f"invalid reference format: repository name ({remote}) must be "
+                             "lowercase")
+    full = f"{domain}/{remainder}"
+    match = _REFERENCE.fullmatch(full)
     if match is None:
-        # distribution names the usual culprit: an upper-case repository
-        head = text.split("@", 1)[0]
-        name_part = head
-        last_colon = head.rfind(":")
-        if last_colon > head.rfind("/"):
-            name_part = head[:last_colon]
-        _, remainder = _split_domain(name_part)
-        if remainder != remainder.lower() and _REFERENCE.match(text.lower()):
+        lowered = full.lower()
+        if lowered != full and _REFERENCE.fullmatch(lowered):
             raise ReferenceError("repository name must be lowercase")
         raise ReferenceError("invalid reference format")
-    name = match.group("name")
-    if len(name) > NAME_TOTAL_LENGTH_MAX:
+    path = match.group("path")
+    if len(path) > NAME_TOTAL_LENGTH_MAX:
         raise ReferenceError(f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} "
                              "characters")
-    domain, remainder = _split_domain(name)
-    if remainder != remainder.lower():
-        raise ReferenceError("repository name must be lowercase")
-    if not _PATH_ONLY.match(remainder) or not _DOMAIN_ONLY.match(domain):
-        raise ReferenceError("invalid reference format")
+    if match.group("domain") is None:
+        # `a_b.c/x`: splitDockerDomain takes `a_b.c` for a registry, which the domain grammar
+        # then refuses, so distribution returns a name without a domain; no runtime can pull
+        # that, and no mapping can keep it apart from Docker Hub: refuse it here
+        raise ReferenceError(f"invalid reference format: {domain!r} is not a registry host")
     digest = match.group("digest") or ""
     if digest:
         _validate_digest(digest)
-    if len(f"{domain}/{remainder}") > NAME_TOTAL_LENGTH_MAX:
-        raise ReferenceError(f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} "
-                             "characters")
-    return Reference(domain=domain, path=remainder, tag=match.group("tag") or "",
+    return Reference(domain=match.group("domain"), path=path, tag=match.group("tag") or "",
                      digest=digest)
 
 
@@ -202,7 +217,7 @@ def _host_component(domain: str) -> str:
         # back as Docker Hub's `upper/x`: refuse rather than map it ambiguously
         raise ReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
     component = host.lower() + (f"_{port}" if port else "")
-    if not _PATH_ONLY.match(component):
+    if not _PATH_ONLY.fullmatch(component):
         raise ReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
     return component
 
@@ -210,10 +225,11 @@ def _host_component(domain: str) -> str:
 def to_local(source: Reference, local_registry: str) -> Reference:
     """Where `source` lives in the local registry; keeps tag and digest exactly.
 
-    `ReferenceError` when the mapped name would be invalid (IPv6 host, over 255 chars).
+    `ReferenceError` when the mapped name would be invalid (IPv6 host, a path over 255
+    characters, which distribution refuses).
     """
     path = f"{_host_component(source.domain)}/{source.path}"
-    if len(f"{local_registry}/{path}") > NAME_TOTAL_LENGTH_MAX:
+    if len(path) > NAME_TOTAL_LENGTH_MAX:
         raise ReferenceError(
             f"the local name for {source} would be longer than {NAME_TOTAL_LENGTH_MAX} characters"
         )
@@ -231,7 +247,7 @@ def from_local(local: Reference, local_registry: str) -> Reference:
     first, sep, rest = local.path.partition("/")
     if not sep:
         raise ReferenceError(f"{local} does not name a source registry")
-    port_match = _PORT_IN_PATH.match(first)
+    port_match = _PORT_IN_PATH.fullmatch(first)
     domain = f"{port_match['host']}:{port_match['port']}" if port_match else first
     if "." not in domain and ":" not in domain and domain != "localhost":
         raise ReferenceError(f"{local} does not name a source registry")
