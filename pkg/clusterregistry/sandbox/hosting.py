@@ -53,7 +53,12 @@ def _supervisor_alive(root: Path) -> bool:
 def _clear(root: Path) -> None:
     for name in _OWNED:
         path = root / name
-        if path.is_dir():
+        if name == "logs" and path.is_dir():
+            # the supervisor's own log was opened by `up` before it starts: keep it
+            for log in path.iterdir():
+                if log.name != "sandbox.log":
+                    log.unlink(missing_ok=True)
+        elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
@@ -123,7 +128,9 @@ async def up(root: Path, *, nats_cluster: bool = False) -> tuple[int, str]:
         await asyncio.sleep(0.2)
     prefix = f"stopped what a previous sandbox left: {', '.join(leftovers)}\n" if leftovers else ""
     if phase != "ready":
-        tail = (root / "logs" / "sandbox.log").read_text(errors="replace").splitlines()[-30:]
+        log_path = root / "logs" / "sandbox.log"
+        tail = (log_path.read_text(errors="replace").splitlines()[-30:]
+                if log_path.exists() else [])
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
         error = (read_state(root) or {}).get("error", "")

@@ -70,6 +70,16 @@ SAMPLES: tuple[Sample, ...] = (
         layer_sizes=(128 * 1024,),
         description="single-platform OCI image",
     ),
+    # not part of the demo's network function: the tests deploy it to see a new image
+    # arrive while a part of the system is down
+    Sample(
+        repository="nf/nrf",
+        tag="3.0.0",
+        image_format=ImageFormat.OCI,
+        platforms=("linux/amd64",),
+        layer_sizes=(64 * 1024,),
+        description="single-platform OCI image (a late arrival)",
+    ),
 )
 
 

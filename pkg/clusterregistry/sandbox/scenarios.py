@@ -57,6 +57,7 @@ _ACCESS = re.compile(
     r'"(?P<method>GET|HEAD) /v2/(?P<repo>[^ ]+?)/manifests/(?P<ref>[^ ?"]+)[^"]*" (?P<status>\d{3})'
 )
 _PHASE_ORDER = ("Pending", "Mirroring", "Available")
+_NF_APPS = frozenset({"upf", "smf", "amf-init"})
 
 
 class StepError(Exception):
@@ -167,7 +168,8 @@ class Scenario:
     def __init__(self, system: System, narrator: Narrator | None = None) -> None:
         self.system = system
         self.narrator = narrator or Narrator()
-        self.samples = system.samples
+        # the network function's images (the first three samples; the rest are for tests)
+        self.samples = system.samples[:3]
         self.api: ApiClient = system.api()
         self.watch = ArtifactWatch()
         self._watch_task: asyncio.Task[None] | None = None
@@ -214,8 +216,28 @@ class Scenario:
             raise StepError(str(exc)) from None
 
     async def nf_pods(self) -> list[dict[str, Any]]:
+        """The network function's live pods (not terminating; other apps in `nf` left out)."""
         pods = await self.api.list("Pod", namespace=NF_NAMESPACE)
-        return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        return [
+            p for p in pods
+            if not (p.get("metadata") or {}).get("deletionTimestamp")
+            and ((p["metadata"].get("labels") or {}).get("app") in _NF_APPS)
+        ]
+
+    async def expected_serving(self) -> int:
+        """Pods the Deployment and the DaemonSet should have: replicas, and one per node."""
+        deployment = await self.api.get("Deployment", "upf", namespace=NF_NAMESPACE)
+        replicas = int(((deployment or {}).get("spec") or {}).get("replicas", 0))
+        nodes = [n for n in await self.api.list("Node")
+                 if not (n.get("spec") or {}).get("unschedulable")]
+        return replicas + len(nodes)
+
+    async def establish(self) -> None:
+        """Deploy the network function and wait until it runs from the edge registry."""
+        await self.deploy()
+        await self.rewritten()
+        await self.artifacts_available()
+        await self.running()
 
     async def start_artifact_watch(self) -> None:
         """Watch Artifacts from now on (before the NF exists, to see every phase)."""
@@ -287,7 +309,7 @@ class Scenario:
 
         async def check() -> list[dict[str, Any]] | None:
             pods = await self.nf_pods()
-            if len(pods) < 2 + self.system.options.nodes + 1:
+            if len(pods) < await self.expected_serving() + 1:
                 return None
             problems.clear()
             for pod in pods:
@@ -360,8 +382,9 @@ class Scenario:
             pods = [p for p in await self.nf_pods() if p["metadata"]["uid"] not in skip]
             bad.clear()
             serving = [p for p in pods if p["metadata"].get("labels", {}).get("app") != "amf-init"]
-            if len(serving) < 2 + self.system.options.nodes:
-                bad.append(f"{len(serving)} serving pods")
+            wanted_serving = await self.expected_serving()
+            if len(serving) != wanted_serving:
+                bad.append(f"{len(serving)} serving pods, want {wanted_serving}")
                 return None
             for pod in pods:
                 status = pod.get("status") or {}
