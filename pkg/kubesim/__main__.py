@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="extra CA certificates the kubelet trusts for registries")
     serve.add_argument("--pull-backoff", type=float, default=10.0,
                        help="initial image pull back-off in seconds (kubelet default 10)")
+    serve.add_argument("--pull-backoff-max", type=float, default=300.0,
+                       help="image pull back-off ceiling in seconds (kubelet default 300)")
     serve.add_argument("--service-endpoint", action="append", default=[],
                        metavar="NS/NAME:PORT=URL",
                        help="where a Service that webhooks name is reachable")
@@ -66,6 +68,7 @@ async def _serve(args: argparse.Namespace) -> None:
             insecure_registries=tuple(args.insecure_registry),
             ca_files=tuple(str(p) for p in args.registry_ca),
             backoff_initial=args.pull_backoff,
+            backoff_max=max(args.pull_backoff, args.pull_backoff_max),
         ),
         service_endpoints=_endpoints(args.service_endpoint),
         history=args.history,
