@@ -396,6 +396,16 @@ MERGE_KEYS: Final[Mapping[str, Mapping[str, str]]] = {
         "webhooks": "name",
         "webhooks.matchConditions": "name",
     },
+    "Service": {**_META, "spec.ports": "port", "status.conditions": "type"},
+    "PersistentVolumeClaim": {**_META, "status.conditions": "type"},
+    # rules, subjects, metrics, ingress and egress are atomic lists in k8s.io/api
+    "Role": _META,
+    "ClusterRole": _META,
+    "RoleBinding": _META,
+    "ClusterRoleBinding": _META,
+    "HorizontalPodAutoscaler": {**_META, "status.conditions": "type"},
+    "PodDisruptionBudget": {**_META, "status.conditions": "type"},
+    "NetworkPolicy": _META,
 }
 
 _SCHEMAS: Final[dict[str, dict[tuple[str, ...], str]]] = {

@@ -86,6 +86,11 @@ BUILTIN: tuple[Resource, ...] = (
     _r("", "v1", "configmaps", "ConfigMap", short=("cm",)),
     _r("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",)),
     _r("", "v1", "events", "Event", short=("ev",)),
+    # Stored and served, nothing acts on them (no cluster IPs or endpoints, no volume
+    # binding): enough for manifests (kubectl apply of a whole deployment) to be accepted.
+    _r("", "v1", "services", "Service", short=("svc",), sub=("status",), categories=("all",)),
+    _r("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short=("pvc",),
+       sub=("status",)),
     _r("apps", "v1", "deployments", "Deployment", short=("deploy",), sub=("status", "scale"),
        categories=("all",)),
     _r("apps", "v1", "replicasets", "ReplicaSet", short=("rs",), sub=("status", "scale"),
@@ -98,6 +103,18 @@ BUILTIN: tuple[Resource, ...] = (
     _r("batch", "v1", "cronjobs", "CronJob", short=("cj",), sub=("status",),
        categories=("all",)),
     _r("coordination.k8s.io", "v1", "leases", "Lease"),
+    # Stored only: RBAC is not enforced (any token is accepted), no autoscaler, no eviction
+    # API honouring disruption budgets, no network plugin.
+    _r("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    _r("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    _r("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    _r("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding",
+       namespaced=False),
+    _r("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
+       short=("hpa",), sub=("status",), categories=("all",)),
+    _r("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",),
+       sub=("status",)),
+    _r("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=("netpol",)),
     _r("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
        "MutatingWebhookConfiguration", namespaced=False),
     _r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",

@@ -1056,7 +1056,7 @@ def test_a_list_of_lists_is_unprocessable() -> None:
     assert (error.reason, error.message) == ("Invalid", REJECTED)
 
 
-@pytest.mark.parametrize("kind", ["Widget", "CronTab", "Service", ""])
+@pytest.mark.parametrize("kind", ["Widget", "CronTab", "Ingress", ""])
 def test_unknown_kinds_cannot_be_strategically_merged(kind: str) -> None:
     error = smp_error({"spec": {}}, {"spec": {"a": 1}}, kind)
     assert (error.code, error.reason) == (415, "UnsupportedMediaType")
@@ -1080,6 +1080,15 @@ def test_merge_key_table() -> None:
         "Event",
         "Lease",
         "MutatingWebhookConfiguration",
+        "Service",
+        "PersistentVolumeClaim",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
     }
     assert set(MERGE_KEYS) == builtin
     pod = MERGE_KEYS["Pod"]
@@ -1091,6 +1100,8 @@ def test_merge_key_table() -> None:
     assert "status.containerStatuses" not in pod
     assert MERGE_KEYS["Deployment"]["spec.template.spec.containers.volumeMounts"] == "mountPath"
     assert MERGE_KEYS["CronJob"]["spec.jobTemplate.spec.template.spec.volumes"] == "name"
+    assert MERGE_KEYS["Service"]["spec.ports"] == "port"
+    assert "rules" not in MERGE_KEYS["ClusterRole"]  # atomic in k8s.io/api
     for kind in builtin:
         assert MERGE_KEYS[kind]["metadata.ownerReferences"] == "uid"
 
@@ -1167,3 +1178,12 @@ def test_finalizer_patches_add_and_delete_as_sets(
         kind="Pod",
     )["metadata"]["finalizers"]
     assert removed == [f for f in live if f not in deleted]
+
+
+def test_service_ports_merge_by_port_and_role_rules_replace() -> None:
+    target = {"spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}}
+    out = smp(target, {"spec": {"ports": [{"port": 443, "targetPort": 8443}]}}, "Service")
+    assert out["spec"]["ports"] == [
+        {"name": "http", "port": 80}, {"name": "https", "port": 443, "targetPort": 8443}]
+    role = {"rules": [{"verbs": ["get"]}, {"verbs": ["list"]}]}
+    assert smp(role, {"rules": [{"verbs": ["watch"]}]}, "Role")["rules"] == [{"verbs": ["watch"]}]
