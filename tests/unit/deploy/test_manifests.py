@@ -1,0 +1,724 @@
+"""The manifests keep their promises: schema-valid, hardened, least-privilege, and as highly
+available as AOSM's cluster registry says it is.
+
+Every assertion reads the objects `kubectl kustomize` renders (see conftest), so what is
+checked is what a cluster would receive, not the source files.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import kubernetes_validate.utils
+import pytest
+import yaml
+
+from clusterregistry import config
+from clusterregistry.config import DEFAULT_MATCH_CONDITION, parse_quantity
+
+ROOT = Path(__file__).resolve().parents[3]
+DEPLOY = ROOT / "deploy"
+Obj = dict[str, Any]
+Build = Callable[[str], list[Obj]]
+
+NAMESPACE = "clusterregistry"
+PROCESSES = ("webhook", "relay", "tracker", "reconciler", "mirror", "gc")
+DEPLOYMENTS = ("registry", *PROCESSES)
+WORKLOADS = (*DEPLOYMENTS, "nats")
+# AOSM's HPA covers the registry and the webhook; the stateless consumers scale the same way.
+# The relay (one Lease holder) and GC (one fence holder) gain nothing from more replicas.
+AUTOSCALED = ("registry", "webhook", "tracker", "reconciler", "mirror")
+BUILDS = ("base", "dev", "ha", "ha+components", "ha+large")
+# Kubernetes versions the objects are validated against: the oldest supported and the newest
+# kubernetes-validate ships
+K8S_VERSIONS = ("1.30", "1.37")
+# Kinds from other projects' CRDs: kubernetes-validate has no schema for them, and their CRDs
+# (cert-manager, Prometheus Operator) are not vendored here; their fields are checked by the
+# component tests below instead.
+FOREIGN_KINDS = {"Certificate", "Issuer", "ServiceMonitor"}
+# AOSM's clusterRegistry.registryService.scale: (requests, limits) as (cpu, memory)
+REGISTRY_SCALES = {
+    "small": (("100m", "250Mi"), ("100m", "2Gi")),
+    "medium": (("250m", "500Mi"), ("500m", "2Gi")),
+    "large": (("500m", "1Gi"), ("1", "4Gi")),
+}
+SYSTEM_POOL = ("kubernetes.azure.com/mode", "system")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def named(objs: list[Obj], kind: str, name: str) -> Obj:
+    found = [o for o in of_kind(objs, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def workloads(objs: list[Obj]) -> Iterator[Obj]:
+    yield from (o for o in objs if o["kind"] in ("Deployment", "StatefulSet"))
+
+
+def component(workload: Obj) -> str:
+    return str(workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def workload(objs: list[Obj], name: str) -> Obj:
+    found = [w for w in workloads(objs) if component(w) == name]
+    assert len(found) == 1, f"workload {name}: {len(found)} found"
+    return found[0]
+
+
+def containers(pod_spec: Obj) -> list[Obj]:
+    return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
+
+
+def cpu(value: str | int) -> float:
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def selector_matches(selector: Obj, labels: dict[str, str]) -> bool:
+    """metav1.LabelSelector semantics (an empty selector matches everything)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pod_labels(w: Obj) -> dict[str, str]:
+    return dict(w["spec"]["template"]["metadata"]["labels"])
+
+
+def settings_of(objs: list[Obj], tmp_path: Path) -> config.Settings:
+    """The settings file the processes mount, loaded by the real loader (validated)."""
+    configmaps = [c for c in of_kind(objs, "ConfigMap")
+                  if c["metadata"]["name"].startswith("clusterregistry-settings")]
+    assert len(configmaps) == 1
+    path = tmp_path / "settings.yaml"
+    path.write_text(configmaps[0]["data"]["settings.yaml"])
+    return config.load(path, env={})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schemas_read_once() -> Iterator[None]:
+    """kubernetes-validate reads and parses its schema files (megabytes of JSON) on every
+    call; read each once for this module. Validation itself is unchanged."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kubernetes_validate.utils, "schema_contents",
+                      functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents))
+        yield
+
+
+# -- every build ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_every_object_is_valid_against_the_kubernetes_schemas(build: Build, name: str) -> None:
+    objs = build(name)
+    unchecked = set()
+    for obj in objs:
+        if obj["kind"] in FOREIGN_KINDS:
+            unchecked.add(obj["kind"])
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} against {version}: "
+                            f"{exc.message} at {'.'.join(map(str, exc.path))}")
+    assert unchecked <= FOREIGN_KINDS
+
+
+def test_the_validator_rejects_what_a_cluster_would(build: Build) -> None:
+    """The schema check can fail: an unknown field and a wrong type are both caught."""
+    deployment = copy.deepcopy(named(build("ha"), "Deployment", "clusterregistry-relay"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, "1.30", strict=True)
+    pdb = copy.deepcopy(named(build("ha"), "PodDisruptionBudget", "clusterregistry-relay"))
+    pdb["spec"]["minAvailable"] = [2]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pdb, "1.30", strict=True)
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_everything_lives_in_the_clusterregistry_namespace(build: Build, name: str) -> None:
+    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole",
+                      "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    for obj in build(name):
+        namespace = obj["metadata"].get("namespace")
+        if obj["kind"] in cluster_scoped:
+            assert namespace is None, obj["metadata"]["name"]
+        else:
+            assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
+    ns = named(build(name), "Namespace", NAMESPACE)
+    # Pod Security Admission enforces what test_every_container_is_hardened checks
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_the_artifact_crd_is_installed(build: Build, name: str) -> None:
+    crd = named(build(name), "CustomResourceDefinition", "artifacts.clusterregistry.io")
+    assert crd["spec"]["group"] == "clusterregistry.io"
+    assert any(v["storage"] for v in crd["spec"]["versions"])
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_every_workload_is_present(build: Build, name: str) -> None:
+    objs = build(name)
+    assert sorted(component(w) for w in workloads(objs)) == sorted(WORKLOADS)
+    assert workload(objs, "nats")["kind"] == "StatefulSet"
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_every_container_is_hardened(build: Build, name: str) -> None:
+    for w in workloads(build(name)):
+        pod = w["spec"]["template"]["spec"]
+        pod_ctx = pod.get("securityContext") or {}
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not pod.get(key), f"{component(w)}: {key}"
+        for c in containers(pod):
+            where = f"{component(w)}/{c['name']}"
+            ctx = c.get("securityContext") or {}
+            effective = {**pod_ctx, **ctx}
+            assert effective.get("runAsNonRoot") is True, where
+            assert effective.get("runAsUser", 1) != 0, where
+            assert ctx.get("readOnlyRootFilesystem") is True, where
+            assert ctx.get("allowPrivilegeEscalation") is False, where
+            assert not ctx.get("privileged"), where
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not ctx.get("capabilities", {}).get("add"), where
+            assert effective.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_every_container_has_probes_and_resources(build: Build, name: str) -> None:
+    for w in workloads(build(name)):
+        for c in containers(w["spec"]["template"]["spec"]):
+            where = f"{component(w)}/{c['name']}"
+            assert "httpGet" in c["readinessProbe"], where
+            assert "livenessProbe" in c, where
+            resources = c["resources"]
+            for kind in ("cpu", "memory"):
+                request, limit = resources["requests"][kind], resources["limits"][kind]
+                if kind == "cpu":
+                    assert 0 < cpu(request) <= cpu(limit), where
+                else:
+                    assert 0 < parse_quantity(request) <= parse_quantity(limit), where
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_images_are_pinned(build: Build, name: str) -> None:
+    for w in workloads(build(name)):
+        for c in containers(w["spec"]["template"]["spec"]):
+            image = c["image"]
+            assert re.fullmatch(r"[a-z0-9.-]+(:\d+)?/[a-z0-9./_-]+:[A-Za-z0-9._-]+", image), image
+            assert not image.endswith(":latest"), image
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_references_between_objects_resolve(build: Build, name: str) -> None:
+    """ConfigMaps (hash-suffixed by kustomize), PVCs, ServiceAccounts, Services, probe ports."""
+    objs = build(name)
+    configmaps = {c["metadata"]["name"] for c in of_kind(objs, "ConfigMap")}
+    secrets_from_certificates = {c["spec"]["secretName"] for c in of_kind(objs, "Certificate")}
+    claims = {c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")}
+    accounts = {a["metadata"]["name"] for a in of_kind(objs, "ServiceAccount")}
+    for w in workloads(objs):
+        pod = w["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] in accounts
+        templates = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for v in volumes.values():
+            if "configMap" in v:
+                assert v["configMap"]["name"] in configmaps, v
+            if "persistentVolumeClaim" in v:
+                assert v["persistentVolumeClaim"]["claimName"] in claims, v
+            if "secret" in v:
+                assert v["secret"]["secretName"] in secrets_from_certificates, v
+        for c in containers(pod):
+            ports = {p["name"] for p in c.get("ports", [])}
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                if probe in c:
+                    assert c[probe]["httpGet"]["port"] in ports, (component(w), probe)
+            for mount in c.get("volumeMounts", []):
+                assert mount["name"] in volumes or mount["name"] in templates, mount
+    pods = [w for w in workloads(objs)]
+    for svc in of_kind(objs, "Service"):
+        selected = [w for w in pods if selector_matches(
+            {"matchLabels": svc["spec"]["selector"]}, pod_labels(w))]
+        assert len(selected) == 1, svc["metadata"]["name"]
+        port_names = {p["name"] for c in containers(selected[0]["spec"]["template"]["spec"])
+                      for p in c.get("ports", [])}
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (svc["metadata"]["name"], port)
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_every_process_runs_its_entry_point_with_the_settings(
+    build: Build, name: str, tmp_path: Path
+) -> None:
+    """`python /app/cmd/<name>.py --config <mounted settings>` (the Dockerfile copies cmd/ to
+    /app/cmd), its identity from the downward API, probes on the settings' probePort."""
+    objs = build(name)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY cmd /app/cmd$", dockerfile, re.M)
+    probe_port = settings_of(objs, tmp_path).probe_port
+    for process in PROCESSES:
+        w = workload(objs, process)
+        pod = w["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["command"] == ["python", f"/app/cmd/{process}.py"]
+        args = c["args"]
+        settings_path = Path(args[args.index("--config") + 1])
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(settings_path.parent)]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["configMap"]["name"].startswith("clusterregistry-settings")
+        assert args[args.index("--identity") + 1] == "$(POD_NAME)"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        (probes,) = [p for p in c["ports"] if p["name"] == "probes"]
+        assert probes["containerPort"] == probe_port
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+# -- settings agree with the objects ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_settings_agree_with_the_manifests(build: Build, name: str, tmp_path: Path) -> None:
+    objs = build(name)
+    settings = settings_of(objs, tmp_path)
+    registry = workload(objs, "registry")
+    reg_pod = registry["spec"]["template"]["spec"]
+    (claim_volume,) = [v for v in reg_pod["volumes"] if "persistentVolumeClaim" in v]
+    claim = named(objs, "PersistentVolumeClaim",
+                  claim_volume["persistentVolumeClaim"]["claimName"])
+    # clusterRegistry.storageSize / storageClassName are the PVC's
+    assert settings.cluster_registry.storage_size == claim["spec"]["resources"]["requests"][
+        "storage"]
+    assert settings.cluster_registry.storage_class_name == claim["spec"].get(
+        "storageClassName", "")
+    # localRegistry is the registry Service
+    host, _, port = settings.local_registry.partition(":")
+    svc_name, svc_namespace, svc = host.split(".")
+    assert (svc_namespace, svc) == (NAMESPACE, "svc")
+    service = named(objs, "Service", svc_name)
+    assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(registry))
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    # NATS: the client Service, and stream replicas no more than servers
+    nats = workload(objs, "nats")
+    assert settings.nats.stream_replicas <= nats["spec"]["replicas"]
+    for url in settings.nats.servers:
+        host = url.removeprefix("nats://").split(":")[0].split(".")[0]
+        svc = named(objs, "Service", host)
+        assert selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels(nats))
+    # the HA toggles say what the overlay does
+    ha = registry["spec"]["replicas"] >= 3
+    assert settings.cluster_registry.high_availability.enabled == ha
+    assert settings.webhook.high_availability.enabled == (
+        workload(objs, "webhook")["spec"]["replicas"] >= 3)
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objs, "HorizontalPodAutoscaler")}
+    assert settings.cluster_registry.auto_scaling.enabled == (
+        registry["metadata"]["name"] in hpas)
+    assert settings.webhook.auto_scaling.enabled == ("clusterregistry-webhook" in hpas)
+    # GC's sweep Job uses the registry's own image, volume and configuration
+    gc = settings.gc
+    assert gc.sweep_mode == "job"
+    assert gc.job_image == reg_pod["containers"][0]["image"]
+    assert gc.job_volume_claim == claim["metadata"]["name"]
+    (config_volume,) = [v for v in reg_pod["volumes"] if "configMap" in v]
+    assert gc.job_config_map == config_volume["configMap"]["name"]
+    gc_pod = workload(objs, "gc")["spec"]["template"]["spec"]
+    (gc_claim,) = [v for v in gc_pod["volumes"] if "persistentVolumeClaim" in v]
+    assert gc_claim["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    (gc_mount,) = [m for m in gc_pod["containers"][0]["volumeMounts"]
+                   if m["name"] == gc_claim["name"]]
+    assert gc_mount["mountPath"] == gc.storage_path and gc_mount["readOnly"] is True
+    registry_config = yaml.safe_load(named(objs, "ConfigMap", gc.job_config_map)["data"][
+        "config.yml"])
+    assert registry_config["storage"]["filesystem"]["rootdirectory"] == gc.storage_path
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_the_registry(build: Build, name: str, tmp_path: Path) -> None:
+    objs = build(name)
+    registry = workload(objs, "registry")
+    (c,) = registry["spec"]["template"]["spec"]["containers"]
+    cfg = yaml.safe_load(named(objs, "ConfigMap", "clusterregistry-registry-config")["data"][
+        "config.yml"])
+    port = int(cfg["http"]["addr"].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    probe = c["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/v2/" and ports[probe["port"]] == port
+    assert cfg["storage"]["delete"]["enabled"] is True
+    # replicas share one volume: a blob-descriptor cache could claim a swept blob exists
+    assert "cache" not in cfg["storage"]
+    assert cfg["http"]["debug"]["prometheus"]["enabled"] is True
+    # the requests and limits of clusterRegistry.registryService.scale
+    scale = settings_of(objs, tmp_path).cluster_registry.registry_service.scale
+    if name == "ha+large":
+        scale = "large"
+    (req_cpu, req_mem), (lim_cpu, lim_mem) = REGISTRY_SCALES[scale]
+    assert c["resources"] == {"requests": {"cpu": req_cpu, "memory": req_mem},
+                              "limits": {"cpu": lim_cpu, "memory": lim_mem}}
+
+
+# -- RBAC -------------------------------------------------------------------------------------
+
+# (ClusterRole | Role, apiGroup, resource, verb, resourceName or "") per process; anything
+# more is a privilege nobody asked for, anything less a process that fails in a cluster.
+_WATCHED = [("", "pods"), ("apps", "replicasets"), ("apps", "daemonsets"),
+            ("apps", "statefulsets"), ("batch", "jobs"), ("clusterregistry.io", "artifacts")]
+EXPECTED_RBAC: dict[str, set[tuple[str, str, str, str, str]]] = {
+    "relay": {
+        *{("ClusterRole", g, r, v, "") for g, r in _WATCHED for v in ("list", "watch")},
+        ("Role", "coordination.k8s.io", "leases", "create", ""),
+        ("Role", "coordination.k8s.io", "leases", "get", "clusterregistry-relay"),
+        ("Role", "coordination.k8s.io", "leases", "update", "clusterregistry-relay"),
+    },
+    "tracker": set(),
+    "reconciler": {
+        *{("ClusterRole", "clusterregistry.io", "artifacts", v, "")
+          for v in ("get", "list", "watch", "create", "update", "patch", "delete")},
+        *{("ClusterRole", "clusterregistry.io", "artifacts/status", v, "")
+          for v in ("get", "update", "patch")},
+    },
+    "mirror": {("ClusterRole", "", "secrets", "get", "")},
+    "gc": {
+        *{("ClusterRole", "clusterregistry.io", "artifacts", v, "")
+          for v in ("get", "list", "watch", "update", "patch", "delete")},
+        *{("ClusterRole", "clusterregistry.io", "artifacts/status", v, "")
+          for v in ("get", "update", "patch")},
+        *{("Role", "batch", "jobs", v, "")
+          for v in ("get", "list", "watch", "create", "delete")},
+        *{("Role", "", "pods", v, "") for v in ("get", "list", "watch")},
+        ("Role", "", "pods/log", "get", ""),
+    },
+    "webhook": {
+        ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", v,
+         "clusterregistry-webhook") for v in ("get", "patch")
+    },
+    "registry": set(),
+    "nats": set(),
+}
+
+
+def granted(objs: list[Obj], account: str) -> set[tuple[str, str, str, str, str]]:
+    """Every (role kind, group, resource, verb, resourceName) bound to the ServiceAccount."""
+    roles = {(r["kind"], r["metadata"]["name"]): r for r in objs
+             if r["kind"] in ("Role", "ClusterRole")}
+    out: set[tuple[str, str, str, str, str]] = set()
+    for binding in objs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == account
+                   and s.get("namespace", binding["metadata"].get("namespace")) == NAMESPACE
+                   for s in binding["subjects"]):
+            continue
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], ref["name"])]  # KeyError: bound to a role not shipped here
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        for name in rule.get("resourceNames") or [""]:
+                            out.add((ref["kind"], group, resource, verb, name))
+    return out
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_rbac_is_least_privilege(build: Build, name: str) -> None:
+    objs = build(name)
+    for role in (o for o in objs if o["kind"] in ("Role", "ClusterRole")):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (role["metadata"]["name"], field)
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+    for binding in (o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        assert binding["roleRef"]["name"].startswith("clusterregistry-")
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objs, "ServiceAccount")}
+    assert set(accounts) == {f"clusterregistry-{w}" for w in WORKLOADS}
+    for w in WORKLOADS:
+        assert granted(objs, f"clusterregistry-{w}") == EXPECTED_RBAC[w], w
+        # no API rights, no token in the pod
+        pod = workload(objs, w)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"clusterregistry-{w}"
+        assert pod["automountServiceAccountToken"] is bool(EXPECTED_RBAC[w]), w
+        if not EXPECTED_RBAC[w]:
+            assert accounts[f"clusterregistry-{w}"]["automountServiceAccountToken"] is False
+
+
+def test_only_the_mirror_reads_secrets(build: Build) -> None:
+    objs = build("ha+components")
+    for w in WORKLOADS:
+        secrets = {g for g in granted(objs, f"clusterregistry-{w}") if g[2] == "secrets"}
+        assert secrets == ({("ClusterRole", "", "secrets", "get", "")} if w == "mirror"
+                           else set()), w
+
+
+# -- the webhook configuration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_the_mutating_webhook_configuration(build: Build, name: str) -> None:
+    objs = build(name)
+    mwc = named(objs, "MutatingWebhookConfiguration", "clusterregistry-webhook")
+    (hook,) = mwc["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "None"
+    assert 1 <= hook["timeoutSeconds"] <= 10
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    (condition,) = hook["matchConditions"]
+    assert condition["expression"] == DEFAULT_MATCH_CONDITION
+    # its own namespace is never sent to it
+    (expr,) = hook["namespaceSelector"]["matchExpressions"]
+    assert expr == {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                    "values": [NAMESPACE]}
+    assert not selector_matches(hook["namespaceSelector"],
+                                {"kubernetes.io/metadata.name": NAMESPACE})
+    assert selector_matches(hook["namespaceSelector"], {"kubernetes.io/metadata.name": "nf"})
+    assert not selector_matches(hook["objectSelector"], {"clusterregistry.io/mutate": "false"})
+    resources = {(tuple(r["operations"]), tuple(r["resources"])) for r in hook["rules"]}
+    assert resources == {(("CREATE",), ("pods",)), (("UPDATE",), ("pods/ephemeralcontainers",))}
+    # the service it names exists and reaches the webhook's https port
+    ref = hook["clientConfig"]["service"]
+    assert ref["namespace"] == NAMESPACE and ref["path"] == "/mutate"
+    service = named(objs, "Service", ref["name"])
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+    webhook = workload(objs, "webhook")
+    assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(webhook))
+    (c,) = webhook["spec"]["template"]["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in c["ports"]}
+
+
+# -- overlays ---------------------------------------------------------------------------------
+
+
+def test_dev_is_small(build: Build) -> None:
+    objs = build("dev")
+    for w in workloads(objs):
+        assert w["spec"]["replicas"] == 1, component(w)
+    assert not of_kind(objs, "HorizontalPodAutoscaler")
+    assert not of_kind(objs, "PodDisruptionBudget")
+    (claim,) = of_kind(objs, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    assert parse_quantity(claim["spec"]["resources"]["requests"]["storage"]) <= 10 * 2**30
+    for w in workloads(objs):
+        assert "nodeSelector" not in w["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("name", ["ha", "ha+components", "ha+large"])
+class TestHighAvailability:
+    """AOSM's HA promises, one by one, on the built ha overlay."""
+
+    def test_at_least_three_replicas(self, build: Build, name: str) -> None:
+        for w in workloads(build(name)):
+            assert w["spec"]["replicas"] >= 3, component(w)
+
+    def test_rolling_updates_one_pod_at_a_time(self, build: Build, name: str) -> None:
+        for w in workloads(build(name)):
+            if w["kind"] == "Deployment":
+                strategy = w["spec"]["strategy"]
+                assert strategy["type"] == "RollingUpdate"
+                assert strategy["rollingUpdate"]["maxUnavailable"] == 1
+            else:  # StatefulSet: RollingUpdate replaces one pod at a time
+                assert w["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+
+    def test_hpa_min_3_max_5_at_80_percent(self, build: Build, name: str) -> None:
+        objs = build(name)
+        hpas = {h["spec"]["scaleTargetRef"]["name"]: h
+                for h in of_kind(objs, "HorizontalPodAutoscaler")}
+        assert set(hpas) == {f"clusterregistry-{c}" for c in AUTOSCALED}
+        for target, hpa in hpas.items():
+            spec = hpa["spec"]
+            assert spec["scaleTargetRef"]["kind"] == "Deployment"
+            named(objs, "Deployment", target)
+            assert (spec["minReplicas"], spec["maxReplicas"]) == (3, 5)
+            metrics = {(m["resource"]["name"], m["resource"]["target"]["type"],
+                        m["resource"]["target"]["averageUtilization"])
+                       for m in spec["metrics"] if m["type"] == "Resource"}
+            assert metrics == {("cpu", "Utilization", 80), ("memory", "Utilization", 80)}
+            assert len(spec["metrics"]) == 2
+
+    def test_pdb_min_available_2_for_every_workload(self, build: Build, name: str) -> None:
+        objs = build(name)
+        pdbs = of_kind(objs, "PodDisruptionBudget")
+        for w in workloads(objs):
+            covering = [p for p in pdbs if selector_matches(p["spec"]["selector"], pod_labels(w))]
+            assert len(covering) == 1, component(w)
+            assert covering[0]["spec"]["minAvailable"] == 2
+            assert "maxUnavailable" not in covering[0]["spec"]
+        # each budget selects exactly one workload's pods
+        for p in pdbs:
+            assert sum(selector_matches(p["spec"]["selector"], pod_labels(w))
+                       for w in workloads(objs)) == 1
+
+    def test_soft_anti_affinity_on_hostname(self, build: Build, name: str) -> None:
+        for w in workloads(build(name)):
+            anti = w["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+            (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert term["weight"] == 100
+            assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+            # it spreads this workload's own pods, and only those
+            for other in workloads(build(name)):
+                assert selector_matches(term["podAffinityTerm"]["labelSelector"],
+                                        pod_labels(other)) == (other is w)
+
+    def test_system_node_pool(self, build: Build, name: str) -> None:
+        key, value = SYSTEM_POOL
+        for w in workloads(build(name)):
+            pod = w["spec"]["template"]["spec"]
+            assert pod["nodeSelector"] == {key: value}, component(w)
+            assert {"key": "CriticalAddonsOnly", "operator": "Exists",
+                    "effect": "NoSchedule"} in pod["tolerations"]
+
+    def test_registry_volume_rwx_on_nexus_shared(self, build: Build, name: str) -> None:
+        (claim,) = of_kind(build(name), "PersistentVolumeClaim")
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert claim["spec"]["storageClassName"] == "nexus-shared"
+        assert claim["spec"]["resources"]["requests"]["storage"] == "100Gi"
+
+    def test_nats_is_a_three_node_cluster_with_r3_streams(
+        self, build: Build, name: str, tmp_path: Path
+    ) -> None:
+        objs = build(name)
+        nats = workload(objs, "nats")
+        assert nats["spec"]["replicas"] == 3
+        assert settings_of(objs, tmp_path).nats.stream_replicas == 3
+        (volume,) = [v for v in nats["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+        conf = named(objs, "ConfigMap", volume["configMap"]["name"])["data"]["nats.conf"]
+        headless = named(objs, "Service", nats["spec"]["serviceName"])
+        assert headless["spec"]["clusterIP"] == "None"
+        cluster_port = {p["name"]: p["port"] for p in headless["spec"]["ports"]}["cluster"]
+        routes = re.findall(r"nats://([a-z0-9.-]+):(\d+)", conf.split("cluster {", 1)[1])
+        sts = nats["metadata"]["name"]
+        assert sorted(routes) == [
+            (f"{sts}-{i}.{headless['metadata']['name']}", str(cluster_port)) for i in range(3)]
+        assert "jetstream" in conf
+
+
+def test_optional_components_are_not_in_the_overlays(build: Build) -> None:
+    for name in ("dev", "ha"):
+        kinds = {o["kind"] for o in build(name)}
+        assert not kinds & (FOREIGN_KINDS | {"NetworkPolicy"}), name
+
+
+# -- optional components ----------------------------------------------------------------------
+
+
+def test_cert_manager_component(build: Build) -> None:
+    objs = build("ha+components")
+    mwc = named(objs, "MutatingWebhookConfiguration", "clusterregistry-webhook")
+    injected = mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    namespace, cert_name = injected.split("/")
+    cert = named(objs, "Certificate", cert_name)
+    assert cert["metadata"]["namespace"] == namespace
+    service = mwc["webhooks"][0]["clientConfig"]["service"]
+    assert f"{service['name']}.{service['namespace']}.svc" in cert["spec"]["dnsNames"]
+    assert cert["spec"]["usages"] == ["server auth"]
+    # issued by a CA Issuer whose CA comes from a self-signed Certificate in the build
+    issuer = named(objs, "Issuer", cert["spec"]["issuerRef"]["name"])
+    ca_cert = [c for c in of_kind(objs, "Certificate")
+               if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]]
+    assert len(ca_cert) == 1 and ca_cert[0]["spec"]["isCA"] is True
+    assert "selfSigned" in named(objs, "Issuer", ca_cert[0]["spec"]["issuerRef"]["name"])["spec"]
+    # the webhook mounts the serving certificate's Secret as a directory (rotations reach it)
+    pod = workload(objs, "webhook")["spec"]["template"]["spec"]
+    (tls,) = [v for v in pod["volumes"] if "secret" in v]
+    assert tls["secret"]["secretName"] == cert["spec"]["secretName"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == tls["name"]]
+    assert "subPath" not in mount and mount["readOnly"] is True
+
+
+def test_service_monitor_scrapes_every_process_and_the_registry(build: Build) -> None:
+    objs = build("ha+components")
+    (monitor,) = of_kind(objs, "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    selected = [s for s in of_kind(objs, "Service")
+                if selector_matches(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    scraped = set()
+    for svc in selected:
+        (port,) = [p for p in svc["spec"]["ports"] if p["name"] == endpoint["port"]]
+        for w in workloads(objs):
+            if selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels(w)):
+                c = w["spec"]["template"]["spec"]["containers"][0]
+                assert port["targetPort"] in {p["name"] for p in c["ports"]}
+                scraped.add(component(w))
+    assert scraped == set(DEPLOYMENTS)
+
+
+def test_network_policies(build: Build) -> None:
+    """Only the mirror and GC reach the registry from pods; only addresses (the API server's)
+    reach the webhook; every pod is covered by a default deny."""
+    objs = build("ha+components")
+    policies = of_kind(objs, "NetworkPolicy")
+    deny = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]]
+    assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"]
+    pods = {component(w): pod_labels(w) for w in workloads(objs)}
+
+    def peers_into(target: str, port: int) -> tuple[set[str], list[Obj]]:
+        """Workloads and ipBlocks allowed to reach `target` on `port`."""
+        allowed: set[str] = set()
+        blocks: list[Obj] = []
+        for policy in policies:
+            if not selector_matches(policy["spec"]["podSelector"], pods[target]):
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                if port not in {p["port"] for p in rule.get("ports", [])}:
+                    continue
+                for peer in rule["from"]:
+                    if "ipBlock" in peer:
+                        blocks.append(peer["ipBlock"])
+                    elif "namespaceSelector" in peer:
+                        blocks.append(peer)
+                    else:
+                        allowed |= {n for n, labels in pods.items()
+                                    if selector_matches(peer["podSelector"], labels)}
+        return allowed, blocks
+
+    writers, node_blocks = peers_into("registry", 5000)
+    assert writers == {"mirror", "gc"}
+    assert len(node_blocks) == 1 and "cidr" in node_blocks[0]  # the nodes' pulls
+    callers, api_blocks = peers_into("webhook", 8443)
+    assert callers == set()
+    assert len(api_blocks) == 1 and "cidr" in api_blocks[0]
+    clients, _ = peers_into("nats", 4222)
+    assert clients == set(PROCESSES)
+    routes, _ = peers_into("nats", 6222)
+    assert routes == {"nats"}
+    # the ports the policies name are the ones the containers listen on
+    webhook = workload(objs, "webhook")["spec"]["template"]["spec"]["containers"][0]
+    assert 8443 in {p["containerPort"] for p in webhook["ports"]}
+
+
+def test_dashboard_config_map(build: Build) -> None:
+    objs = build("ha")
+    (cm,) = [c for c in of_kind(objs, "ConfigMap")
+             if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert cm["data"]["clusterregistry.json"] == (DEPLOY / "grafana" /
+                                                  "clusterregistry.json").read_text()
