@@ -7,25 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from clusterregistry.sandbox import verifying
 from clusterregistry.sandbox.scenarios import Scenario
-from clusterregistry.sandbox.supervising import wait_for
 from clusterregistry.sandbox.systems import System
+from tests.e2e.endstates import exact
 
 pytestmark = pytest.mark.e2e
-
-
-async def exact(system: System, scenario: Scenario, *, timeout: float = 60) -> None:
-    last: list[str] = []
-
-    async def clean() -> bool:
-        last[:] = await verifying.problems(system, scenario.api)
-        return not last
-
-    try:
-        await wait_for(clean, timeout=timeout, interval=0.5, description="the exact end state")
-    except TimeoutError:
-        raise AssertionError("end state not exact:\n  " + "\n  ".join(last)) from None
 
 
 async def test_the_demo_scenario_step_by_step(system: System, scenario: Scenario) -> None:

@@ -42,6 +42,9 @@ import msgspec
 import yaml
 
 from clusterregistry import config
+from clusterregistry.bus.connecting import connect
+from clusterregistry.bus.fencing import Fence
+from clusterregistry.gc.following import follow
 from clusterregistry.sandbox.apiclients import ApiClient, ApiError
 from clusterregistry.sandbox.natsservers import NatsCluster, NatsServer
 from clusterregistry.sandbox.registries import Registry
@@ -327,6 +330,10 @@ class System:
         self.service_ports: dict[str, int] = {}
         self.webhook_port = free_port()
         self.samples: list[PushedSample] = []
+        # the edge registry's supervisor: read-only while GC sweeps (gc.following)
+        self.read_only_windows: list[float] = []
+        self._follower: asyncio.Task[None] | None = None
+        self._follower_stop = asyncio.Event()
         self.timings: dict[str, float] = {}
         self.started = False
         self._state_extra: dict[str, Any] = {}
@@ -420,7 +427,10 @@ class System:
                 "storagePath": str(self.edge.root_dir),
                 "usageSource": "blobs",
                 "registryUrl": self.edge.url,
-                "readOnlyMode": "none",
+                # the sandbox supervises the edge registry: it restarts it read-only while
+                # GC's lock says sweep, and confirms it (see `follow_gc_lock`)
+                "readOnlyMode": "follower",
+                "readOnlyWaitSeconds": 30.0,
             },
         }
         return known_settings(_deep_merge(tree, self.options.settings))
@@ -650,9 +660,44 @@ class System:
             pair.write(self.root / "webhook", "tls")
         for spec in specs:
             self.services[spec.name] = self._make_process(spec)
+        if any(spec.entry == "gc" for spec in specs):
+            self._follower_stop = asyncio.Event()
+            self._follower = asyncio.create_task(self.follow_gc_lock(), name="registry-follower")
         await asyncio.gather(*(self.start_service(spec.name) for spec in specs))
         if "webhook" in self.services:
             await self.register_webhook()
+
+    async def follow_gc_lock(self) -> None:
+        """Be the edge registry's supervisor: read-only exactly while GC's lock says sweep.
+
+        distribution reads its read-only switch only at start, so this restarts the
+        registry; the follower acknowledges the switch in GC's bucket, and GC sweeps only
+        after that acknowledgement. A GC that dies leaves a lock that expires, and the
+        registry comes back read-write.
+        """
+        settings = config.load(self.settings_path)
+        while not self._follower_stop.is_set():
+            try:
+                bus = await connect(self.nats_servers, name="sandbox-registry-follower")
+            except Exception:  # NATS not reachable yet: the follower keeps trying
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds,
+                              holder="edge-registry", replicas=settings.nats.stream_replicas)
+
+                async def switch(read_only: bool) -> None:
+                    await self.edge.restart(read_only=read_only)
+                    self.write_state("ready")
+
+                await follow(fence, switch, self._follower_stop, name="edge-registry",
+                             on_window=self.read_only_windows.append)
+            except Exception as exc:  # logged, and the follower starts again
+                with (self.logs / "sandbox-follower.log").open("a") as log:
+                    log.write(f"{dt.datetime.now(dt.UTC).isoformat()} follower: {exc!r}\n")
+                await asyncio.sleep(1.0)
+            finally:
+                await bus.close()
 
     async def start_service(self, name: str, *, timeout: float = _START_TIMEOUT) -> None:
         """Start (or restart) one clusterregistry process and wait for its /readyz."""
@@ -718,6 +763,11 @@ class System:
         self.write_state("stopping")
         await asyncio.gather(
             *(p.stop(grace=grace) for p in self.services.values()), return_exceptions=True)
+        if self._follower is not None:
+            self._follower_stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._follower, 30)
+            self._follower = None
         if self.kube is not None:
             await self.kube.stop(grace=grace)
         stops = [self.artifact_store.stop(grace=grace), self.edge.stop(grace=grace)]

@@ -1,0 +1,25 @@
+"""Waiting for the exact end state (see `clusterregistry.sandbox.verifying`), with the last list
+of what was still wrong as the failure message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterregistry.sandbox import verifying
+from clusterregistry.sandbox.scenarios import Scenario
+from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry.sandbox.systems import System
+
+
+async def exact(system: System, scenario: Scenario, *, timeout: float = 60,
+                **options: Any) -> None:
+    last: list[str] = []
+
+    async def clean() -> bool:
+        last[:] = await verifying.problems(system, scenario.api, **options)
+        return not last
+
+    try:
+        await wait_for(clean, timeout=timeout, interval=0.5, description="the exact end state")
+    except TimeoutError:
+        raise AssertionError("end state not exact:\n  " + "\n  ".join(last)) from None
