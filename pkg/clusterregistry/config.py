@@ -122,8 +122,56 @@ class ReconcilerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="cam
     """The reconciler (Artifacts, mirror requests); not AOSM keys."""
 
 
+class RegistryAccess(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """How the mirror reaches one registry (a source artifact store, or the local one)."""
+
+    host: str
+    # plain HTTP instead of HTTPS (the in-cluster registry behind a ClusterIP service)
+    plain_http: bool = False
+    # a PEM bundle of extra CAs to trust; TLS verification is on unless insecureSkipVerify
+    ca_file: str = ""
+    insecure_skip_verify: bool = False
+    # artifact-store credentials (a pod's imagePullSecrets take precedence); the password
+    # from a mounted file is preferred over an inline one
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    # connections to this registry at once, for the whole process (0: maxConnectionsPerRegistry)
+    max_connections: int = 0
+
+
 class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """The mirror workers and `clusterregistry copy`; not AOSM keys."""
+
+    # this worker's name in results and fence entries (default: POD_NAME, else host-pid)
+    worker_id: str = ""
+    # images copied at once by one worker, and blobs in flight within one copy
+    concurrency: int = 2
+    blob_concurrency: int = 6
+    max_connections_per_registry: int = 8
+    # platforms to copy from an index when a request names none (empty: all of them)
+    platforms: list[str] = msgspec.field(default_factory=list)
+    # blobs above chunkedThreshold are uploaded in PATCH chunks of chunkSize (quantities)
+    chunk_size: str = "64Mi"
+    chunked_threshold: str = "256Mi"
+    # request retries of one registry call (back-off, Retry-After honoured), and whole-blob
+    # restarts after an interrupted upload
+    retry_attempts: int = 4
+    blob_attempts: int = 3
+    # the work queue: a message not acked or extended within ackWait is redelivered;
+    # a copy in progress extends it every ackWait/3
+    ack_wait_seconds: float = 30.0
+    # deliveries of one request before its failure is reported as final
+    max_deliveries: int = 5
+    # first nak delay after a retryable failure (doubles per delivery, at most 5 minutes)
+    retry_delay_seconds: float = 5.0
+    # where blobs are in the local registry, shared by workers for mounts (KV TTL)
+    blob_ledger_ttl_seconds: float = 24 * 3600.0
+    # a mounted `kubernetes.io/dockerconfigjson` file with artifact-store credentials
+    docker_config_file: str = ""
+    registries: list[RegistryAccess] = msgspec.field(default_factory=list)
+    # the local registry is reached over plain HTTP unless listed in `registries`
+    local_plain_http: bool = True
 
 
 class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -314,6 +362,7 @@ def validate(settings: Settings) -> None:
             f"localRegistry: {settings.local_registry!r} must be a registry host[:port]"
         )
     _validate_gc(settings.gc)
+    _validate_mirror(settings.mirror)
 
 
 def _validate_gc(gc: GcSettings) -> None:
@@ -333,3 +382,40 @@ def _validate_gc(gc: GcSettings) -> None:
             raise ConfigError(f"gc.{key}: {value!r} is not one of {', '.join(allowed)}")
     if gc.registry_url and not gc.registry_url.startswith(("http://", "https://")):
         raise ConfigError(f"gc.registryUrl: {gc.registry_url!r} must start with http(s)://")
+
+
+def _validate_mirror(mirror: MirrorSettings) -> None:
+    for key, value in (("concurrency", mirror.concurrency),
+                       ("blobConcurrency", mirror.blob_concurrency),
+                       ("maxConnectionsPerRegistry", mirror.max_connections_per_registry),
+                       ("retryAttempts", mirror.retry_attempts + 1),
+                       ("blobAttempts", mirror.blob_attempts),
+                       ("maxDeliveries", mirror.max_deliveries)):
+        if value < 1:
+            raise ConfigError(f"mirror.{key}: must be at least 1 (retryAttempts: 0)")
+    for key, quantity in (("chunkSize", mirror.chunk_size),
+                          ("chunkedThreshold", mirror.chunked_threshold)):
+        try:
+            if parse_quantity(quantity) < 1:
+                raise ValueError("must be larger than zero")
+        except ValueError as exc:
+            raise ConfigError(f"mirror.{key}: {exc}") from exc
+    if mirror.ack_wait_seconds < 1:
+        raise ConfigError("mirror.ackWaitSeconds: must be at least 1 second")
+    if mirror.retry_delay_seconds < 0 or mirror.blob_ledger_ttl_seconds <= 0:
+        raise ConfigError("mirror.retryDelaySeconds >= 0 and blobLedgerTtlSeconds > 0 required")
+    for platform in mirror.platforms:
+        if len(platform.split("/")) not in (2, 3) or not all(platform.split("/")):
+            raise ConfigError(f"mirror.platforms: {platform!r} is not os/arch[/variant]")
+    seen: set[str] = set()
+    for n, access in enumerate(mirror.registries):
+        if not access.host or "/" in access.host or access.host in seen:
+            raise ConfigError(f"mirror.registries[{n}].host: {access.host!r} must be a unique "
+                              "registry host[:port]")
+        seen.add(access.host)
+        if access.password and access.password_file:
+            raise ConfigError(f"mirror.registries[{n}]: set password or passwordFile, not both")
+        if (access.password or access.password_file) and not access.username:
+            raise ConfigError(f"mirror.registries[{n}].username: needed with a password")
+        if access.max_connections < 0:
+            raise ConfigError(f"mirror.registries[{n}].maxConnections: must not be negative")

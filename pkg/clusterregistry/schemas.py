@@ -217,6 +217,19 @@ class MirrorResult(msgspec.Struct, frozen=True, kw_only=True):
     trace_id: str = msgspec.field(default="", name="traceId")
 
 
+class BlobLocation(msgspec.Struct, frozen=True, kw_only=True):
+    """KV `clusterregistry-mirror-blobs`: a blob in the local registry, or one being uploaded.
+
+    A hint for mounts between workers, never trusted for correctness: a mount that
+    fails falls back to an upload, and a claim older than its deadline is taken over.
+    """
+
+    state: Literal["claimed", "stored"]
+    repository: str = ""
+    holder: str = ""
+    updated: float = 0.0
+
+
 # -- gc: `clusterregistry.gc.<event>`, and the registry fence in KV `clusterregistry-gc` --------
 
 GcEventType = Literal["started", "artifact_deleted", "swept", "finished", "failed", "skipped"]
@@ -264,3 +277,4 @@ mirror_request_decoder = msgspec.json.Decoder(MirrorRequest)
 mirror_result_decoder = msgspec.json.Decoder(MirrorResult)
 gc_event_decoder = msgspec.json.Decoder(GcEvent)
 fence_entry_decoder = msgspec.json.Decoder(FenceEntry)
+blob_location_decoder = msgspec.json.Decoder(BlobLocation)

@@ -40,6 +40,9 @@ RELAY_LEASE: Final = "clusterregistry-relay"  # coordination.k8s.io Lease name
 GC_BUCKET: Final = "clusterregistry-gc"
 FENCE_LOCK: Final = "lock"
 FENCE_WRITER_PREFIX: Final = "writing"
+# where the local registry holds each blob (key `sha256.<hex>`), so mirror workers mount a
+# blob another worker uploaded instead of uploading it again; a hint with a TTL
+MIRROR_BLOBS_BUCKET: Final = "clusterregistry-mirror-blobs"
 # set by the registry's supervisor once it runs read-only for the lock (gc readOnlyMode follower)
 FENCE_READ_ONLY: Final = "readonly"
 

@@ -119,7 +119,8 @@ class BlobLedger(Protocol):
         """A destination repository that held the blob when last seen, or None."""
 
     async def claim(self, digest: str) -> bool:
-        """True: the caller uploads it. False: someone else is uploading it now."""
+        """True: the caller uploads it. False: someone else uploads it now, or it was
+        recorded meanwhile (look it up again)."""
 
     async def record(self, digest: str, repository: str) -> None:
         """The blob is in `repository` now (ends the caller's claim)."""
@@ -139,7 +140,7 @@ class MemoryLedger:
         return self._where.get(digest)
 
     async def claim(self, digest: str) -> bool:
-        if digest in self._claimed:
+        if digest in self._claimed or digest in self._where:
             return False
         self._claimed.add(digest)
         return True
@@ -304,9 +305,12 @@ class _Job:
                 self._done(blob, "skipped")
                 return
             deadline = time.monotonic() + self.options.claim_wait_seconds
+            location: URL | None = None
+            pause = self.options.claim_poll_seconds
             while True:
                 where = await self.ledger.lookup(blob.digest)
-                location: URL | None = None
+                if where == self.dst_repo and await self._present(blob):
+                    return
                 if where is not None and where != self.dst_repo:
                     mounted, location = await self.dst.start_upload(
                         self.dst_repo, mount=blob.digest, mount_from=where)
@@ -315,15 +319,14 @@ class _Job:
                         await self.ledger.record(blob.digest, self.dst_repo)
                         self._done(blob, "mounted")
                         return
+                if where is not None:
+                    break  # a stale hint (the blob went away): upload it again
                 if await self.ledger.claim(blob.digest) or time.monotonic() > deadline:
                     break
-                if location is not None:
-                    await self.dst.cancel_upload(location, repository=self.dst_repo)
                 # someone else uploads it now: wait, then mount from where it lands
-                await asyncio.sleep(self.options.claim_poll_seconds)
-                if await self.dst.head_blob(self.dst_repo, blob.digest) is not None:
-                    self.counters.skipped += 1
-                    self._done(blob, "skipped")
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.5, 1.0)
+                if await self._present(blob):
                     return
             try:
                 await self._upload_with_retries(blob, location)
@@ -333,6 +336,13 @@ class _Job:
             self.counters.copied += 1
             await self.ledger.record(blob.digest, self.dst_repo)
             self._done(blob, "copied")
+
+    async def _present(self, blob: Descriptor) -> bool:
+        if await self.dst.head_blob(self.dst_repo, blob.digest) is None:
+            return False
+        self.counters.skipped += 1
+        self._done(blob, "skipped")
+        return True
 
     async def _upload_with_retries(self, blob: Descriptor, location: URL | None) -> None:
         attempt = 0

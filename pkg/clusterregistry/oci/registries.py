@@ -121,6 +121,7 @@ class RegistryClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         read_buffer: int = DEFAULT_READ_BUFFER,
+        connector: aiohttp.BaseConnector | None = None,
     ) -> None:
         self.host = host
         # Docker Hub's API lives on another name than its references use
@@ -128,10 +129,15 @@ class RegistryClient:
         self.base = URL(f"{'http' if plain_http else 'https'}://{api_host}")
         self.actions = actions
         self.retry = retry or Retry()
-        connector = aiohttp.TCPConnector(
-            limit=max_connections, ssl=False if plain_http else (ssl_ctx or True))
+        # a shared connector (one per registry host, whatever the credentials) makes
+        # `max_connections` a limit per registry rather than per client
+        owned = connector is None
+        if connector is None:
+            connector = aiohttp.TCPConnector(
+                limit=max_connections, ssl=False if plain_http else (ssl_ctx or True))
         self.session = aiohttp.ClientSession(
             connector=connector,
+            connector_owner=owned,
             # blobs are copied as stored: never inflate a gzip layer on the way
             auto_decompress=False,
             read_bufsize=read_buffer,

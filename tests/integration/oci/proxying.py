@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -22,11 +23,15 @@ _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connec
 
 
 class RegistryProxy:
-    """`corrupt_blobs`: flip one byte in the middle of every blob body served (GET)."""
+    """`corrupt_blobs`: flip one byte in the middle of every blob body served (GET).
+    `midway`: awaited once, when half of the first blob body has been streamed (e.g. to
+    kill the upstream); the rest of that body then comes from a registry that is gone."""
 
-    def __init__(self, upstream: Registry, *, corrupt_blobs: bool = False) -> None:
+    def __init__(self, upstream: Registry, *, corrupt_blobs: bool = False,
+                 midway: Callable[[], Awaitable[None]] | None = None) -> None:
         self.upstream = upstream
         self.corrupt_blobs = corrupt_blobs
+        self.midway = midway
         self.port = free_port()
         # digest -> completed uploads (PUT ...?digest=), and mounts that linked a blob
         self.uploads: collections.Counter[str] = collections.Counter()
@@ -60,18 +65,44 @@ class RegistryProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         body = await request.read()
         url = f"{self.upstream.url}{request.rel_url}"
-        async with self._session.request(request.method, url, headers=headers, data=body,
-                                         allow_redirects=False) as upstream:
-            data = await upstream.read()
-            self._count(request, upstream.status)
-            if (self.corrupt_blobs and request.method == "GET" and upstream.status == 200
-                    and _BLOB_GET.match(request.path) and data):
-                middle = len(data) // 2
-                data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
-            if "Location" in out:
-                out["Location"] = out["Location"].replace(self.upstream.url, "")
-            return web.Response(status=upstream.status, headers=out, body=data)
+        try:
+            async with self._session.request(request.method, url, headers=headers, data=body,
+                                             allow_redirects=False) as upstream:
+                out = {k: v for k, v in upstream.headers.items()
+                       if k.lower() not in _HOP_HEADERS}
+                if "Location" in out:
+                    out["Location"] = out["Location"].replace(self.upstream.url, "")
+                blob = (request.method == "GET" and upstream.status == 200
+                        and _BLOB_GET.match(request.path) is not None)
+                if blob and self.midway is not None:
+                    return await self._stream_midway(request, upstream, out)
+                data = await upstream.read()
+                self._count(request, upstream.status)
+                if self.corrupt_blobs and blob and data:
+                    middle = len(data) // 2
+                    data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+                return web.Response(status=upstream.status, headers=out, body=data)
+        except aiohttp.ClientConnectionError:
+            return web.Response(status=502, text="upstream unreachable")
+
+    async def _stream_midway(self, request: web.Request, upstream: aiohttp.ClientResponse,
+                             headers: dict[str, str]) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        response.content_length = upstream.content_length
+        await response.prepare(request)
+        sent, half = 0, (upstream.content_length or 0) // 2
+        async for piece in upstream.content.iter_chunked(16384):
+            await response.write(piece)
+            sent += len(piece)
+            if self.midway is not None and sent >= half:
+                hook, self.midway = self.midway, None
+                await hook()
+                # the upstream is gone: drop the client's connection mid-body
+                assert request.transport is not None
+                request.transport.close()
+                return response
+        await response.write_eof()
+        return response
 
     def _count(self, request: web.Request, status: int) -> None:
         query = request.rel_url.query

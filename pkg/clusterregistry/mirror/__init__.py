@@ -1,0 +1,1 @@
+"""The mirror workers: copy requested images into the local registry."""

@@ -1,0 +1,121 @@
+"""Registry clients for the mirror: one connection pool per registry, credentials per request.
+
+A request's credentials are the pod's imagePullSecrets (what the kubelet would
+have used) over the artifact-store credentials in the settings. Clients are
+kept per (registry, credentials) so tokens are reused between requests, and
+share one connector per registry, so `maxConnections` bounds the whole process.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+
+import aiohttp
+
+from clusterregistry.config import MirrorSettings, RegistryAccess, parse_quantity
+from clusterregistry.errors import ConfigError
+from clusterregistry.oci.authenticating import Credentials, Keychain, parse_docker_config
+from clusterregistry.oci.copying import CopyOptions
+from clusterregistry.oci.registries import RegistryClient, Retry, ssl_context
+
+_DESTINATION_ACTIONS = "pull,push"
+
+
+def copy_options(settings: MirrorSettings) -> CopyOptions:
+    return CopyOptions(
+        blob_concurrency=settings.blob_concurrency,
+        chunked_threshold=parse_quantity(settings.chunked_threshold),
+        chunk_size=parse_quantity(settings.chunk_size),
+        blob_attempts=settings.blob_attempts,
+    )
+
+
+def configured_keychain(settings: MirrorSettings) -> Keychain:
+    """Credentials from the settings: the docker config file, then per-registry users."""
+    keychain = Keychain()
+    if settings.docker_config_file:
+        try:
+            keychain.update(parse_docker_config(Path(settings.docker_config_file).read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"mirror.dockerConfigFile: cannot use {settings.docker_config_file}: "
+                f"{type(exc).__name__}: {exc}") from None
+    for access in settings.registries:
+        if not access.username:
+            continue
+        password = access.password
+        if access.password_file:
+            try:
+                password = Path(access.password_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"mirror.registries[{access.host}].passwordFile: {exc}") from None
+        keychain.update({access.host: Credentials(access.username, password)})
+    return keychain
+
+
+class RegistryClients:
+    """The clients of one process; `close()` them all at the end."""
+
+    def __init__(self, settings: MirrorSettings, *, local_registry: str) -> None:
+        self.settings = settings
+        self.local_registry = local_registry
+        self.keychain = configured_keychain(settings)
+        self._access: dict[str, RegistryAccess] = {a.host: a for a in settings.registries}
+        self._ssl: dict[str, ssl.SSLContext] = {}
+        self._connectors: dict[str, aiohttp.TCPConnector] = {}
+        self._clients: dict[tuple[str, Credentials | None, str], RegistryClient] = {}
+        for access in settings.registries:
+            if access.ca_file and not Path(access.ca_file).is_file():
+                raise ConfigError(
+                    f"mirror.registries[{access.host}].caFile: {access.ca_file} is not a file")
+
+    def _plain_http(self, host: str) -> bool:
+        access = self._access.get(host)
+        if access is not None:
+            return access.plain_http
+        return host == self.local_registry and self.settings.local_plain_http
+
+    def _connector(self, host: str) -> aiohttp.TCPConnector:
+        connector = self._connectors.get(host)
+        if connector is None:
+            access = self._access.get(host)
+            limit = (access.max_connections if access and access.max_connections
+                     else self.settings.max_connections_per_registry)
+            context: ssl.SSLContext | bool = False
+            if not self._plain_http(host):
+                context = ssl_context(
+                    ca_file=access.ca_file or None if access else None,
+                    verify=not (access and access.insecure_skip_verify))
+            connector = self._connectors[host] = aiohttp.TCPConnector(limit=limit, ssl=context)
+        return connector
+
+    def client(self, host: str, *, credentials: Credentials | None,
+               actions: str = "pull") -> RegistryClient:
+        key = (host, credentials, actions)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = RegistryClient(
+                host, credentials=credentials, plain_http=self._plain_http(host),
+                actions=actions, connector=self._connector(host),
+                retry=Retry(attempts=self.settings.retry_attempts))
+        return client
+
+    def source(self, host: str, pull_secrets: Mapping[str, Credentials] | None = None
+               ) -> RegistryClient:
+        """A source client with the request's pull secrets, else the configured credentials."""
+        credentials = Keychain(pull_secrets).lookup(host) if pull_secrets else None
+        return self.client(host, credentials=credentials or self.keychain.lookup(host))
+
+    def destination(self, host: str) -> RegistryClient:
+        return self.client(host, credentials=self.keychain.lookup(host),
+                           actions=_DESTINATION_ACTIONS)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        for connector in self._connectors.values():
+            await connector.close()
+        self._clients.clear()
+        self._connectors.clear()

@@ -1,0 +1,382 @@
+"""The mirror worker: takes copy requests from the work queue, copies, reports, acks.
+
+Several workers pull from one durable consumer on the work-queue stream
+`CLUSTERREGISTRY_MIRROR`, so each request goes to one worker at a time. A
+request is acked only after its copy is verified (every blob's sha256, the
+manifests pushed byte for byte) and its result is stored in JetStream, so a
+worker dying at any point means redelivery, never a lost copy. A copy that
+runs long keeps its message with `in_progress()` every ackWait/3.
+
+What happens to a message is decided by `settle` from the outcome alone:
+a PermanentError (digest mismatch, refused credentials, unknown manifest,
+schema 1) is terminated and reported as failed for good; a RetryableError is
+nak'ed with a growing delay and reported only when its deliveries run out;
+the GC fence being held is nak'ed without counting as a failure.
+
+Every registry write happens inside `Fence.writing`, so GC's sweep never runs
+while a blob is uploaded and its manifest not pushed yet (see bus/fencing.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from clusterregistry import errors, references, schemas, subjects
+from clusterregistry.bus.connecting import Bus
+from clusterregistry.config import MirrorSettings
+from clusterregistry.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    FenceHeldError,
+    ManifestUnknownError,
+    PermanentError,
+    RegistryRejectedError,
+    RetryableError,
+    UnsupportedManifestError,
+)
+from clusterregistry.mirror.clients import RegistryClients, copy_options
+from clusterregistry.mirror.metrics import MirrorMetrics
+from clusterregistry.oci.authenticating import Credentials, parse_docker_config
+from clusterregistry.oci.copying import BlobLedger, Copier, CopyReport
+from clusterregistry.runtime import logs
+from clusterregistry.schemas import MirrorRequest, MirrorResult, SecretRef
+
+log = logging.getLogger(__name__)
+
+# a pull secret as its docker config bytes (kube/secrets.docker_config, bound to an ApiClient)
+SecretReader = Callable[[SecretRef], Awaitable[bytes]]
+_MAX_NAK_DELAY = 300.0
+
+
+class WriteFence(Protocol):
+    """What the worker needs of `bus.fencing.Fence` (NoFence when GC is not deployed)."""
+
+    def writing(self, purpose: str) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+
+class NoFence:
+    """No GC in this deployment: writes need no fence."""
+
+    @contextlib.asynccontextmanager
+    async def writing(self, purpose: str) -> AsyncIterator[Any]:
+        yield None
+
+
+# -- pure decisions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What to do with a message after an attempt, and whether to report the outcome."""
+
+    action: Literal["ack", "nak", "term"]
+    delay: float = 0.0
+    report: bool = False
+    reason: str = ""
+    retryable: bool = True
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (DigestMismatchError, "digest_mismatch"),
+    (AuthenticationError, "authentication"),
+    (ManifestUnknownError, "manifest_unknown"),
+    (UnsupportedManifestError, "unsupported_manifest"),
+    (errors.NotFoundError, "secret"),
+    (RegistryRejectedError, "rejected"),
+    (FenceHeldError, "fence_held"),
+    (PermanentError, "rejected"),
+    (RetryableError, "unavailable"),
+)
+
+
+def reason_of(error: BaseException) -> str:
+    """A short, bounded reason for metrics and results."""
+    for kind, reason in _REASONS:
+        if isinstance(error, kind):
+            return reason
+    return "internal"
+
+
+def settle(error: BaseException | None, *, delivered: int, settings: MirrorSettings
+           ) -> Settlement:
+    """The fate of a message from the outcome of its `delivered`-th delivery (1-based)."""
+    if error is None:
+        return Settlement("ack", report=True)
+    reason = reason_of(error)
+    if isinstance(error, FenceHeldError):
+        # GC holds the registry: not the request's fault, and never final
+        return Settlement("nak", delay=error.delay or settings.retry_delay_seconds,
+                          reason=reason)
+    if isinstance(error, PermanentError):
+        return Settlement("term", report=True, reason=reason, retryable=False)
+    if delivered >= settings.max_deliveries:
+        # out of deliveries: report it, the reconciler decides whether to ask again later
+        return Settlement("term", report=True, reason=reason, retryable=True)
+    delay = settings.retry_delay_seconds * (2 ** max(0, delivered - 1))
+    hinted = error.delay if isinstance(error, RetryableError) and error.delay else 0.0
+    return Settlement("nak", delay=min(max(delay, hinted), _MAX_NAK_DELAY), reason=reason)
+
+
+def result_for(request: MirrorRequest, *, report: CopyReport | None,
+               error: BaseException | None, settlement: Settlement, worker: str,
+               duration: float) -> MirrorResult:
+    if report is not None and error is None:
+        return MirrorResult(
+            artifact=request.artifact, generation=request.generation, source=request.source,
+            destination=request.destination, attempt=request.attempt, worker=worker,
+            trace_id=request.trace_id, duration_seconds=round(duration, 3), ok=True,
+            digest=report.digest, size=report.size, platforms=report.platforms,
+            bytes_copied=report.bytes_copied, blobs_copied=report.blobs_copied,
+            blobs_skipped=report.blobs_skipped, blobs_mounted=report.blobs_mounted)
+    return MirrorResult(
+        artifact=request.artifact, generation=request.generation, source=request.source,
+        destination=request.destination, attempt=request.attempt, worker=worker,
+        trace_id=request.trace_id, duration_seconds=round(duration, 3), ok=False,
+        error=str(error)[:1000], reason=settlement.reason, retryable=settlement.retryable)
+
+
+# -- the worker --------------------------------------------------------------------------------
+
+
+async def ensure_queue(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create `CLUSTERREGISTRY_MIRROR` when missing, as the reconciler does; never update it.
+
+    The reconciler owns its settings (its duplicate window follows its mirror timeout),
+    so a worker only creates the stream when it starts first, and with the same subjects
+    and retention: a work queue of requests and results, one consumer on each.
+    """
+    try:
+        try:
+            await js.stream_info(subjects.MIRROR_STREAM)
+            return
+        except NotFoundError:
+            pass
+        try:
+            await js.add_stream(StreamConfig(
+                name=subjects.MIRROR_STREAM,
+                subjects=[subjects.MIRROR_REQUEST, subjects.MIRROR_RESULT_ALL],
+                retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                num_replicas=replicas, max_age=7 * 24 * 3600.0, duplicate_window=600.0))
+            log.info("created stream %s", subjects.MIRROR_STREAM)
+        except BadRequestError:
+            await js.stream_info(subjects.MIRROR_STREAM)  # created meanwhile by another
+    except Exception as exc:
+        raise RetryableError(f"stream {subjects.MIRROR_STREAM}: {exc}") from exc
+
+
+class Worker:
+    """One mirror process: `prepare()` then `run(stop)`."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        settings: MirrorSettings,
+        clients: RegistryClients,
+        worker_id: str,
+        ledger: BlobLedger | None = None,
+        fence: WriteFence | None = None,
+        secrets: SecretReader | None = None,
+        metrics: MirrorMetrics | None = None,
+        stream_replicas: int = 1,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.clients = clients
+        self.worker_id = worker_id
+        self.copier = Copier(copy_options(settings), ledger=ledger)
+        self.fence: WriteFence = fence or NoFence()
+        self.secrets = secrets
+        self.metrics = metrics or MirrorMetrics()
+        self.stream_replicas = stream_replicas
+        self.ready = False
+        self.handled = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def prepare(self) -> None:
+        """The work-queue stream (the reconciler ensures the same) and the durable consumer."""
+        await ensure_queue(self.bus.js, replicas=self.stream_replicas)
+        self._subscription = await self.bus.js.pull_subscribe(
+            subjects.MIRROR_REQUEST, durable=subjects.MIRROR_CONSUMER,
+            stream=subjects.MIRROR_STREAM,
+            config=ConsumerConfig(
+                durable_name=subjects.MIRROR_CONSUMER, filter_subject=subjects.MIRROR_REQUEST,
+                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.settings.ack_wait_seconds, max_deliver=-1,
+                max_ack_pending=max(64, self.settings.concurrency * 16)))
+        self.ready = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not self.ready:
+            try:
+                await self.prepare()
+            except RetryableError as exc:
+                log.warning("mirror cannot start consuming yet: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+                if stop.is_set():
+                    return
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        try:
+            while not stop.is_set():
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                try:
+                    messages = await self._subscription.fetch(1, timeout=1.0)
+                except TimeoutError:
+                    slots.release()
+                    continue
+                except Exception as exc:  # NATS away: nats-py reconnects, we wait
+                    slots.release()
+                    log.warning("mirror fetch failed: %s", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    continue
+                for msg in messages:
+                    task = asyncio.create_task(self.process(msg))
+                    self._tasks.add(task)
+
+                    def done(finished: asyncio.Task[None]) -> None:
+                        self._tasks.discard(finished)
+                        slots.release()
+
+                    task.add_done_callback(done)
+        finally:
+            # copies in flight are abandoned and nak'ed: another worker starts them afresh
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+
+    # -- one message ---------------------------------------------------------------------------
+
+    async def process(self, msg: Msg) -> None:
+        """Copy what one message asks, report, and settle the message."""
+        try:
+            request = schemas.mirror_request_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            log.error("mirror: undecodable request on %s (%s); terminated", msg.subject, exc)
+            self.metrics.requests.labels("invalid").inc()
+            self.metrics.failures.labels("invalid_request").inc()
+            await msg.term()
+            return
+        delivered = int(msg.metadata.num_delivered or 1)
+        started = time.perf_counter()
+        report: CopyReport | None = None
+        error: BaseException | None = None
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        self.metrics.in_flight.inc()
+        try:
+            report = await self.mirror(request)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
+        except Exception as exc:  # every failure is settled below; none may kill the worker
+            error = exc
+        finally:
+            keepalive.cancel()
+            self.metrics.in_flight.dec()
+        duration = time.perf_counter() - started
+        settlement = settle(error, delivered=delivered, settings=self.settings)
+        fields = logs.fields(artifact=request.artifact, source=request.source,
+                             delivered=delivered, action=settlement.action,
+                             reason=settlement.reason, seconds=round(duration, 3))
+        if error is None:
+            assert report is not None
+            self.metrics.bytes_copied.inc(report.bytes_copied)
+            self.metrics.blobs.labels("copied").inc(report.blobs_copied)
+            self.metrics.blobs.labels("mounted").inc(report.blobs_mounted)
+            self.metrics.blobs.labels("skipped").inc(report.blobs_skipped)
+            log.info("mirrored %s -> %s (%s)", request.source, request.destination,
+                     report.digest, extra=fields)
+        else:
+            self.metrics.failures.labels(settlement.reason).inc()
+            level = logging.INFO if settlement.action == "nak" else logging.WARNING
+            log.log(level, "mirror %s failed: %s", request.source, error, extra=fields)
+        outcome = {"ack": "ok", "term": "failed"}.get(settlement.action, "retry")
+        if settlement.reason == "fence_held":
+            outcome = "fenced"
+        self.metrics.requests.labels(outcome).inc()
+        self.metrics.copy_seconds.labels(outcome).observe(duration)
+        try:
+            if settlement.report:
+                result = result_for(request, report=report, error=error, settlement=settlement,
+                                    worker=self.worker_id, duration=duration)
+                await self.bus.js.publish(
+                    subjects.mirror_result(request.artifact), schemas.encode(result),
+                    headers={subjects.TRACE_HEADER: request.trace_id} if request.trace_id
+                    else None)
+            if settlement.action == "ack":
+                await msg.ack_sync()
+            elif settlement.action == "term":
+                await msg.term()
+            else:
+                await msg.nak(delay=settlement.delay)
+        except Exception as exc:
+            # the result or the ack did not make it: the message comes back after ackWait,
+            # and the copy then finds the image complete and only reports again
+            log.warning("mirror: cannot settle %s: %s", request.artifact, exc, extra=fields)
+        self.handled += 1
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell JetStream the copy is still running, so it is not redelivered meanwhile."""
+        interval = self.settings.ack_wait_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _credentials(self, refs: Sequence[SecretRef]) -> dict[str, Credentials]:
+        found: dict[str, Credentials] = {}
+        if not refs:
+            return found
+        if self.secrets is None:
+            raise PermanentError("the request names pull secrets but this mirror has no "
+                                 "Kubernetes access to read them")
+        for ref in refs:
+            data = await self.secrets(ref)
+            try:
+                found.update(parse_docker_config(data))
+            except ValueError as exc:
+                raise PermanentError(f"secret {ref.namespace}/{ref.name}: {exc}") from None
+        return found
+
+    async def mirror(self, request: MirrorRequest) -> CopyReport:
+        """One copy, inside the GC fence."""
+        try:
+            source = references.parse(request.source).with_default_tag()
+            destination = references.parse(request.destination).with_default_tag()
+        except references.ReferenceError as exc:
+            raise PermanentError(f"invalid reference in request: {exc}") from None
+        pull_secrets = await self._credentials(request.pull_secrets)
+        src = self.clients.source(source.domain, pull_secrets)
+        dst = self.clients.destination(destination.domain)
+        platforms = request.platforms or self.settings.platforms
+        async with self.fence.writing(f"mirror {request.artifact}"):
+            return await self.copier.copy(
+                src, source.path, source.version, dst, destination.path,
+                tag=destination.tag or None, platforms=platforms)

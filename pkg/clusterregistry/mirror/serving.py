@@ -1,0 +1,76 @@
+"""The mirror process: settings in, a worker on the work queue, probes and metrics out."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+
+from kubernetes_asyncio import client
+
+from clusterregistry.bus.connecting import connect
+from clusterregistry.bus.fencing import Fence
+from clusterregistry.config import Settings
+from clusterregistry.errors import ConfigError
+from clusterregistry.kube.clients import api_client
+from clusterregistry.kube.secrets import docker_config
+from clusterregistry.mirror import ledgers
+from clusterregistry.mirror.clients import RegistryClients
+from clusterregistry.mirror.metrics import MirrorMetrics
+from clusterregistry.mirror.mirroring import Worker
+from clusterregistry.runtime.probes import ProbeServer
+from clusterregistry.schemas import SecretRef
+
+
+def default_identity() -> str:
+    """The pod name in a cluster, made unique per process elsewhere."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _read_secret(api: client.ApiClient, ref: SecretRef) -> bytes:
+    return await docker_config(api, ref.namespace, ref.name)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    kubeconfig: str | None = None,
+    identity: str | None = None,
+    probe_host: str = "0.0.0.0",
+    metrics: MirrorMetrics | None = None,
+) -> None:
+    """Run one worker until `stop`. Without a Kubernetes configuration the worker still
+    copies, but a request naming pull secrets fails (permanently) with a clear error."""
+    worker_id = identity or settings.mirror.worker_id or default_identity()
+    clients = RegistryClients(settings.mirror, local_registry=settings.local_registry)
+    bus = await connect(settings.nats.servers, name=f"clusterregistry-mirror-{worker_id}")
+    api: client.ApiClient | None = None
+    try:
+        api = await api_client(kubeconfig)
+    except ConfigError:
+        if kubeconfig:
+            raise
+    replicas = settings.nats.stream_replicas
+    fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
+                  replicas=replicas)
+    kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds,
+                                     replicas=replicas)
+    worker = Worker(
+        bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
+        ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
+        secrets=functools.partial(_read_secret, api) if api is not None else None,
+        metrics=metrics or MirrorMetrics(), stream_replicas=replicas)
+    probes = ProbeServer(probe_host, settings.probe_port)
+    probes.add_check("nats", lambda: worker.ready and bus.nc.is_connected)
+    await probes.start()
+    try:
+        await fence.ensure()
+        await worker.run(stop)
+    finally:
+        await probes.stop()
+        await clients.close()
+        if api is not None:
+            await api.close()
+        await bus.close()

@@ -1,0 +1,147 @@
+"""A mirror's world: a real nats-server, the artifact store and the edge registry, workers run
+as tasks, requests published the way the reconciler publishes them, results read back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+from prometheus_client import CollectorRegistry
+
+from clusterregistry import schemas, subjects
+from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.fencing import Fence
+from clusterregistry.config import MirrorSettings, RegistryAccess
+from clusterregistry.mirror import ledgers
+from clusterregistry.mirror.clients import RegistryClients
+from clusterregistry.mirror.metrics import MirrorMetrics
+from clusterregistry.mirror.mirroring import SecretReader, Worker
+from clusterregistry.oci.registries import RegistryClient
+from clusterregistry.sandbox.images import BuiltImage
+from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry.sandbox.registries import Registry
+from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry.schemas import MirrorRequest, MirrorResult, SecretRef
+
+# short, so a fenced request comes back quickly (nak delay: ttl/3)
+FENCE_TTL = 3.0
+
+
+def settings_for(source: Registry, *, with_credentials: bool = True,
+                 **overrides: Any) -> MirrorSettings:
+    """Mirror settings that reach the artifact store (its CA, and its user unless told not)."""
+    user, password = source.credentials or ("", "")
+    access = RegistryAccess(
+        host=source.host, plain_http=not source.tls,
+        ca_file=str(source.ca_path) if source.ca_path else "",
+        username=user if with_credentials else "", password=password if with_credentials else "")
+    values: dict[str, Any] = {"registries": [access], "retry_delay_seconds": 0.2,
+                              "ack_wait_seconds": 5.0, "retry_attempts": 1, **overrides}
+    return MirrorSettings(**values)
+
+
+@dataclass
+class MirrorWorld:
+    nats: NatsServer
+    local_registry: str
+    bus: Bus | None = None
+    workers: list[tuple[Worker, asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
+    _cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _results: Any = None
+    results: list[MirrorResult] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.bus = await connect([self.nats.url], name="test-mirror")
+
+    async def add_worker(self, settings: MirrorSettings, *, name: str = "worker-1",
+                         fence: bool = True, secrets: SecretReader | None = None,
+                         local_registry: str | None = None) -> Worker:
+        bus = await connect([self.nats.url], name=name)
+        clients = RegistryClients(settings, local_registry=local_registry or self.local_registry)
+        kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=settings.blob_ledger_ttl_seconds)
+        gate = Fence(bus.js, ttl_seconds=FENCE_TTL, holder=name) if fence else None
+        worker = Worker(bus=bus, settings=settings, clients=clients, worker_id=name,
+                        ledger=ledgers.KvBlobLedger(kv, holder=name), fence=gate,
+                        secrets=secrets, metrics=MirrorMetrics(CollectorRegistry()))
+        await worker.prepare()
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop), name=name)
+        self.workers.append((worker, task, stop))
+
+        async def cleanup() -> None:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
+            await clients.close()
+            await bus.close()
+
+        self._cleanups.append(cleanup)
+        return worker
+
+    async def request(self, artifact: str, source: str, destination: str, *,
+                      generation: int = 1, pull_secrets: list[SecretRef] | None = None,
+                      platforms: list[str] | None = None) -> None:
+        assert self.bus is not None
+        message = MirrorRequest(artifact=artifact, generation=generation, source=source,
+                                destination=destination, pull_secrets=pull_secrets or [],
+                                platforms=platforms or [])
+        await self.bus.js.publish(
+            subjects.MIRROR_REQUEST, schemas.encode(message),
+            headers={subjects.MSG_ID_HEADER: subjects.mirror_msg_id(artifact, generation)})
+
+    async def _pull_results(self) -> None:
+        assert self.bus is not None
+        if self._results is None:
+            self._results = await self.bus.js.pull_subscribe(
+                subjects.MIRROR_RESULT_ALL, durable="test-results",
+                stream=subjects.MIRROR_STREAM,
+                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+        with contextlib.suppress(TimeoutError):
+            for msg in await self._results.fetch(100, timeout=0.2):
+                self.results.append(msgspec.json.decode(msg.data, type=MirrorResult))
+                await msg.ack()
+
+    async def wait_results(self, count: int, *, timeout: float = 60.0) -> list[MirrorResult]:
+        async def enough() -> list[MirrorResult] | None:
+            await self._pull_results()
+            return self.results if len(self.results) >= count else None
+
+        return await wait_for(enough, timeout=timeout, description=f"{count} mirror results")
+
+    async def stop(self) -> None:
+        for cleanup in reversed(self._cleanups):
+            await cleanup()
+        if self.bus is not None:
+            # no drain: the test's own subscriptions hold nothing worth delivering
+            await self.bus.nc.close()
+
+
+@pytest.fixture
+async def mirror_world(nats_server: NatsServer, registry: Registry
+                       ) -> AsyncIterator[MirrorWorld]:
+    world = MirrorWorld(nats=nats_server, local_registry=registry.host)
+    await world.start()
+    try:
+        yield world
+    finally:
+        await world.stop()
+
+
+async def upload_image(client: RegistryClient, repository: str, image: BuiltImage) -> None:
+    """Put a built image into a registry with plain monolithic uploads (fast test set-up)."""
+    for manifest in image.manifests:
+        for blob in manifest.blobs:
+            if await client.head_blob(repository, blob.digest) is None:
+                _, location = await client.start_upload(repository)
+                await client.put_blob(location, repository=repository, digest=blob.digest,
+                                      size=blob.size, body=image.read_blob(blob.digest))
+        await client.put_manifest(repository, manifest.digest, media_type=manifest.media_type,
+                                  data=image.read_blob(manifest.digest))
+    await client.put_manifest(repository, image.tag, media_type=image.media_type,
+                              data=image.read_blob(image.digest))
