@@ -117,9 +117,36 @@ class RelaySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 class TrackerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """The tracker (owner -> images); not AOSM keys."""
 
+    # messages fetched at once; also the consumer's max unacknowledged, which keeps a
+    # redelivery in stream order (relist markers must follow their SYNC events)
+    batch_size: int = 256
+    # a message not acknowledged within this is redelivered (the tracker died holding it)
+    ack_wait_seconds: float = 30.0
+    # how long a deleted owner's tombstone guards against its late pod events
+    tombstone_seconds: float = 3600.0
+    # back-off between attempts at a KV write that failed (NATS away)
+    retry_initial_seconds: float = 0.2
+    retry_max_seconds: float = 10.0
+
 
 class ReconcilerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """The reconciler (Artifacts, mirror requests); not AOSM keys."""
+
+    # Artifacts reconciled per pass, and API writes in flight at once
+    batch_size: int = 100
+    concurrency: int = 4
+    # every Artifact is reconciled again this often even without an event (level-based)
+    resync_seconds: float = 300.0
+    # a mirror request without a result after this is asked again
+    mirror_timeout_seconds: float = 600.0
+    # after a failed copy: first retry, ceiling and jitter fraction of the exponential back-off
+    retry_initial_seconds: float = 10.0
+    retry_max_seconds: float = 900.0
+    retry_jitter: float = 0.2
+    # mutable tags (no digest) are copied again this often, picking up a moved tag; 0: never
+    refresh_interval_seconds: float = 0.0
+    # owners listed in an Artifact's status (the count is always exact)
+    owners_listed: int = 20
 
 
 class RegistryAccess(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -357,6 +384,27 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             "relay: retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds is required"
         )
+    tracker = settings.tracker
+    if tracker.batch_size < 1:
+        raise ConfigError("tracker.batchSize: must be at least 1")
+    if tracker.ack_wait_seconds <= 0 or tracker.tombstone_seconds <= 0:
+        raise ConfigError("tracker.ackWaitSeconds and tracker.tombstoneSeconds: must be > 0")
+    if not 0 < tracker.retry_initial_seconds <= tracker.retry_max_seconds:
+        raise ConfigError("tracker: 0 < retryInitialSeconds <= retryMaxSeconds is required")
+    reconciler = settings.reconciler
+    if reconciler.batch_size < 1 or reconciler.concurrency < 1:
+        raise ConfigError("reconciler.batchSize and reconciler.concurrency: must be at least 1")
+    if reconciler.resync_seconds <= 0 or reconciler.mirror_timeout_seconds <= 0:
+        raise ConfigError(
+            "reconciler.resyncSeconds and reconciler.mirrorTimeoutSeconds: must be > 0")
+    if not 0 < reconciler.retry_initial_seconds <= reconciler.retry_max_seconds:
+        raise ConfigError("reconciler: 0 < retryInitialSeconds <= retryMaxSeconds is required")
+    if not 0 <= reconciler.retry_jitter < 1:
+        raise ConfigError("reconciler.retryJitter: must be in [0, 1)")
+    if reconciler.refresh_interval_seconds < 0:
+        raise ConfigError("reconciler.refreshIntervalSeconds: must be >= 0 (0: never)")
+    if not 0 <= reconciler.owners_listed <= 20:
+        raise ConfigError("reconciler.ownersListed: must be between 0 and 20 (the CRD's bound)")
     if not settings.local_registry or "/" in settings.local_registry:
         raise ConfigError(
             f"localRegistry: {settings.local_registry!r} must be a registry host[:port]"

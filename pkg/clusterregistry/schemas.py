@@ -142,6 +142,10 @@ class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
     pull_secrets: list[str] = msgspec.field(default_factory=list, name="pullSecrets")
     resource_version: str = msgspec.field(default="", name="resourceVersion")
     updated: float = 0.0
+    # the newest resourceVersion of any event that contributed (the owner's or one of its
+    # pods'): a relist at or after it that does not mention the owner proves it gone
+    observed_resource_version: str = msgspec.field(default="",
+                                                   name="observedResourceVersion")
 
 
 # -- reconciler: KV `clusterregistry-artifacts`, key = Artifact name ----------------------------
@@ -252,6 +256,16 @@ class GcEvent(msgspec.Struct, frozen=True, kw_only=True):
     time: float = 0.0
 
 
+class GcRunRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask a running GC for a run now: subject `clusterregistry.control.gc.run` (request-reply;
+    the reply is the run's last GcEvent: finished, skipped or failed)."""
+
+    dry_run: bool = msgspec.field(default=False, name="dryRun")
+    # collect even below the threshold
+    force: bool = False
+    requested_by: str = msgspec.field(default="", name="requestedBy")
+
+
 class FenceEntry(msgspec.Struct, frozen=True, kw_only=True):
     """A holder of the registry fence: GC's exclusive lock, or one mirror write in flight."""
 
@@ -277,4 +291,5 @@ mirror_request_decoder = msgspec.json.Decoder(MirrorRequest)
 mirror_result_decoder = msgspec.json.Decoder(MirrorResult)
 gc_event_decoder = msgspec.json.Decoder(GcEvent)
 fence_entry_decoder = msgspec.json.Decoder(FenceEntry)
+gc_run_request_decoder = msgspec.json.Decoder(GcRunRequest)
 blob_location_decoder = msgspec.json.Decoder(BlobLocation)

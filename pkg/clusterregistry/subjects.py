@@ -24,6 +24,10 @@ KUBE_ALL: Final = f"{PREFIX}.kube.>"
 MIRROR_REQUEST: Final = f"{PREFIX}.mirror.request"
 MIRROR_RESULT_ALL: Final = f"{PREFIX}.mirror.result.*"
 GC_ALL: Final = f"{PREFIX}.gc.>"
+# CLUSTERREGISTRY_MIRROR holds requests and results: a work queue (a message is removed when
+# acked) whose two consumers filter disjoint subjects, the mirror workers on requests and the
+# reconcilers on results. Whoever creates the stream first creates it with both.
+MIRROR_STREAM_SUBJECTS: Final = (MIRROR_REQUEST, MIRROR_RESULT_ALL)
 
 # the kinds the relay publishes, lower-case singular as they appear in subjects
 KINDS: Final = ("pod", "replicaset", "job", "daemonset", "statefulset", "artifact")

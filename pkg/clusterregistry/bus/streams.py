@@ -28,12 +28,16 @@ async def ensure_stream(
     max_age: float = 7 * 24 * 3600.0,
     duplicate_window: float = 600.0,
     max_msgs_per_subject: int = -1,
+    retention: RetentionPolicy = RetentionPolicy.LIMITS,
 ) -> StreamConfig:
-    """Create the stream, or update it to these settings; returns the config in force."""
+    """Create the stream, or update it to these settings; returns the config in force.
+
+    `retention` cannot change on an existing stream (NATS refuses), so it is not compared.
+    """
     wanted = StreamConfig(
         name=name,
         subjects=subjects,
-        retention=RetentionPolicy.LIMITS,
+        retention=retention,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         num_replicas=replicas,

@@ -1,0 +1,148 @@
+"""Typed key-value records with optimistic concurrency: every write names the revision it read.
+
+Several processes write the same keys (two trackers, two reconcilers, GC),
+so a read-modify-write must not overwrite what another process wrote in
+between. JetStream KV offers that through the expected-last-subject-sequence
+header: a write or delete based on revision N fails unless the key is still
+at N (revision 0: the key has never been written). Here that failure is a
+ConflictError: re-read, decide again.
+
+A deleted key keeps a delete marker (a tombstone) until it is purged; a read
+reports it as `deleted`, with the marker's revision, so a writer can tell an
+owner that is gone from one never seen, and can still recreate the key
+conditionally on the marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+
+from clusterregistry.errors import ConflictError, RetryableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# JSStreamWrongLastSequenceErrF / JSStreamWrongLastSequenceConstantErr
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[T]):
+    """A key as read: its value (None when absent, deleted or unreadable) and revision."""
+
+    value: T | None
+    revision: int = 0  # 0: never written (or purged)
+    deleted: bool = False  # a delete marker: the key existed and was deleted
+
+
+class Records(Generic[T]):
+    """One bucket of msgspec-encoded records of one type."""
+
+    def __init__(self, kv: KeyValue, decode: Callable[[bytes], T], *, name: str = "") -> None:
+        self.kv = kv
+        self._decode = decode
+        self.name = name or "bucket"
+
+    def _value(self, key: str, raw: bytes | None) -> T | None:
+        if not raw:
+            return None
+        try:
+            return self._decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # unreadable: treated as absent, and overwritten (conditionally) by the next write
+            log.warning("%s: key %s holds an unreadable value (%s); ignoring it", self.name,
+                        key, exc)
+            return None
+
+    async def read(self, key: str) -> Versioned[T]:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError as exc:
+            if exc.entry is not None:  # a delete or purge marker (nats-py reports it so)
+                return Versioned(None, exc.entry.revision or 0, deleted=True)
+            return Versioned(None)
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: reading {key}: {exc}") from exc
+        return Versioned(self._value(key, entry.value), entry.revision or 0)
+
+    async def write(self, key: str, record: msgspec.Struct, *, revision: int) -> int:
+        """Store `record` if the key is still at `revision`; the new revision."""
+        payload = msgspec.json.encode(record)
+        try:
+            return await self.kv.update(key, payload, last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise ConflictError(f"{self.name}: {key} changed since revision {revision}") from exc
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: writing {key}: {exc}") from exc
+
+    async def delete(self, key: str, *, revision: int) -> None:
+        """Delete (leaving a tombstone) if the key is still at `revision`."""
+        try:
+            # nats-py sends no expectation for revision 0; a key never written needs none
+            await self.kv.delete(key, last=revision or None)
+        except APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                raise ConflictError(
+                    f"{self.name}: {key} changed since revision {revision}") from exc
+            raise RetryableError(f"{self.name}: deleting {key}: {exc}") from exc
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: deleting {key}: {exc}") from exc
+
+    async def snapshot(self, *, page: int = 1000) -> dict[str, Versioned[T]]:
+        """Every key's current state, tombstones included, in one pass.
+
+        An ephemeral pull consumer delivering the last message per key, deleted when done
+        (a KV watcher's ordered consumer would linger until its inactivity threshold, and
+        frequent snapshots would pile them up against the server's consumer limit).
+        """
+        js = self.kv._js
+        stream = self.kv._stream
+        prefix = self.kv._pre
+        out: dict[str, Versioned[T]] = {}
+        try:
+            info = await js.add_consumer(stream, ConsumerConfig(
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
+                filter_subject=f"{prefix}>", inactive_threshold=60.0, mem_storage=True,
+                num_replicas=1))
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: reading every key: {exc}") from exc
+        try:
+            remaining = info.num_pending or 0
+            if remaining:
+                sub = await js.pull_subscribe_bind(info.name, stream=stream)
+                try:
+                    while remaining > 0:
+                        for msg in await sub.fetch(min(page, remaining), timeout=10.0):
+                            remaining -= 1
+                            key = msg.subject[len(prefix):]
+                            revision = msg.metadata.sequence.stream
+                            op = (msg.headers or {}).get(KV_OP)
+                            if op in (KV_DEL, KV_PURGE):
+                                out[key] = Versioned(None, revision, deleted=True)
+                            else:
+                                out[key] = Versioned(self._value(key, msg.data), revision)
+                finally:
+                    await sub.unsubscribe()
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: reading every key: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, info.name)
+        return out
+
+    async def purge_tombstones(self, *, older_than: float) -> None:
+        """Drop delete markers older than `older_than` seconds (they only guard late events)."""
+        try:
+            await self.kv.purge_deletes(olderthan=max(1, int(older_than)))
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: purging tombstones: {exc}") from exc

@@ -1,0 +1,251 @@
+"""Which owner uses which images: the tracker's pure rules, no I/O.
+
+`handle(event, stored)` decides what one relayed event means for the KV
+record of the owner it concerns; `Relists` applies the relay's relist
+markers (the same rule as `clusterregistry.inventories`, kept here without
+holding every object in memory: only the uids a relist mentions, while it
+runs).
+
+The rules (DESIGN.md, "Owner-based references"):
+
+- A pod's images count for its controller owner when that is a ReplicaSet,
+  Job, DaemonSet or StatefulSet; any other pod owns its own images (kind Pod).
+- Images are the webhook's originals (the annotation), else the image
+  itself; a reference to the local registry that was not annotated maps
+  back to its source. All are canonical (`references.canonical`).
+- An owner's record only grows while the owner lives: a pod deleted,
+  evicted, failed or rescheduled removes nothing, and neither does a
+  template change (the old pods may come back, a rollback needs the old
+  image); the owner's DELETED event, or a relist that no longer lists it,
+  deletes the record. A deleted record leaves a tombstone, so a late pod
+  event of a deleted owner (cascading deletion reaches the pods after the
+  ReplicaSet) cannot bring it back.
+- Owners' pod templates count when early loading is on (images are
+  mirrored before any pod exists); without it, once a pod of the owner
+  appeared.
+- Messages are facts about one object at one resourceVersion; an owner
+  event older than the one the record holds is stale and ignored, and every
+  other change is a union, so redelivery and replays change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from clusterregistry import references
+from clusterregistry.schemas import Container, KubeEvent, OwnerKind, OwnerRecord, RelistMarker
+
+log = logging.getLogger(__name__)
+
+# relayed kind -> the owner kind its records have
+OWNER_KINDS: Final[dict[str, OwnerKind]] = {
+    "replicaset": "ReplicaSet", "job": "Job", "daemonset": "DaemonSet",
+    "statefulset": "StatefulSet", "pod": "Pod",
+}
+# controller kinds whose pods' images count for the controller
+CONTROLLERS: Final[frozenset[str]] = frozenset(
+    {"ReplicaSet", "Job", "DaemonSet", "StatefulSet"})
+
+
+def rv(value: str) -> int:
+    """resourceVersions are opaque in general; kube-apiserver's (etcd revisions) and
+    kubesim's are integers, which ordering them relies on (as inventories does)."""
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The KV state of one owner: its record, or a tombstone, or nothing."""
+
+    record: OwnerRecord | None = None
+    deleted: bool = False
+
+
+NOTHING: Final = Stored()
+TOMBSTONE: Final = Stored(deleted=True)
+
+SkipReason = Literal["unchanged", "stale", "owner-deleted", "pod-deleted", "oversized",
+                     "terminating", "no-pod-yet", "not-tracked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    record: OwnerRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    reason: SkipReason
+
+
+Outcome = Write | Delete | Skip
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerKey:
+    """The record an event concerns."""
+
+    uid: str
+    kind: OwnerKind
+    namespace: str
+    name: str
+
+
+def owner_of(event: KubeEvent) -> OwnerKey | None:
+    """The owner whose record `event` concerns; None for kinds the tracker ignores."""
+    if event.kind == "pod":
+        owner = event.owner
+        if owner is not None and owner.kind in CONTROLLERS and owner.uid:
+            return OwnerKey(owner.uid, owner.kind, event.namespace,  # type: ignore[arg-type]
+                            owner.name)
+        return OwnerKey(event.uid, "Pod", event.namespace, event.name)
+    kind = OWNER_KINDS.get(event.kind)
+    if kind is None:
+        return None
+    return OwnerKey(event.uid, kind, event.namespace, event.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    early_loading: bool = False
+    local_registry: str = ""
+
+
+def source_image(container: Container, *, local_registry: str) -> str | None:
+    """The canonical source reference a container uses; None (logged) when it is invalid."""
+    text = container.original_image or container.image
+    try:
+        parsed = references.parse(text)
+        if not container.original_image and local_registry and references.is_local(
+                parsed, local_registry):
+            parsed = references.from_local(parsed, local_registry)
+        return str(parsed.with_default_tag())
+    except references.ReferenceError as exc:
+        log.warning("container %s: image %r is not a valid reference (%s); not tracked",
+                    container.name, text, exc)
+        return None
+
+
+def images_of(event: KubeEvent, *, local_registry: str) -> tuple[set[str], set[str]]:
+    """(canonical images, pull secret names) an event's state names."""
+    containers: list[Container] = []
+    secrets: list[str] = []
+    if event.pod is not None:
+        containers = [*event.pod.init_containers, *event.pod.containers,
+                      *event.pod.ephemeral_containers]
+        secrets = event.pod.image_pull_secrets
+    elif event.template is not None:
+        containers = [*event.template.init_containers, *event.template.containers]
+        secrets = event.template.image_pull_secrets
+    images = {image for c in containers
+              if (image := source_image(c, local_registry=local_registry)) is not None}
+    return images, set(secrets)
+
+
+def handle(event: KubeEvent, stored: Stored, settings: Settings, *, now: float) -> Outcome:
+    """What `event` means for the record `stored` of the owner it concerns."""
+    key = owner_of(event)
+    if key is None:
+        return Skip("not-tracked")
+    own_event = key.uid == event.uid  # the owner itself (an owner kind, or a bare pod)
+    if stored.deleted:
+        return Skip("owner-deleted")
+    if event.type == "DELETED":
+        if own_event:
+            return Delete(key.uid)
+        return Skip("pod-deleted")  # a controller's pod: the controller decides
+    record = stored.record
+    if own_event and record is not None and rv(event.resource_version) < rv(
+            record.resource_version):
+        return Skip("stale")
+    if event.oversized:
+        return Skip("oversized")  # its state is unknown: conclude nothing
+    if event.pod is not None and event.pod.deletion_timestamp:
+        # what a terminating pod runs was added while it lived; and it may be the last word
+        # of an owner already deleted (cascading deletion reaches pods after their owner)
+        return Skip("terminating")
+    if record is None and event.kind != "pod" and not settings.early_loading:
+        return Skip("no-pod-yet")
+    images, secrets = images_of(event, local_registry=settings.local_registry)
+    old_images = set(record.images) if record else set()
+    old_secrets = set(record.pull_secrets) if record else set()
+    new_images, new_secrets = old_images | images, old_secrets | secrets
+    if record is not None and new_images == old_images and new_secrets == old_secrets:
+        return Skip("unchanged")
+    observed = max(rv(event.resource_version), rv(record.observed_resource_version)
+                   if record else 0)
+    owner_rv = event.resource_version if own_event else (record.resource_version
+                                                         if record else "")
+    return Write(OwnerRecord(
+        uid=key.uid, kind=key.kind, namespace=key.namespace, name=key.name,
+        images=sorted(new_images), pull_secrets=sorted(new_secrets),
+        resource_version=owner_rv, updated=now, observed_resource_version=str(observed)))
+
+
+# -- relists ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Relist:
+    relist: str
+    resource_version: int
+    seen: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class RelistEnd:
+    """A completed relist: records of `owner_kind` it did not mention may be gone."""
+
+    owner_kind: OwnerKind
+    resource_version: int
+    seen: frozenset[str]
+
+
+class Relists:
+    """Tracks the relay's relists, per kind, while they run."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, _Relist] = {}
+
+    def marker(self, marker: RelistMarker) -> RelistEnd | None:
+        if marker.phase == "begin":
+            self._running[marker.kind] = _Relist(marker.relist, rv(marker.resource_version))
+            return None
+        running = self._running.get(marker.kind)
+        if running is None or running.relist != marker.relist:
+            return None  # its begin was not seen (or a newer relist began): conclude nothing
+        del self._running[marker.kind]
+        kind = OWNER_KINDS.get(marker.kind)
+        if kind is None:
+            return None
+        return RelistEnd(kind, running.resource_version, frozenset(running.seen))
+
+    def event(self, event: KubeEvent) -> None:
+        """Note a SYNC event (before anything else is done with it: even if applying it
+        fails, the object exists)."""
+        if event.type != "SYNC":
+            return
+        running = self._running.get(event.kind)
+        if running is not None and running.relist == event.relist:
+            running.seen.add(event.uid)
+
+
+def dereferenced(end: RelistEnd, records: dict[str, OwnerRecord]) -> list[str]:
+    """The owners a completed relist proves gone: of its kind, not mentioned, and not
+    changed after the relist's resourceVersion (which would mean it was created later)."""
+    return sorted(
+        uid for uid, record in records.items()
+        if record.kind == end.owner_kind and uid not in end.seen
+        and max(rv(record.observed_resource_version), rv(record.resource_version))
+        <= end.resource_version
+    )

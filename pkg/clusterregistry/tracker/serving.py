@@ -1,0 +1,34 @@
+"""The tracker process: settings in, owner records kept in KV, probes and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from clusterregistry.bus.connecting import connect
+from clusterregistry.config import Settings
+from clusterregistry.runtime.probes import ProbeServer
+from clusterregistry.tracker.consuming import Tracker
+from clusterregistry.tracker.metrics import TrackerMetrics
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    identity: str | None = None,
+    probe_host: str = "0.0.0.0",
+) -> None:
+    bus = await connect(settings.nats.servers, name="clusterregistry-tracker")
+    tracker = Tracker(
+        bus=bus, settings=settings.tracker, early_loading=settings.enable_early_loading,
+        local_registry=settings.local_registry, identity=identity,
+        stream_replicas=settings.nats.stream_replicas, metrics=TrackerMetrics())
+    probes = ProbeServer(probe_host, settings.probe_port)
+    # ready once the consumer exists and its cache is warm
+    probes.add_check("nats", lambda: tracker.ready and bus.nc.is_connected)
+    await probes.start()
+    try:
+        await tracker.run(stop)
+    finally:
+        await probes.stop()
+        await bus.close()
