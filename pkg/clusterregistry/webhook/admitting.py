@@ -1,0 +1,186 @@
+"""One AdmissionReview in, one answer out: decoding, exclusions, the rewrite, metrics.
+
+Kept apart from the HTTP server so that it can be driven with bytes alone (tests,
+the benchmark's profile). The contract with kube-apiserver:
+
+* a body that is not an AdmissionReview admission.k8s.io/v1 request: HTTP 400
+  with a metav1 Status whose message says what is wrong (client-go reports it);
+* anything else gets HTTP 200, `allowed: true` and the request's uid: a review
+  for another kind, a pod that cannot be read, an invalid image, a failed match
+  condition, even a bug here (logged) — the webhook never stops a pod from being
+  created, it only declines to rewrite it, and says why in a warning that
+  kubectl prints;
+* a JSONPatch only when something changes, so a reinvocation or a dry run gets
+  the same answer as the first call, and a second pass none.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any, Final
+
+import msgspec
+
+from clusterregistry import references
+from clusterregistry.webhook import metrics as outcomes
+from clusterregistry.webhook.metrics import WebhookMetrics
+from clusterregistry.webhook.mutation import Result, Rules, rewrite
+from clusterregistry.webhook.policies import (
+    MATCH_CONDITION,
+    MATCH_CONDITION_ERROR,
+    MatchCondition,
+    exclusion,
+)
+from clusterregistry.webhook.reviews import (
+    AdmissionRequest,
+    AdmissionResponse,
+    Pod,
+    PodError,
+    ReviewError,
+    decode_pod,
+    decode_review,
+    encode_patch,
+    encode_response,
+)
+
+log = logging.getLogger(__name__)
+
+_WARNING_MAX: Final = 256  # kube-apiserver may truncate longer warnings
+_WARNINGS_MAX: Final = 16
+_PREFIX: Final = "clusterregistry: "
+_status_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+# pods of one workload repeat the same images: parse each spelling once
+_parse = functools.lru_cache(maxsize=4096)(references.parse)
+
+
+def _warnings(messages: list[str] | tuple[str, ...]) -> list[str]:
+    out = [(_PREFIX + m)[:_WARNING_MAX] for m in messages[:_WARNINGS_MAX]]
+    if len(messages) > _WARNINGS_MAX:
+        out.append(f"{_PREFIX}{len(messages) - _WARNINGS_MAX} more warnings left out")
+    return out
+
+
+def bad_request(message: str) -> bytes:
+    """A metav1 Status, the body kube clients expect with an error code."""
+    return _status_encoder.encode({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "BadRequest", "code": 400})
+
+
+class Admitter:
+    """Answers AdmissionReviews for pods with the rewrite `rules`."""
+
+    def __init__(self, *, rules: Rules, own_namespace: str, metrics: WebhookMetrics,
+                 match: MatchCondition | None = None) -> None:
+        self.rules = rules
+        self.own_namespace = own_namespace
+        self.metrics = metrics
+        self.match = match
+
+    def review(self, body: bytes) -> tuple[int, bytes]:
+        """(HTTP status, body) for one request body."""
+        started = time.perf_counter()
+        try:
+            request = decode_review(body)
+        except ReviewError as exc:
+            self.metrics.outcome[outcomes.BAD_REQUEST].inc()
+            return 400, bad_request(str(exc))
+        try:
+            response, outcome = self._respond(request)
+        except Exception:  # a bug must not block pod creation: fail open, loudly
+            log.exception("admission %s failed; allowed without a rewrite", request.uid)
+            response = AdmissionResponse(uid=request.uid, warnings=_warnings(
+                ["internal error; image references left as they are"]))
+            outcome = outcomes.ERROR
+        self.metrics.outcome[outcome].inc()
+        payload = encode_response(response)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return 200, payload
+
+    def _respond(self, request: AdmissionRequest) -> tuple[AdmissionResponse, str]:
+        uid = request.uid
+        if (request.kind.kind != "Pod" or request.resource.group != ""
+                or request.resource.resource != "pods"
+                or request.sub_resource not in ("", "ephemeralcontainers")):
+            what = request.kind.kind or "(no kind)"
+            if request.sub_resource:
+                what += f" (subresource {request.sub_resource})"
+            return AdmissionResponse(uid=uid, warnings=_warnings(
+                [f"{what} is not a pod this webhook rewrites; nothing changed"])), \
+                outcomes.NOT_A_POD
+        if request.operation not in ("CREATE", "UPDATE"):
+            return AdmissionResponse(uid=uid), outcomes.UNCHANGED
+        try:
+            pod = decode_pod(request.object)
+        except PodError as exc:
+            return AdmissionResponse(uid=uid, warnings=_warnings([f"{exc}; nothing changed"])), \
+                outcomes.UNREADABLE_POD
+        namespace = request.namespace or pod.metadata.namespace
+        reason = exclusion(pod.metadata.labels, namespace, own_namespace=self.own_namespace)
+        warnings: list[str] = []
+        if reason is None and self.match is not None:
+            matched = self.match.evaluate(obj=_decoder.decode(request.object or b"null"),
+                                          old_obj=self._old_object(request),
+                                          request=_cel_request(request))
+            if matched is False:
+                reason = MATCH_CONDITION
+            elif isinstance(matched, str):
+                reason = MATCH_CONDITION_ERROR
+                warnings.append(f"matchConditionExpression failed, nothing rewritten: {matched}")
+        if reason is not None:
+            self._count_excluded(pod, reason)
+            return AdmissionResponse(uid=uid, warnings=_warnings(warnings)), outcomes.EXCLUDED
+        result = rewrite(pod, self.rules, ephemeral_only=request.sub_resource != "",
+                         lookup=_parse)
+        self._count(result)
+        if not result.patch:
+            return AdmissionResponse(uid=uid, warnings=_warnings(result.warnings)), \
+                outcomes.UNCHANGED
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rewrote %d images of pod %s/%s", len(result.rewritten), namespace,
+                      pod.metadata.name or pod.metadata.generate_name)
+        return AdmissionResponse(uid=uid, patch=encode_patch(result.patch), patch_type="JSONPatch",
+                                 warnings=_warnings(result.warnings)), outcomes.PATCHED
+
+    def _old_object(self, request: AdmissionRequest) -> Any:
+        if request.old_object is None or (self.match is not None
+                                          and not self.match.reads("oldObject")):
+            return None
+        return _decoder.decode(request.old_object)
+
+    def _count(self, result: Result) -> None:
+        metrics = self.metrics
+        for item in result.rewritten:
+            metrics.rewritten_by_kind[item.kind].inc()
+            if item.by_fallback:
+                metrics.fallback.labels("Always").inc()
+        for skip in result.skipped:
+            metrics.skipped_for(skip.reason).inc()
+            if skip.reason == "availability-unknown":
+                metrics.fallback.labels("Never").inc()
+
+    def _count_excluded(self, pod: Pod, reason: str) -> None:
+        images = (len(pod.spec.containers) + len(pod.spec.init_containers)
+                  + len(pod.spec.ephemeral_containers))
+        if images:
+            self.metrics.skipped_for(reason).inc(images)
+
+
+def _cel_request(request: AdmissionRequest) -> dict[str, Any]:
+    """The AdmissionRequest as CEL's `request` sees it: without object and oldObject."""
+    out: dict[str, Any] = {
+        "uid": request.uid,
+        "kind": msgspec.structs.asdict(request.kind),
+        "resource": msgspec.structs.asdict(request.resource),
+        "name": request.name,
+        "namespace": request.namespace,
+        "operation": request.operation,
+        "userInfo": request.user_info,
+        "dryRun": request.dry_run,
+    }
+    if request.sub_resource:
+        out["subResource"] = request.sub_resource
+    return out

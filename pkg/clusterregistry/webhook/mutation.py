@@ -1,0 +1,240 @@
+"""The rewrite itself: a pod and the rules in, the JSONPatch and what was decided out.
+
+`rewrite(pod, rules)` is pure: no clock, no I/O, no metrics, so every reference
+form and every odd pod is tested without a server. Each image of every
+container, init container and ephemeral container is parsed with the
+distribution grammar; a source image becomes `<local>/<source-host>/<path>`
+with its tag and digest exactly as written (a digest pins bytes the mirror
+copies unchanged). The original references go into the annotation
+`clusterregistry.io/original-images` (container name -> original), which the
+relay reads, so every other service knows the source of a local reference.
+
+Idempotent by construction: an image already in the local registry is never
+rewritten again, and the annotation is recomputed from the pod, so a second
+pass (reinvocationPolicy IfNeeded) produces no patch.
+
+Ephemeral containers arrive as an UPDATE of the `ephemeralcontainers`
+subresource. kube-apiserver keeps only `spec.ephemeralContainers` of such an
+update (podEphemeralContainersStrategy.PrepareForUpdate copies the rest from
+the stored pod after admission), so only those images are patched and the
+annotation is left alone: a change to it would be dropped silently. Their
+source stays recoverable with `references.from_local`, the mapping's inverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+import msgspec
+
+from clusterregistry import kinds, references
+from clusterregistry.references import Reference, ReferenceError
+from clusterregistry.webhook.policies import SourceRules
+from clusterregistry.webhook.reviews import Container, Pod
+
+ContainerKind = Literal["containers", "initContainers", "ephemeralContainers"]
+Policy = Literal["Always", "IfAvailable"]
+
+# skip reasons beyond the source rules' (policies.*)
+INVALID: Final = "invalid-reference"
+UNMAPPABLE: Final = "unmappable"
+NOT_AVAILABLE: Final = "not-available"
+AVAILABILITY_UNKNOWN: Final = "availability-unknown"
+
+AVAILABLE_PHASE: Final = "Available"
+_ANNOTATION_PATH: Final = "/metadata/annotations/" + kinds.ORIGINAL_IMAGES_ANNOTATION.replace(
+    "~", "~0").replace("/", "~1")
+_annotation_encoder = msgspec.json.Encoder(order="sorted")
+_annotation_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+class ArtifactIndex(Protocol):
+    """What IfAvailable consults: the phase of a source (by `references.canonical`).
+
+    `synced` is False while the view cannot be trusted (never loaded, NATS unreachable);
+    the webhook then applies its fallback instead of a stale or empty answer.
+    """
+
+    @property
+    def synced(self) -> bool: ...
+
+    def phase(self, canonical: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Rules:
+    local_registry: str
+    sources: SourceRules
+    policy: Policy = "Always"
+    artifacts: ArtifactIndex | None = None
+    # IfAvailable while `artifacts` is not synced: rewrite anyway ("Always") or not ("Never")
+    fallback: Literal["Always", "Never"] = "Always"
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    kind: ContainerKind
+    index: int
+    name: str
+    original: str
+    image: str
+    # rewritten by the fallback (IfAvailable, artifact view not synced)
+    by_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class Skipped:
+    kind: ContainerKind
+    index: int
+    name: str
+    image: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    rewritten: tuple[Rewritten, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.patch)
+
+
+_KINDS: Final[tuple[ContainerKind, ...]] = ("containers", "initContainers",
+                                            "ephemeralContainers")
+
+
+def _containers(pod: Pod, kind: ContainerKind) -> list[Container]:
+    if kind == "containers":
+        return pod.spec.containers
+    if kind == "initContainers":
+        return pod.spec.init_containers
+    return pod.spec.ephemeral_containers
+
+
+def _decide(source: Reference, rules: Rules) -> tuple[str | None, bool]:
+    """(skip reason or None, whether the fallback decided)."""
+    reason = rules.sources.skip_reason(source)
+    if reason is not None or rules.policy == "Always":
+        return reason, False
+    artifacts = rules.artifacts
+    if artifacts is None or not artifacts.synced:
+        return (None if rules.fallback == "Always" else AVAILABILITY_UNKNOWN), True
+    if artifacts.phase(str(source.with_default_tag())) != AVAILABLE_PHASE:
+        return NOT_AVAILABLE, False
+    return None, False
+
+
+def _original_of(local: Reference, local_registry: str) -> str | None:
+    """The source a local image was mapped from, or None when it is not such an image."""
+    try:
+        return str(references.from_local(local, local_registry))
+    except ReferenceError:
+        return None
+
+
+def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False,
+            lookup: Callable[[str], Reference] = references.parse) -> Result:
+    """The JSONPatch that moves `pod`'s source images to the local registry, and why.
+
+    `ephemeral_only`: an `ephemeralcontainers` subresource update (only those images may
+    change, the annotation cannot). `lookup` parses a reference (a cache may stand in).
+    """
+    rewritten: list[Rewritten] = []
+    skipped: list[Skipped] = []
+    warnings: list[str] = []
+    patch: list[dict[str, Any]] = []
+    # container name -> its reference once patched (None: not a valid one), for the annotation
+    final: dict[str, Reference | None] = {}
+    kinds_to_rewrite = ("ephemeralContainers",) if ephemeral_only else _KINDS
+    for kind in _KINDS:
+        for index, container in enumerate(_containers(pod, kind)):
+            image = container.image
+            final[container.name] = None
+            try:
+                source = lookup(image)
+            except ReferenceError as exc:
+                if kind not in kinds_to_rewrite:
+                    continue
+                skipped.append(Skipped(kind, index, container.name, image, INVALID, str(exc)))
+                warnings.append(f"{kind}[{index}] ({container.name}): image {image[:300]!r} "
+                                f"left as it is: {exc}")
+                continue
+            final[container.name] = source
+            if kind not in kinds_to_rewrite:
+                continue
+            reason, by_fallback = _decide(source, rules)
+            if reason is not None:
+                skipped.append(Skipped(kind, index, container.name, image, reason))
+                continue
+            try:
+                local_ref = references.to_local(source, rules.local_registry)
+            except ReferenceError as exc:
+                skipped.append(Skipped(kind, index, container.name, image, UNMAPPABLE, str(exc)))
+                warnings.append(f"{kind}[{index}] ({container.name}): image {image!r} left as "
+                                f"it is: {exc}")
+                continue
+            local = str(local_ref)
+            rewritten.append(Rewritten(kind, index, container.name, image, local, by_fallback))
+            patch.append({"op": "replace", "path": f"/spec/{kind}/{index}/image",
+                          "value": local})
+            final[container.name] = local_ref
+    if not ephemeral_only:
+        annotation_ops, annotation_warnings = _annotation(pod, rules, rewritten, final)
+        patch.extend(annotation_ops)
+        warnings.extend(annotation_warnings)
+    return Result(tuple(rewritten), tuple(skipped), patch, tuple(warnings))
+
+
+def _annotation(pod: Pod, rules: Rules, rewritten: list[Rewritten],
+                final: dict[str, Reference | None]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ops that make the annotation say the original of every local image, if needed.
+
+    Recomputed from the pod: entries for local images are kept (or derived from the local
+    name), entries for containers whose image is not local, or that do not exist, are
+    dropped; so the annotation never claims an original for an image pulled from its source.
+    """
+    warnings: list[str] = []
+    current_text = pod.metadata.annotations.get(kinds.ORIGINAL_IMAGES_ANNOTATION)
+    existing: dict[str, str] = {}
+    if current_text is not None:
+        try:
+            existing = _annotation_decoder.decode(current_text)
+        except msgspec.DecodeError:
+            warnings.append(f"annotation {kinds.ORIGINAL_IMAGES_ANNOTATION} was not a JSON "
+                            "object of container name to image; it is rewritten")
+    new_originals = {r.name: r.original for r in rewritten}
+    wanted: dict[str, str] = {}
+    for name, ref in final.items():
+        if name in new_originals:
+            wanted[name] = new_originals[name]
+        elif ref is None or not references.is_local(ref, rules.local_registry):
+            continue
+        elif name in existing:
+            wanted[name] = existing[name]
+        else:
+            original = _original_of(ref, rules.local_registry)
+            if original is not None:
+                wanted[name] = original
+    if current_text is not None and not warnings and wanted == existing:
+        return [], warnings
+    if current_text is None and not wanted:
+        return [], warnings
+    value = _annotation_encoder.encode(wanted).decode()
+    if not pod.metadata.has_metadata:
+        op = {"op": "add", "path": "/metadata",
+              "value": {"annotations": {kinds.ORIGINAL_IMAGES_ANNOTATION: value}}}
+    elif not pod.metadata.has_annotations:
+        op = {"op": "add", "path": "/metadata/annotations",
+              "value": {kinds.ORIGINAL_IMAGES_ANNOTATION: value}}
+    else:
+        # "add" on an existing member replaces it (RFC 6902 4.1)
+        op = {"op": "add", "path": _ANNOTATION_PATH, "value": value}
+    return [op], warnings
+
