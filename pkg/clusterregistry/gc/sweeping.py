@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import re
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,10 +37,11 @@ from clusterregistry.errors import PermanentError, RetryableError
 log = logging.getLogger(__name__)
 
 __all__ = ["JobSweeper", "SubprocessSweeper", "SweepResult", "Sweeper", "garbage_collect_argv",
-           "parse_summary"]
+           "parse_summary", "sweep_job"]
 
 _SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
 _FORBIDDEN = "--delete-untagged"
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,17 @@ def find_registry_binary(configured: str = "") -> str:
         "set gc.registryBinary")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when GC dies (Linux PR_SET_PDEATHSIG).
+
+    A GC killed with SIGKILL cannot kill its sweep, and its lock expires within the
+    TTL: a sweep still running then would race the mirrors' writes it no longer fences.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class SubprocessSweeper:
     """`garbage-collect` as a child process, killed (with its group) on cancellation."""
 
@@ -90,7 +105,7 @@ class SubprocessSweeper:
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             async with asyncio.timeout(self.timeout):
                 stdout, _ = await process.communicate()
@@ -108,6 +123,39 @@ class SubprocessSweeper:
             raise RetryableError(f"garbage-collect exited with status {process.returncode}: "
                                  f"{output[-1000:]}")
         return parse_summary(output, time.monotonic() - started)
+
+
+def sweep_job(run: str, *, namespace: str, image: str, volume_claim: str, config_map: str,
+              storage_path: str, timeout: float, node_name: str = "") -> dict[str, Any]:
+    """The batch/v1 Job that sweeps the registry volume once."""
+    name = f"clusterregistry-gc-sweep-{run}"[:63].rstrip("-")
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [{
+            "name": "sweep",
+            "image": image,
+            "command": garbage_collect_argv("registry", "/etc/docker/registry/config.yml"),
+            "volumeMounts": [
+                {"name": "storage", "mountPath": storage_path},
+                {"name": "config", "mountPath": "/etc/docker/registry", "readOnly": True},
+            ],
+        }],
+        "volumes": [
+            {"name": "storage", "persistentVolumeClaim": {"claimName": volume_claim}},
+            {"name": "config", "configMap": {"name": config_map}},
+        ],
+    }
+    if node_name:
+        pod_spec["nodeName"] = node_name
+    labels = {"app.kubernetes.io/name": "clusterregistry-gc-sweep"}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {**labels, "clusterregistry.io/gc-run": run}},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600,
+                 "activeDeadlineSeconds": int(timeout),
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+    }
 
 
 class JobSweeper:
@@ -134,37 +182,10 @@ class JobSweeper:
         self.poll_interval = poll_interval
 
     def job(self, run: str) -> dict[str, Any]:
-        name = f"clusterregistry-gc-sweep-{run}"[:63].rstrip("-")
-        pod_spec: dict[str, Any] = {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "sweep",
-                "image": self.image,
-                "command": garbage_collect_argv("registry", "/etc/docker/registry/config.yml"),
-                "volumeMounts": [
-                    {"name": "storage", "mountPath": self.storage_path},
-                    {"name": "config", "mountPath": "/etc/docker/registry", "readOnly": True},
-                ],
-            }],
-            "volumes": [
-                {"name": "storage",
-                 "persistentVolumeClaim": {"claimName": self.volume_claim}},
-                {"name": "config", "configMap": {"name": self.config_map}},
-            ],
-        }
-        if self.node_name:
-            pod_spec["nodeName"] = self.node_name
-        return {
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": self.namespace,
-                         "labels": {"app.kubernetes.io/name": "clusterregistry-gc-sweep",
-                                    "clusterregistry.io/gc-run": run}},
-            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600,
-                     "activeDeadlineSeconds": int(self.timeout),
-                     "template": {"metadata": {"labels": {
-                         "app.kubernetes.io/name": "clusterregistry-gc-sweep"}},
-                         "spec": pod_spec}},
-        }
+        return sweep_job(run, namespace=self.namespace, image=self.image,
+                         volume_claim=self.volume_claim, config_map=self.config_map,
+                         storage_path=self.storage_path, timeout=self.timeout,
+                         node_name=self.node_name)
 
     async def sweep(self, *, run: str) -> SweepResult:
         body: Any = self.job(run)  # a plain dict: the client serialises it as is

@@ -1,0 +1,224 @@
+"""The GC process: runs on the cron schedule and on request, probes and metrics.
+
+Several replicas may run (HA): each schedules its own runs, and GC's lock makes
+all but one of them a `skipped` run, so "never two at once" holds across
+replicas without a leader election. On-demand runs arrive as NATS requests on
+`subjects.GC_RUN_REQUEST` in a queue group, so exactly one replica answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+from nats.aio.msg import Msg
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from clusterregistry import subjects
+from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.fencing import Fence
+from clusterregistry.config import Settings
+from clusterregistry.errors import RetryableError
+from clusterregistry.gc.collecting import Collector
+from clusterregistry.gc.metrics import GcMetrics
+from clusterregistry.gc.scheduling import Schedule
+from clusterregistry.gc.sweeping import (
+    JobSweeper,
+    SubprocessSweeper,
+    Sweeper,
+    find_registry_binary,
+)
+from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.kube.clients import api_client
+from clusterregistry.oci.registries import RegistryClient
+from clusterregistry.runtime.probes import ProbeServer
+from clusterregistry.schemas import (
+    GcEvent,
+    GcRunRequest,
+    encode,
+    gc_event_decoder,
+    gc_run_request_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+QUEUE_GROUP = "clusterregistry-gc"
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _kube_configured(kubeconfig: str | None) -> bool:
+    return bool(kubeconfig or os.environ.get("KUBECONFIG")
+                or os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def registry_client(settings: Settings) -> RegistryClient:
+    url = settings.gc.registry_url or f"http://{settings.local_registry}"
+    plain = url.startswith("http://")
+    host = url.split("://", 1)[1].rstrip("/")
+    return RegistryClient(host, plain_http=plain, actions="*")
+
+
+async def build(settings: Settings, bus: Bus, *, kubeconfig: str | None, holder: str,
+                metrics: GcMetrics | None) -> tuple[Collector, list[object]]:
+    """A Collector wired from settings, and what must be closed after it."""
+    gc = settings.gc
+    closing: list[object] = []
+    api = None
+    artifacts = None
+    if _kube_configured(kubeconfig):
+        api = await api_client(kubeconfig)
+        closing.append(api)
+        artifacts = Artifacts(api)
+    else:
+        log.warning("no Kubernetes API configured: GC works from the KV records only and "
+                    "leaves Artifact objects alone")
+    sweeper: Sweeper | None = None
+    if gc.sweep_mode == "subprocess":
+        sweeper = SubprocessSweeper(binary=find_registry_binary(gc.registry_binary),
+                                    config_path=gc.registry_config_path,
+                                    timeout=gc.sweep_timeout_seconds)
+    elif gc.sweep_mode == "job":
+        if api is None:
+            raise RetryableError("gc.sweepMode job needs the Kubernetes API")
+        sweeper = JobSweeper(api, namespace=settings.namespace, image=gc.job_image,
+                             volume_claim=gc.job_volume_claim, config_map=gc.job_config_map,
+                             storage_path=gc.storage_path, timeout=gc.sweep_timeout_seconds,
+                             node_name=os.environ.get("REGISTRY_NODE_NAME", ""))
+    registry = registry_client(settings)
+    closing.append(registry)
+    fence = Fence(bus.js, ttl_seconds=gc.lock_ttl_seconds, holder=holder,
+                  replicas=settings.nats.stream_replicas)
+    collector = Collector(
+        js=bus.js, fence=fence, registry=registry, settings=gc,
+        schedule=Schedule(settings.cluster_registry.cluster_registry_gc_cadence,
+                          settings.cluster_registry.cluster_registry_gc_threshold),
+        storage_bytes=settings.storage_bytes, sweeper=sweeper, artifacts=artifacts,
+        metrics=metrics, holder=holder, stream_replicas=settings.nats.stream_replicas)
+    return collector, closing
+
+
+async def _close(closing: list[object]) -> None:
+    for item in reversed(closing):
+        close = getattr(item, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    kubeconfig: str | None = None,
+    identity: str | None = None,
+    probe_host: str = "0.0.0.0",
+    metrics_registry: CollectorRegistry = REGISTRY,
+) -> None:
+    holder = identity or default_identity()
+    bus = await connect(settings.nats.servers, name="clusterregistry-gc")
+    collector, closing = await build(settings, bus, kubeconfig=kubeconfig, holder=holder,
+                                     metrics=GcMetrics(metrics_registry))
+    probes = ProbeServer(probe_host, settings.probe_port, registry=metrics_registry)
+    ready = asyncio.Event()
+    probes.add_check("nats", lambda: ready.is_set() and bus.nc.is_connected)
+    await probes.start()
+    running: set[asyncio.Task[None]] = set()
+
+    async def on_request(msg: Msg) -> None:
+        try:
+            request = gc_run_request_decoder.decode(msg.data or b"{}")
+        except Exception as exc:
+            await msg.respond(encode(GcEvent(run="", event="failed", time=time.time(),
+                                             message=f"bad request: {exc}")))
+            return
+
+        async def answer() -> None:
+            log.info("gc run requested by %s", request.requested_by or "someone")
+            result = await collector.run(dry_run=request.dry_run, force=request.force)
+            with contextlib.suppress(Exception):
+                await msg.respond(encode(result))
+
+        task = asyncio.create_task(answer())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    try:
+        while not stop.is_set():
+            try:
+                await collector.ensure()
+                break
+            except RetryableError as exc:
+                log.warning("gc cannot prepare its stream and bucket yet: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+        subscription = await bus.nc.subscribe(subjects.GC_RUN_REQUEST, queue=QUEUE_GROUP,
+                                              cb=on_request)
+        ready.set()
+        await _schedule_loop(collector, stop)
+        await subscription.unsubscribe()
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    finally:
+        await probes.stop()
+        await _close(closing)
+        await bus.close()
+
+
+async def _schedule_loop(collector: Collector, stop: asyncio.Event) -> None:
+    schedule = collector.schedule
+    if not schedule.enabled:
+        log.info("clusterRegistryGCCadence is empty: scheduled GC is off (on-demand only)")
+        await stop.wait()
+        return
+    while not stop.is_set():
+        due = schedule.next_run(time.time())
+        assert due is not None
+        log.info("next scheduled gc run at %s",
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, due - time.time()))
+        if stop.is_set():
+            return
+        await collector.run()
+
+
+async def request_run(settings: Settings, *, dry_run: bool, force: bool,
+                      timeout: float) -> GcEvent:
+    """Ask a running GC (any replica) for a run and wait for its last event."""
+    bus = await connect(settings.nats.servers, name="clusterregistry-cli")
+    try:
+        request = GcRunRequest(dry_run=dry_run, force=force,
+                               requested_by=f"cli@{socket.gethostname()}")
+        try:
+            reply = await bus.nc.request(subjects.GC_RUN_REQUEST, encode(request),
+                                         timeout=timeout)
+        except Exception as exc:
+            raise RetryableError(
+                f"no GC answered on {subjects.GC_RUN_REQUEST} within {timeout:g}s ({exc}); "
+                "is the gc process running? (--in-process runs one here)") from exc
+        return gc_event_decoder.decode(reply.data)
+    finally:
+        await bus.close()
+
+
+async def run_in_process(settings: Settings, *, dry_run: bool, force: bool,
+                         kubeconfig: str | None = None) -> GcEvent:
+    """One run in this process (the lock still keeps it apart from a running GC)."""
+    bus = await connect(settings.nats.servers, name="clusterregistry-cli")
+    collector, closing = await build(settings, bus, kubeconfig=kubeconfig,
+                                     holder=f"cli-{default_identity()}",
+                                     metrics=GcMetrics(CollectorRegistry()))
+    try:
+        await collector.ensure()
+        return await collector.run(dry_run=dry_run, force=force)
+    finally:
+        await _close(closing)
+        await bus.close()
