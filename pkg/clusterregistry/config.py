@@ -83,9 +83,40 @@ class PodWebhook(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """AOSM's `webhook.*` keys, then the mutating webhook's own (not AOSM keys)."""
+
     pod: PodWebhook = msgspec.field(default_factory=PodWebhook)
     high_availability: Toggle = msgspec.field(default_factory=Toggle)
     auto_scaling: Toggle = msgspec.field(default_factory=Toggle)
+    # HTTPS listener for AdmissionReviews (POST /mutate)
+    host: str = "0.0.0.0"
+    port: int = 8443
+    # serving certificate and key (cert-manager's Secret, mounted): reloaded when they change
+    tls_cert_file: str = "/etc/clusterregistry/webhook/tls.crt"
+    tls_key_file: str = "/etc/clusterregistry/webhook/tls.key"
+    tls_reload_seconds: float = 10.0
+    # selfSigned: make a CA and serving certificate at start (no files) and write the CA into
+    # the caBundle of every webhook of the MutatingWebhookConfiguration `configurationName`
+    self_signed: bool = False
+    configuration_name: str = "clusterregistry-webhook"
+    service_name: str = "clusterregistry-webhook"
+    # extra subjectAltNames of a self-signed certificate (e.g. 127.0.0.1 outside a cluster)
+    extra_hosts: list[str] = msgspec.field(default_factory=list)
+    # Always: rewrite at once (the kubelet retries until the mirror has the image).
+    # IfAvailable: only images the KV bucket clusterregistry-artifacts says are Available.
+    policy: str = "Always"
+    # IfAvailable while the artifact view is not in sync with NATS: Always or Never rewrite
+    unavailable_fallback: str = "Always"
+    # source registries rewritten: hosts (globs on host[:port]; empty allow = every registry
+    # but the local one) and repositories (globs on the normalised `host/path`)
+    allow_hosts: list[str] = msgspec.field(default_factory=list)
+    deny_hosts: list[str] = msgspec.field(default_factory=list)
+    allow_repositories: list[str] = msgspec.field(default_factory=list)
+    deny_repositories: list[str] = msgspec.field(default_factory=list)
+    # the matchConditionExpression checked by the webhook too (clusters before matchConditions)
+    enforce_match_condition: bool = True
+    # AdmissionReview bodies larger than this get HTTP 413
+    max_body_bytes: int = 6 * 1024 * 1024
 
 
 class NatsSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -369,6 +400,7 @@ def validate(settings: Settings) -> None:
         )
     if not settings.webhook.pod.mutation.match_condition_expression.strip():
         raise ConfigError("webhook.pod.mutation.matchConditionExpression: must not be empty")
+    _validate_webhook(settings.webhook)
     if settings.enable_early_loading and not settings.enable_cluster_registry:
         raise ConfigError("enableEarlyLoading: needs enableClusterRegistry")
     if not settings.nats.servers:
@@ -467,3 +499,28 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
             raise ConfigError(f"mirror.registries[{n}].username: needed with a password")
         if access.max_connections < 0:
             raise ConfigError(f"mirror.registries[{n}].maxConnections: must not be negative")
+
+
+def _validate_webhook(webhook: WebhookSettings) -> None:
+    if webhook.policy not in ("Always", "IfAvailable"):
+        raise ConfigError(f"webhook.policy: {webhook.policy!r} is not Always or IfAvailable")
+    if webhook.unavailable_fallback not in ("Always", "Never"):
+        raise ConfigError(
+            f"webhook.unavailableFallback: {webhook.unavailable_fallback!r} is not Always or Never"
+        )
+    if not 0 <= webhook.port <= 65535:
+        raise ConfigError(f"webhook.port: {webhook.port} is not a TCP port")
+    if webhook.max_body_bytes < 4096:
+        raise ConfigError("webhook.maxBodyBytes: at least 4096 bytes are needed")
+    if webhook.tls_reload_seconds <= 0:
+        raise ConfigError("webhook.tlsReloadSeconds: must be larger than zero")
+    if not webhook.self_signed and not (webhook.tls_cert_file and webhook.tls_key_file):
+        raise ConfigError("webhook.tlsCertFile and webhook.tlsKeyFile are needed unless "
+                          "webhook.selfSigned is true")
+    if webhook.self_signed and not webhook.configuration_name:
+        raise ConfigError("webhook.configurationName: needed with webhook.selfSigned")
+    for key, globs in (("allowHosts", webhook.allow_hosts), ("denyHosts", webhook.deny_hosts),
+                       ("allowRepositories", webhook.allow_repositories),
+                       ("denyRepositories", webhook.deny_repositories)):
+        if any(not glob.strip() for glob in globs):
+            raise ConfigError(f"webhook.{key}: empty patterns are not allowed")
