@@ -64,7 +64,7 @@ from clusterregistry.bus.streams import ensure_stream
 from clusterregistry.config import RelaySettings
 from clusterregistry.kinds import ORIGINAL_IMAGES_ANNOTATION
 from clusterregistry.kube.clients import api_client
-from clusterregistry.kube.objects import RawWatchEvent
+from clusterregistry.kube.objects import Pod, TypedWatchEvent
 from clusterregistry.relay import translating
 from clusterregistry.relay.metrics import RelayMetrics
 from clusterregistry.relay.relaying import Relay
@@ -295,8 +295,10 @@ async def _same_as_stored(js: JetStreamContext, outgoing: list[Outgoing]) -> boo
 # -- the baseline ---------------------------------------------------------------------------
 
 
-async def _raw_publish(nats_url: str, outgoing: list[Outgoing]) -> tuple[float, int]:
-    """Bare nats-py: publish_async every message, then await every ack. (seconds, acked)"""
+async def _raw_publish(nats_url: str, outgoing: list[Outgoing]) -> tuple[float, float, int]:
+    """Bare nats-py: publish_async every message, then await every ack.
+
+    Returns (wall seconds, this process's CPU seconds, messages newly stored)."""
     nc = await nats.connect(nats_url, name="bench-raw")
     try:
         js = nc.jetstream()  # nats-py's default window: 4,000 in flight, as the relay's bus
@@ -304,12 +306,14 @@ async def _raw_publish(nats_url: str, outgoing: list[Outgoing]) -> tuple[float, 
                     for o in outgoing]
         futures = []
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for subject, payload, headers in prepared:
             futures.append(await js.publish_async(subject, payload, headers=headers))
         await js.publish_async_completed()
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         acks = await asyncio.gather(*futures)
-        return seconds, sum(1 for ack in acks if not ack.duplicate)
+        return seconds, cpu_seconds, sum(1 for ack in acks if not ack.duplicate)
     finally:
         await nc.drain()
 
@@ -319,24 +323,28 @@ async def _raw_publish(nats_url: str, outgoing: list[Outgoing]) -> tuple[float, 
 
 async def _bare_watch(session: aiohttp.ClientSession, base: str, rv: str,
                       count: int) -> tuple[float, float, list[bytes]]:
-    """The same replay the relay gets, read line by line as kube.watching does.
+    """The same replay the relay gets, read as kube.watching reads it: whatever has arrived,
+    cut at the last newline.
 
     Returns (wall seconds, this process's CPU seconds, the event lines): the wall time is
-    kubesim's serving (its own process), the CPU time the reading alone."""
+    kubesim's serving (its own process), the CPU time the reading (and, here only, the
+    splitting into lines)."""
     params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
               "timeoutSeconds": "300"}
     lines: list[bytes] = []
+    rest = b""
     started = time.perf_counter()
     cpu_started = time.process_time()
     async with session.get(f"{base}/api/v1/pods", params=params) as response:
         response.raise_for_status()
         while len(lines) < count:
-            line = await response.content.readline()
-            if not line:
+            chunk = await response.content.readany()
+            if not chunk:
                 break
-            if b'"BOOKMARK"' not in line[:40] and line != b"\n":
-                lines.append(line)
-    return time.perf_counter() - started, time.process_time() - cpu_started, lines
+            *complete, rest = (rest + chunk).split(b"\n")
+            lines.extend(line + b"\n" for line in complete
+                         if line and b'"BOOKMARK"' not in line[:40])
+    return time.perf_counter() - started, time.process_time() - cpu_started, lines[:count]
 
 
 async def _bare_list(session: aiohttp.ClientSession, base: str, limit: int) -> tuple[float, int]:
@@ -356,26 +364,27 @@ async def _bare_list(session: aiohttp.ClientSession, base: str, limit: int) -> t
 
 
 def _stages(lines: list[bytes], max_payload: int) -> dict[str, float]:
-    """Microseconds per event for each pure step of Relay._enqueue, on the real lines.
+    """Microseconds per event for each pure step of Relay._enqueue_watched, on the real
+    lines: a batch of watch lines decoded in one call into the pod view (as kube.watching
+    does), translated, encoded into a message.
 
-    In chunks of 1,000 whose results are dropped, as the relay drops them: keeping 100,000
-    decoded objects alive would time the garbage collector instead."""
-    envelope = msgspec.json.Decoder(RawWatchEvent)
-    spent = dict.fromkeys(("watch_line_decode", "pod_decode", "translate", "message_encode"),
-                          0.0)
+    In batches of 40 lines (about what one read of the socket brings) and chunks of 1,000
+    whose results are dropped, as the relay drops them: keeping 100,000 decoded objects
+    alive would time the garbage collector instead."""
+    typed = msgspec.json.Decoder(TypedWatchEvent[Pod])
+    spent = dict.fromkeys(("watch_decode", "translate", "message_encode"), 0.0)
     for start in range(0, len(lines), 1_000):
-        chunk = lines[start:start + 1_000]
+        blobs = [b"".join(lines[at:at + 40]) for at in range(start, start + 1_000, 40)]
         t0 = time.perf_counter()
-        raws = [bytes(envelope.decode(line).object) for line in chunk]
+        decoded = [event for blob in blobs for event in typed.decode_lines(blob)]
         t1 = time.perf_counter()
-        objs = [translating.decode("pod", raw) for raw in raws]
+        events = [translating.translate("pod", "ADDED", typed_event.object)
+                  for typed_event in decoded if typed_event.object is not None]
         t2 = time.perf_counter()
-        events = [translating.translate("pod", "ADDED", obj) for obj in objs]
-        t3 = time.perf_counter()
         for event in events:
             translating.message(event, max_payload=max_payload)
-        t4 = time.perf_counter()
-        for name, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        t3 = time.perf_counter()
+        for name, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             spent[name] += seconds
     out = {name: round(seconds / len(lines) * 1e6, 2) for name, seconds in spent.items()}
     out["total"] = round(sum(spent.values()) / len(lines) * 1e6, 2)
@@ -440,10 +449,12 @@ async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, co
             # 2. the baseline: the same messages, bare nats-py, into the same fresh stream;
             # short, so the median of a few runs (the shared machine's noise shows in one)
             raw_runs: list[float] = []
+            raw_cpu: list[float] = []
             for _ in range(RAW_RUNS):
                 await _fresh_stream(admin.js, settings)
-                seconds, raw_stored = await _raw_publish(nats_url, outgoing)
+                seconds, cpu_seconds, raw_stored = await _raw_publish(nats_url, outgoing)
                 raw_runs.append(seconds)
+                raw_cpu.append(cpu_seconds)
                 raw_messages, raw_bytes = await _stream_state(admin.js)
                 if (raw_stored, raw_messages) != (count, count):
                     break
@@ -472,6 +483,8 @@ async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, co
     return {
         "pods": count,
         "path": "watch-replay",
+        "setup": "kubesim in its own process; relay, raw publisher and nats-server share the "
+                 "machine's cores with it",
         "batch_size": settings.batch_size,
         "queue_size": settings.queue_size,
         "relay_seconds": round(replay.seconds, 3),
@@ -487,12 +500,14 @@ async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, co
         "kubesim_watch_replay_seconds": round(watch_s, 3),
         "kubesim_watch_events_per_s": round(len(lines) / watch_s),
         "kubesim_list_seconds": round(list_s, 3),
-        # per event, in this process: reading the watch lines (aiohttp readline), then the
-        # pure steps of Relay._enqueue; beside them the whole relay's and the raw publisher's
+        # per event, in this process: reading the watch (aiohttp readany), then the pure
+        # steps of Relay._enqueue_watched; beside them the whole relay's and the raw
+        # publisher's
         "watch_read_cpu_us_per_event": round(watch_cpu_s / len(lines) * 1e6, 2),
         "enqueue_steps_us_per_event": stages,
         "relay_total_cpu_us_per_event": round(replay.cpu_seconds / count * 1e6, 1),
         "raw_publish_wall_us_per_event": round(raw_s / count * 1e6, 1),
+        "raw_publish_cpu_us_per_event": round(statistics.median(raw_cpu) / count * 1e6, 1),
         "payload_bytes_mean": round(payload_bytes),
         "watch_line_bytes_mean": round(statistics.fmean(len(line) for line in lines)),
         "load_pods_seconds": round(load_s, 3),

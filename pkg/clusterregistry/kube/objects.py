@@ -115,10 +115,21 @@ class RawWatchEvent(msgspec.Struct, frozen=True):
 
 
 class TypedWatchEvent(msgspec.Struct, Generic[T], frozen=True):
-    """A watch event decoded in one pass into the object's partial view."""
+    """A watch event decoded in one pass into the object's partial view.
+
+    A BOOKMARK is made with `object=None` and its `resource_version` (which the API server
+    sends in the object's metadata); an object event reads its version from the object."""
 
     type: str
-    object: T
+    object: T | None
+    resource_version: str = ""
+
+
+class TypedList(msgspec.Struct, Generic[T], frozen=True):
+    """A list response decoded in one pass into its items' partial views."""
+
+    metadata: ListMeta = msgspec.field(default_factory=ListMeta)
+    items: list[T] = msgspec.field(default_factory=list)
 
 
 class Status(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -25,15 +25,14 @@ from kubernetes_asyncio import client
 from clusterregistry.errors import PermanentError, RetryableError
 from clusterregistry.kube.objects import (
     Bookmark,
-    RawList,
     RawWatchEvent,
     Status,
+    TypedList,
     TypedWatchEvent,
 )
 
 T = TypeVar("T")
 
-_list_decoder = msgspec.json.Decoder(RawList)
 _event_decoder = msgspec.json.Decoder(RawWatchEvent)
 _status_decoder = msgspec.json.Decoder(Status)
 _bookmark_decoder = msgspec.json.Decoder(Bookmark)
@@ -61,11 +60,9 @@ class Target:
         return f"{prefix}/{self.plural}"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent(Generic[T]):
-    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
-    object: T | None  # the decoded object; None for a BOOKMARK
-    resource_version: str  # of a BOOKMARK; "" for object events (read it from the object)
+# an ADDED, MODIFIED or DELETED event with its object, or a BOOKMARK: no object, and the
+# resourceVersion to resume from
+WatchEvent = TypedWatchEvent
 
 
 async def _request(
@@ -104,10 +101,11 @@ async def _raise_for(response: Any, target: Target) -> None:
 
 
 async def list_page(
-    api: client.ApiClient, target: Target, *, limit: int = 500, continue_token: str = "",
-    timeout: float = 60.0,
-) -> tuple[list[bytes], str, str]:
-    """One page: (items as raw JSON, the list's resourceVersion, the continue token)."""
+    api: client.ApiClient, target: Target, *, object_type: type[T], limit: int = 500,
+    continue_token: str = "", timeout: float = 60.0,
+) -> tuple[list[T], str, str]:
+    """One page: (items decoded into `object_type`, the list's resourceVersion, the
+    continue token)."""
     query = [("limit", str(limit))]
     if continue_token:
         query.append(("continue", continue_token))
@@ -119,12 +117,14 @@ async def list_page(
         raise RetryableError(f"GET {target.path}: {exc}") from exc
     finally:
         response.release()
-    page = _list_decoder.decode(body)
-    return [bytes(item) for item in page.items], page.metadata.resourceVersion, \
-        page.metadata.continue_
+    try:
+        page = _typed_list(object_type).decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise RetryableError(f"GET {target.path}: undecodable list: {exc}") from exc
+    return page.items, page.metadata.resourceVersion, page.metadata.continue_
 
 
-_typed_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_typed_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
 def _typed(object_type: type[T]) -> msgspec.json.Decoder[TypedWatchEvent[T]]:
@@ -135,48 +135,101 @@ def _typed(object_type: type[T]) -> msgspec.json.Decoder[TypedWatchEvent[T]]:
     return decoder
 
 
+def _typed_list(object_type: type[T]) -> msgspec.json.Decoder[TypedList[T]]:
+    key = ("list", object_type)
+    decoder = _typed_decoders.get(key)
+    if decoder is None:
+        decoder = _typed_decoders[key] = msgspec.json.Decoder(
+            TypedList[object_type])  # type: ignore[valid-type]
+    return decoder
+
+
+_OBJECT_EVENTS = frozenset(("ADDED", "MODIFIED", "DELETED"))
+
+
+def _decode_line(line: bytes, typed: msgspec.json.Decoder[TypedWatchEvent[T]],
+                 target: Target) -> WatchEvent[T]:
+    """One event line, the careful way: ERROR, BOOKMARK or an object event."""
+    try:
+        decoded = typed.decode(line)
+    except msgspec.ValidationError:
+        decoded = None  # not this type: an ERROR's Status, read below
+    except msgspec.DecodeError as exc:
+        raise RetryableError(f"watch {target.path}: not JSON: {line[:200]!r}") from exc
+    if decoded is not None and decoded.type in _OBJECT_EVENTS and decoded.object is not None:
+        return decoded
+    try:
+        event = _event_decoder.decode(line)
+        if event.type == "ERROR":
+            status = _status_decoder.decode(event.object)
+            text = f"watch {target.path}: {status.code} {status.reason}: {status.message}"
+            if status.code == 410:
+                raise GoneError(text)
+            raise RetryableError(text)
+        if event.type == "BOOKMARK":
+            rv = _bookmark_decoder.decode(event.object).metadata.resourceVersion
+            return WatchEvent("BOOKMARK", None, rv)
+    except msgspec.DecodeError as exc:
+        raise RetryableError(f"watch {target.path}: not a watch event: {exc}") from exc
+    raise RetryableError(f"watch {target.path}: cannot decode a {event.type} event")
+
+
 async def watch(
     api: client.ApiClient, target: Target, *, resource_version: str, object_type: type[T],
     timeout_seconds: int = 300, read_timeout: float = 90.0,
-) -> AsyncIterator[WatchEvent[T]]:
-    """Events after `resource_version`, with bookmarks, until the server ends the stream.
+) -> AsyncIterator[list[WatchEvent[T]]]:
+    """Events after `resource_version`, with bookmarks, until the server ends the stream;
+    in batches: every complete event line that has arrived, in order.
 
-    Each line is decoded once, straight into `object_type` (a partial view): an ERROR's
-    Status or a BOOKMARK's metadata is read again from the same line, which is rare."""
+    A batch is decoded in one call straight into `object_type` (a partial view), which at
+    tens of thousands of events a second costs a fraction of a line-by-line read. A batch
+    holding anything but object events (an ERROR's Status does not fit the view, a
+    BOOKMARK has no object) is read again line by line, which is rare."""
     typed = _typed(object_type)
     query = [("watch", "1"), ("resourceVersion", resource_version),
              ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
     response = await _request(api, target, query, timeout=read_timeout)
     await _raise_for(response, target)
+    rest = b""
     try:
         while True:
             try:
-                line = await response.content.readline()
+                chunk = await response.content.readany()
             except (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError) \
                     as exc:
                 raise RetryableError(f"watch {target.path}: {exc}") from exc
-            if not line:
+            if not chunk:
+                if rest.strip():  # the server closed the stream in the middle of an event
+                    raise RetryableError(f"watch {target.path}: stream ended mid-event")
                 return
-            if line == b"\n":
+            data = rest + chunk if rest else chunk
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                rest = data
                 continue
+            rest = data[end:]
+            lines = data[:end] if end < len(data) else data
             try:
-                decoded = typed.decode(line)
-            except msgspec.ValidationError:
-                decoded = None  # not this type: an ERROR's Status, read below
-            if decoded is not None and decoded.type not in ("ERROR", "BOOKMARK"):
-                yield WatchEvent(decoded.type, decoded.object, "")
+                batch: list[WatchEvent[T]] | None = typed.decode_lines(lines)
+            except msgspec.DecodeError:  # ValidationError included: read line by line
+                batch = None
+            if batch is not None and all(event.type in _OBJECT_EVENTS
+                                         and event.object is not None for event in batch):
+                if batch:
+                    yield batch
                 continue
-            event = _event_decoder.decode(line)
-            if event.type == "ERROR":
-                status = _status_decoder.decode(event.object)
-                text = f"watch {target.path}: {status.code} {status.reason}: {status.message}"
-                if status.code == 410:
-                    raise GoneError(text)
-                raise RetryableError(text)
-            if event.type == "BOOKMARK":
-                rv = _bookmark_decoder.decode(event.object).metadata.resourceVersion
-                yield WatchEvent("BOOKMARK", None, rv)
-                continue
-            raise RetryableError(f"watch {target.path}: cannot decode a {event.type} event")
+            batch = []
+            fault: Exception | None = None
+            for line in lines.split(b"\n"):
+                if line.strip():
+                    try:
+                        batch.append(_decode_line(line, typed, target))
+                    except RetryableError as exc:  # after the events before it
+                        fault = exc
+                        break
+            if batch:
+                yield batch
+            if fault is not None:
+                raise fault
     finally:
         response.release()

@@ -41,14 +41,21 @@ from clusterregistry.errors import RetryableError
 from clusterregistry.kinds import WATCHED
 from clusterregistry.kube.leasing import LeaderElector
 from clusterregistry.kube.objects import KubeObject
-from clusterregistry.kube.watching import GoneError, ResourceMissingError, Target, list_page, watch
+from clusterregistry.kube.watching import (
+    GoneError,
+    ResourceMissingError,
+    Target,
+    WatchEvent,
+    list_page,
+    watch,
+)
 from clusterregistry.relay import translating
 from clusterregistry.relay.metrics import KindMetrics, RelayMetrics
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     """One entry of a kind's publish window: a message and/or a resume point."""
 
@@ -56,6 +63,9 @@ class Item:
     resume_rv: str | None
     received: float
     event_type: str = ""
+
+
+Batch = list[tuple[Outgoing | None, Item]]
 
 
 class Relay:
@@ -194,14 +204,10 @@ class Relay:
             try:
                 if rv is None:
                     rv = await self._relist(kind, target, pipeline)
-                async for event in watch(self.api, target, resource_version=rv,
-                                         object_type=translating.object_type(kind),
-                                         timeout_seconds=self.settings.watch_timeout_seconds):
-                    if event.object is None:  # a BOOKMARK: a resume point, nothing to publish
-                        rv = event.resource_version or rv
-                        await self._send(pipeline, Item(None, rv, time.monotonic()))
-                        continue
-                    rv = await self._enqueue(kind, event.type, event.object, pipeline) or rv
+                async for events in watch(self.api, target, resource_version=rv,
+                                          object_type=translating.object_type(kind),
+                                          timeout_seconds=self.settings.watch_timeout_seconds):
+                    rv = await self._enqueue_watched(kind, events, pipeline, rv)
                     delay = 0.2
                 self._kind_metrics[kind].watch_restarts.inc()
             except GoneError as exc:
@@ -221,52 +227,82 @@ class Relay:
                 await asyncio.sleep(delay)  # back-off before re-watching the API server
                 delay = min(delay * 2, 10.0)
 
-    async def _enqueue(self, kind: str, event_type: str, obj: KubeObject,
-                       pipeline: Pipeline[Item], *, relist: str = "") -> str:
-        self._kind_metrics[kind].received[event_type].inc()
+    async def _enqueue_watched(self, kind: str, events: list[WatchEvent[KubeObject]],
+                               pipeline: Pipeline[Item], rv: str) -> str:
+        """Publish a batch of watch events; return the newest resourceVersion among them."""
+        batch: Batch = []
+        received = time.monotonic()
+        counts: dict[str, int] = {}
+        for event in events:
+            obj = event.object
+            if obj is None:  # a BOOKMARK: a resume point, nothing to publish
+                rv = event.resource_version or rv
+                batch.append((None, Item(None, rv, received)))
+                continue
+            counts[event.type] = counts.get(event.type, 0) + 1
+            rv = self._prepare(kind, event.type, obj, batch, received) or rv
+        self._count_received(kind, counts)
+        await self._send(pipeline, batch)
+        return rv
+
+    def _count_received(self, kind: str, counts: dict[str, int]) -> None:
+        received = self._kind_metrics[kind].received
+        for event_type, count in counts.items():
+            received[event_type].inc(count)
+
+    def _prepare(self, kind: str, event_type: str, obj: KubeObject, batch: Batch,
+                 received: float, *, relist: str = "") -> str:
+        """Translate one object into `batch`; return its resourceVersion."""
         event = translating.translate(kind, event_type, obj, relist=relist)
-        prepared = translating.message(event, max_payload=self.bus.max_payload)
-        if prepared.oversized:
+        outgoing, oversized = translating.message(event, max_payload=self.bus.max_payload)
+        if oversized:
             self._kind_metrics[kind].oversized.inc()
             log.warning(
                 "%s %s/%s (uid %s, rv %s) exceeds the NATS max payload of %d bytes; published "
                 "without its state, marked oversized", kind, event.namespace, event.name,
                 event.uid, event.resource_version, self.bus.max_payload)
         resume = None if relist else event.resource_version
-        await self._send(pipeline, Item(prepared.outgoing, resume, time.monotonic(), event_type))
+        batch.append((outgoing, Item(outgoing, resume, received, event_type)))
         return event.resource_version
 
     async def _relist(self, kind: str, target: Target, pipeline: Pipeline[Item]) -> str:
         """Publish begin, a SYNC event per live object, end; return the list's version."""
         self._kind_metrics[kind].relists.inc()
         relist_id = uuid.uuid4().hex[:16]
-        items, list_rv, token = await list_page(self.api, target,
+        view = translating.object_type(kind)
+        items, list_rv, token = await list_page(self.api, target, object_type=view,
                                                 limit=self.settings.batch_size)
         log.info("%s relist %s at resourceVersion %s", kind, relist_id, list_rv)
-        await self._send(pipeline, Item(translating.marker(schemas.RelistMarker(
+        begin = translating.marker(schemas.RelistMarker(
             kind=kind, phase="begin", relist=relist_id,  # type: ignore[arg-type]
-            resource_version=list_rv)), None, time.monotonic()))
+            resource_version=list_rv))
+        batch: Batch = [(begin, Item(begin, None, time.monotonic()))]
         count = 0
         while True:
-            for raw in items:
-                await self._enqueue(kind, "SYNC", translating.decode(kind, raw), pipeline,
-                                    relist=relist_id)
-                count += 1
+            received = time.monotonic()
+            for obj in items:
+                self._prepare(kind, "SYNC", obj, batch, received, relist=relist_id)
+            self._count_received(kind, {"SYNC": len(items)})
+            count += len(items)
+            await self._send(pipeline, batch)
+            batch = []
             if not token:
                 break
             # every page comes from the first page's snapshot; an expired token is 410
             # and the whole relist starts over under a new id
-            items, _, token = await list_page(self.api, target, limit=self.settings.batch_size,
+            items, _, token = await list_page(self.api, target, object_type=view,
+                                              limit=self.settings.batch_size,
                                               continue_token=token)
-        await self._send(pipeline, Item(translating.marker(schemas.RelistMarker(
+        end = translating.marker(schemas.RelistMarker(
             kind=kind, phase="end", relist=relist_id,  # type: ignore[arg-type]
-            resource_version=list_rv, count=count)), list_rv, time.monotonic()))
+            resource_version=list_rv, count=count))
+        await self._send(pipeline, [(end, Item(end, list_rv, time.monotonic()))])
         return list_rv
 
     @staticmethod
-    async def _send(pipeline: Pipeline[Item], item: Item) -> None:
+    async def _send(pipeline: Pipeline[Item], batch: Batch) -> None:
         # blocks while the window is full or a resend is under way: back-pressure on the watch
-        await pipeline.send(item.outgoing, item)
+        await pipeline.send_many(batch)
 
     async def _ack_loop(self, kind: str, pipeline: Pipeline[Item]) -> None:
         """Acks in send order: metrics, and a checkpoint at most every quarter second (and

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -127,8 +127,7 @@ def trace_id(msg_id: str) -> str:
     return hashlib.sha256(msg_id.encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     outgoing: Outgoing
     oversized: bool
 

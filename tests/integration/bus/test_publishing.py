@@ -83,3 +83,52 @@ async def test_no_stream_yet_means_retry_until_it_exists(nats_server: NatsServer
         await pipeline.close()
     finally:
         await bus.close()
+
+
+async def test_send_many_keeps_the_window_order_and_tokens(nats_server: NatsServer) -> None:
+    bus = await connect([nats_server.url], name="t")
+    try:
+        await ensure_stream(bus.js, name="T", subjects=["t.>"])
+        pipeline: Pipeline[int] = Pipeline(bus, window=50)
+        tokens: list[int] = []
+        most_in_flight = 0
+
+        async def take() -> None:
+            nonlocal most_in_flight
+            while len(tokens) < 301:
+                most_in_flight = max(most_in_flight, len(pipeline))
+                tokens.extend(acked.token for acked in await pipeline.acked())
+
+        taking = asyncio.create_task(take())
+        batch: list[tuple[Outgoing | None, int]] = [
+            (message, i) for i, message in enumerate(_messages(300))]
+        batch.insert(150, (None, -1))  # a token only, in the middle of a batch
+        await pipeline.send_many(batch)  # 301 entries through a window of 50
+        await asyncio.wait_for(taking, 60)
+        assert tokens == [*range(150), -1, *range(150, 300)]
+        assert most_in_flight <= 50
+        assert await _stream_payloads(nats_server) == [m.payload for m in _messages(300)]
+        await pipeline.close()
+    finally:
+        await bus.close()
+
+
+async def test_line_breaks_in_headers_cannot_inject_protocol(nats_server: NatsServer) -> None:
+    bus = await connect([nats_server.url], name="t")
+    try:
+        await ensure_stream(bus.js, name="T", subjects=["t.>"])
+        pipeline: Pipeline[int] = Pipeline(bus, window=10)
+        await pipeline.send_many([
+            (Outgoing("t.a", b"one", "id-1\r\nPUB t.b 3\r\nbad", {"Trace": "x\ny"}), 1),
+            (Outgoing("t.c", b"two", "id-2"), 2)])
+        got: list[int] = []
+        async with asyncio.timeout(30):
+            while len(got) < 2:
+                got.extend(acked.token for acked in await pipeline.acked())
+        assert got == [1, 2]
+        assert await _stream_payloads(nats_server) == [b"one", b"two"]
+        stored = await bus.js.get_msg("T", 1)
+        assert stored.headers == {"Nats-Msg-Id": "id-1  PUB t.b 3  bad", "Trace": "x y"}
+        await pipeline.close()
+    finally:
+        await bus.close()
