@@ -21,6 +21,7 @@ import yaml
 
 from clusterregistry import config
 from clusterregistry.config import DEFAULT_MATCH_CONDITION, parse_quantity
+from clusterregistry.gc.sweeping import sweep_job
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -171,9 +172,12 @@ def test_everything_lives_in_the_clusterregistry_namespace(build: Build, name: s
             assert namespace is None, obj["metadata"]["name"]
         else:
             assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
-    ns = named(build(name), "Namespace", NAMESPACE)
-    # Pod Security Admission enforces what test_every_container_is_hardened checks
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    labels = named(build(name), "Namespace", NAMESPACE)["metadata"]["labels"]
+    # Pod Security Admission: restricted everywhere but for GC's sweep Job (see
+    # test_every_pod_passes_the_namespace_pod_security_level)
+    assert labels["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
 
 
 @pytest.mark.parametrize("name", BUILDS)
@@ -718,3 +722,102 @@ def test_dashboard_config_map(build: Build) -> None:
              if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     assert cm["data"]["clusterregistry.json"] == (DEPLOY / "grafana" /
                                                   "clusterregistry.json").read_text()
+
+
+# -- Pod Security Admission -------------------------------------------------------------------
+
+# Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards): the
+# checks a pod must pass at each level, as the namespace label enforces them.
+_BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+                          "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP",
+                          "SETUID", "SYS_CHROOT"}
+_RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                       "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_security_violations(pod: Obj, level: str) -> list[str]:
+    out = []
+    ctx = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for volume in pod.get("volumes", []):
+        if "hostPath" in volume:
+            out.append(f"hostPath volume {volume['name']}")
+        if level == "restricted" and not set(volume) - {"name"} <= _RESTRICTED_VOLUMES:
+            out.append(f"volume type of {volume['name']}")
+    for c in containers(pod):
+        cctx = c.get("securityContext") or {}
+        caps = cctx.get("capabilities") or {}
+        if cctx.get("privileged"):
+            out.append(f"{c['name']}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{c['name']}: hostPort")
+        if set(caps.get("add") or []) - _BASELINE_CAPABILITIES:
+            out.append(f"{c['name']}: capabilities beyond baseline")
+        if level != "restricted":
+            continue
+        if cctx.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation not false")
+        if "ALL" not in (caps.get("drop") or []):
+            out.append(f"{c['name']}: capabilities not dropped")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append(f"{c['name']}: capabilities added")
+        if cctx.get("runAsNonRoot", ctx.get("runAsNonRoot")) is not True:
+            out.append(f"{c['name']}: runAsNonRoot not true")
+        if cctx.get("runAsUser", ctx.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+        seccomp = (cctx.get("seccompProfile") or ctx.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile {seccomp}")
+    return out
+
+
+def test_pod_security_catches_what_it_should() -> None:
+    """The checker itself: a hardened pod passes restricted, a bare one only baseline."""
+    bare = {"containers": [{"name": "c", "image": "x"}]}
+    assert pod_security_violations(bare, "baseline") == []
+    assert len(pod_security_violations(bare, "restricted")) == 4
+    privileged = {"hostNetwork": True, "containers": [
+        {"name": "c", "image": "x", "securityContext": {"privileged": True}}]}
+    assert len(pod_security_violations(privileged, "baseline")) == 2
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_every_pod_passes_the_namespace_pod_security_level(
+    build: Build, name: str, tmp_path: Path
+) -> None:
+    """The namespace enforces a Pod Security level; every pod the deployment creates passes
+    it, including the sweep Job GC creates at run time (gc.sweeping builds it)."""
+    objs = build(name)
+    level = named(objs, "Namespace", NAMESPACE)["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"]
+    for w in workloads(objs):
+        assert pod_security_violations(w["spec"]["template"]["spec"], "restricted") == [], (
+            component(w))
+    settings = settings_of(objs, tmp_path)
+    job = sweep_job("r1", namespace=NAMESPACE, image=settings.gc.job_image,
+                    volume_claim=settings.gc.job_volume_claim,
+                    config_map=settings.gc.job_config_map,
+                    storage_path=settings.gc.storage_path, timeout=60)
+    assert pod_security_violations(job["spec"]["template"]["spec"], level) == []
+
+
+def test_a_read_write_once_volume_keeps_its_users_on_one_node(build: Build) -> None:
+    """dev's registry volume is ReadWriteOnce: GC (which mounts it to measure usage) must run
+    on the registry's node, and pins its sweep Job there (REGISTRY_NODE_NAME)."""
+    objs = build("dev")
+    (claim,) = of_kind(objs, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    registry = workload(objs, "registry")
+    for w in workloads(objs):
+        pod = w["spec"]["template"]["spec"]
+        claims = [v for v in pod.get("volumes", []) if "persistentVolumeClaim" in v]
+        if not claims or w is registry:
+            continue
+        (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert selector_matches(term["labelSelector"], pod_labels(registry))
+        (c,) = pod["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["REGISTRY_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
