@@ -15,6 +15,7 @@ import yaml
 
 from clusterregistry import __version__, config, tracing
 from clusterregistry.errors import ConfigError
+from clusterregistry.gc import commanding as gc_commanding
 from clusterregistry.sandbox import commands
 
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_demo_arguments(sub.add_parser("demo", help=commands.DEMO_HELP))
     commands.add_sandbox_arguments(sub.add_parser("sandbox", help=commands.SANDBOX_HELP))
     tracing.add_arguments(sub.add_parser("trace", help=tracing.HELP))
+    gc_commanding.add_arguments(sub.add_parser("gc", help=gc_commanding.HELP))
     return parser
 
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "trace":
         return tracing.command(args)
+    if args.command == "gc":
+        return gc_commanding.command(args)
     if args.command == "demo":
         return commands.demo_command(args)
     if args.command == "sandbox":

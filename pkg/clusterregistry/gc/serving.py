@@ -193,7 +193,8 @@ async def _schedule_loop(collector: Collector, stop: asyncio.Event) -> None:
 async def request_run(settings: Settings, *, dry_run: bool, force: bool,
                       timeout: float) -> GcEvent:
     """Ask a running GC (any replica) for a run and wait for its last event."""
-    bus = await connect(settings.nats.servers, name="clusterregistry-cli")
+    bus = await connect(settings.nats.servers, name="clusterregistry-cli",
+                        first_connect_timeout=10)
     try:
         request = GcRunRequest(dry_run=dry_run, force=force,
                                requested_by=f"cli@{socket.gethostname()}")
