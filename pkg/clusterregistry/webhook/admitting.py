@@ -43,6 +43,7 @@ from clusterregistry.webhook.reviews import (
     decode_review,
     encode_patch,
     encode_response,
+    present,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,14 @@ def _warnings(messages: list[str] | tuple[str, ...]) -> list[str]:
     if len(messages) > _WARNINGS_MAX:
         out.append(f"{_PREFIX}{len(messages) - _WARNINGS_MAX} more warnings left out")
     return out
+
+
+def _allowed(uid: str, warnings: list[str] | tuple[str, ...] = (), *,
+             patch: list[dict[str, Any]] | None = None) -> AdmissionResponse:
+    if patch:
+        return AdmissionResponse(uid=uid, allowed=True, patch=encode_patch(patch),
+                                 patch_type="JSONPatch", warnings=_warnings(warnings))
+    return AdmissionResponse(uid=uid, allowed=True, warnings=_warnings(warnings))
 
 
 def bad_request(message: str) -> bytes:
@@ -92,8 +101,8 @@ class Admitter:
             response, outcome = self._respond(request)
         except Exception:  # a bug must not block pod creation: fail open, loudly
             log.exception("admission %s failed; allowed without a rewrite", request.uid)
-            response = AdmissionResponse(uid=request.uid, warnings=_warnings(
-                ["internal error; image references left as they are"]))
+            response = _allowed(request.uid, ["internal error; image references left as "
+                                              "they are"])
             outcome = outcomes.ERROR
         self.metrics.outcome[outcome].inc()
         payload = encode_response(response)
@@ -108,21 +117,19 @@ class Admitter:
             what = request.kind.kind or "(no kind)"
             if request.sub_resource:
                 what += f" (subresource {request.sub_resource})"
-            return AdmissionResponse(uid=uid, warnings=_warnings(
-                [f"{what} is not a pod this webhook rewrites; nothing changed"])), \
-                outcomes.NOT_A_POD
+            return _allowed(uid, [f"{what} is not a pod this webhook rewrites; nothing changed"]
+                            ), outcomes.NOT_A_POD
         if request.operation not in ("CREATE", "UPDATE"):
-            return AdmissionResponse(uid=uid), outcomes.UNCHANGED
+            return _allowed(uid), outcomes.UNCHANGED
         try:
             pod = decode_pod(request.object)
         except PodError as exc:
-            return AdmissionResponse(uid=uid, warnings=_warnings([f"{exc}; nothing changed"])), \
-                outcomes.UNREADABLE_POD
+            return _allowed(uid, [f"{exc}; nothing changed"]), outcomes.UNREADABLE_POD
         namespace = request.namespace or pod.metadata.namespace
         reason = exclusion(pod.metadata.labels, namespace, own_namespace=self.own_namespace)
         warnings: list[str] = []
         if reason is None and self.match is not None:
-            matched = self.match.evaluate(obj=_decoder.decode(request.object or b"null"),
+            matched = self.match.evaluate(obj=_decoder.decode(request.object),
                                           old_obj=self._old_object(request),
                                           request=_cel_request(request))
             if matched is False:
@@ -132,22 +139,20 @@ class Admitter:
                 warnings.append(f"matchConditionExpression failed, nothing rewritten: {matched}")
         if reason is not None:
             self._count_excluded(pod, reason)
-            return AdmissionResponse(uid=uid, warnings=_warnings(warnings)), outcomes.EXCLUDED
+            return _allowed(uid, warnings), outcomes.EXCLUDED
         result = rewrite(pod, self.rules, ephemeral_only=request.sub_resource != "",
                          lookup=_parse)
         self._count(result)
         if not result.patch:
-            return AdmissionResponse(uid=uid, warnings=_warnings(result.warnings)), \
-                outcomes.UNCHANGED
+            return _allowed(uid, result.warnings), outcomes.UNCHANGED
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rewrote %d images of pod %s/%s", len(result.rewritten), namespace,
                       pod.metadata.name or pod.metadata.generate_name)
-        return AdmissionResponse(uid=uid, patch=encode_patch(result.patch), patch_type="JSONPatch",
-                                 warnings=_warnings(result.warnings)), outcomes.PATCHED
+        return _allowed(uid, result.warnings, patch=result.patch), outcomes.PATCHED
 
     def _old_object(self, request: AdmissionRequest) -> Any:
-        if request.old_object is None or (self.match is not None
-                                          and not self.match.reads("oldObject")):
+        if not present(request.old_object) or (self.match is not None
+                                               and not self.match.reads("oldObject")):
             return None
         return _decoder.decode(request.old_object)
 

@@ -40,9 +40,10 @@ class AdmissionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     namespace: str = ""
     operation: str = ""
     dry_run: bool = False
-    # raw JSON: decoded as a pod only when the request is for one
-    object: msgspec.Raw | None = None
-    old_object: msgspec.Raw | None = None
+    # raw JSON, decoded as a pod only when the request is for one; absent: an empty Raw
+    # (msgspec.Raw cannot be part of a union with None)
+    object: msgspec.Raw = msgspec.Raw()
+    old_object: msgspec.Raw = msgspec.Raw()
     user_info: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -60,7 +61,8 @@ class Status(msgspec.Struct, frozen=True, omit_defaults=True):
 class AdmissionResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel",
                         omit_defaults=True):
     uid: str
-    allowed: bool = True
+    # required, so omit_defaults never leaves it out (kube reads a missing `allowed` as false)
+    allowed: bool
     patch: str | None = None
     patch_type: str | None = None
     warnings: list[str] = msgspec.field(default_factory=list)
@@ -149,9 +151,14 @@ def decode_review(body: bytes) -> AdmissionRequest:
     return review.request
 
 
-def decode_pod(raw: msgspec.Raw | None) -> Pod:
+def present(raw: msgspec.Raw) -> bool:
+    """Whether a raw member holds a value (neither absent nor null)."""
+    return len(raw) > 0 and bytes(raw) != b"null"
+
+
+def decode_pod(raw: msgspec.Raw) -> Pod:
     """The pod view of a request's object; `PodError` when it is absent or malformed."""
-    if raw is None:
+    if not present(raw):
         raise PodError("the request has no object")
     try:
         decoded = _pod_decoder.decode(raw)
