@@ -72,7 +72,7 @@ __all__ = [
 
 STATE_FILE = "state.json"
 NAMESPACE = "clusterregistry"
-WEBHOOK_CONFIGURATION = "clusterregistry"
+WEBHOOK_CONFIGURATION = "clusterregistry-webhook"
 ARTIFACT_STORE_USER = "publisher"
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 _START_TIMEOUT = 90.0
@@ -633,8 +633,9 @@ class System:
             extra = _deep_merge(extra, {"webhook": {
                 "port": self.webhook_port,
                 "host": "127.0.0.1",
-                "certFile": str(tls / "tls.crt"),
-                "keyFile": str(tls / "tls.key"),
+                "tlsCertFile": str(tls / "tls.crt"),
+                "tlsKeyFile": str(tls / "tls.key"),
+                "configurationName": WEBHOOK_CONFIGURATION,
             }})
         return extra
 
