@@ -110,14 +110,17 @@ def pod_labels(w: Obj) -> dict[str, str]:
     return dict(w["spec"]["template"]["metadata"]["labels"])
 
 
-def settings_of(objs: list[Obj], tmp_path: Path) -> config.Settings:
-    """The settings file the processes mount, loaded by the real loader (validated)."""
+def settings_of(objs: list[Obj], tmp_path: Path, container: Obj | None = None
+                ) -> config.Settings:
+    """The settings file the processes mount, loaded by the real loader (validated), with
+    the container's literal environment on top when given (as the process loads them)."""
     configmaps = [c for c in of_kind(objs, "ConfigMap")
                   if c["metadata"]["name"].startswith("clusterregistry-settings")]
     assert len(configmaps) == 1
     path = tmp_path / "settings.yaml"
     path.write_text(configmaps[0]["data"]["settings.yaml"])
-    return config.load(path, env={})
+    env = {e["name"]: e["value"] for e in (container or {}).get("env", []) if "value" in e}
+    return config.load(path, env=env)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -512,6 +515,37 @@ def test_the_mutating_webhook_configuration(build: Build, name: str) -> None:
     assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(webhook))
     (c,) = webhook["spec"]["template"]["spec"]["containers"]
     assert port["targetPort"] in {p["name"] for p in c["ports"]}
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_the_webhook_serves_what_its_configuration_calls(
+    build: Build, name: str, tmp_path: Path
+) -> None:
+    """Port, Service and configuration names, and where its certificate comes from: made at
+    start (self-signed, caBundle patched through its RBAC) or cert-manager's mounted Secret."""
+    objs = build(name)
+    pod = workload(objs, "webhook")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    webhook = settings_of(objs, tmp_path, c).webhook
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert webhook.port == ports["https"]
+    mwc = named(objs, "MutatingWebhookConfiguration", webhook.configuration_name)
+    assert mwc["webhooks"][0]["clientConfig"]["service"]["name"] == webhook.service_name
+    rights = granted(objs, pod["serviceAccountName"])
+    injected = mwc["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from")
+    if webhook.self_signed:
+        assert injected is None
+        assert {("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations",
+                 verb, webhook.configuration_name) for verb in ("get", "patch")} <= rights
+    else:
+        assert injected, "neither self-signed nor a cert-manager CA"
+        cert = named(objs, "Certificate", injected.split("/")[1])
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+        assert {Path(webhook.tls_cert_file), Path(webhook.tls_key_file)} == {
+            Path(mount["mountPath"]) / "tls.crt", Path(mount["mountPath"]) / "tls.key"}
+    assert webhook.self_signed == (name != "ha+components")
 
 
 # -- overlays ---------------------------------------------------------------------------------
