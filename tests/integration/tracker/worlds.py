@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -37,7 +37,6 @@ from clusterregistry.tracker.consuming import Tracker
 from clusterregistry.tracker.metrics import TrackerMetrics
 from kubesim.running import Cluster
 
-T = TypeVar("T")
 NAMESPACE = "clusterregistry"
 LOCAL_REGISTRY = "edge.local:5000"
 
@@ -278,15 +277,13 @@ class Services:
         return {source: int(((a.get("status") or {}).get("references") or {}).get("count", -1))
                 for source, a in self.artifacts().items()}
 
-    async def until(self, check: Callable[[], Awaitable[T | None] | T | None], *,
-                    what: str, timeout: float = 60) -> T:
-        last: list[Any] = []
+    async def until(self, check: Callable[[], Any], *, what: str, timeout: float = 60) -> Any:
+        """Wait until `check()` (a value or an awaitable) is truthy; return it."""
 
-        async def probe() -> T | None:
+        async def probe() -> Any:
             value = check()
-            if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
+            if isinstance(value, Awaitable):
                 value = await value
-            last[:] = [value]
             return value
 
         try:

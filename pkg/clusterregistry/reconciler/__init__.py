@@ -1,0 +1,1 @@
+"""The reconciler: one Artifact per source image, mirror requests, and true statuses."""

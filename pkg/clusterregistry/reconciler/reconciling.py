@@ -1,0 +1,540 @@
+"""The reconciler's I/O: refs and Artifact events in, Artifacts, mirror requests and KV out.
+
+A work queue of Artifact names, as Kubernetes controllers have: anything
+that may change what an Artifact should say marks its name dirty (an owner
+record changing in KV `clusterregistry-refs`, an Artifact changed by someone
+else, a mirror result, a timer for a retry, a timeout or a refresh, and a
+periodic resync of everything). A pass takes up to `batchSize` names and
+reconciles each with one decision (`statuses.plan`) and at most one write,
+`concurrency` at a time, so a thousand owners appearing at once become a
+steady trickle of writes, not a burst against the API server.
+
+Truth is the API server: the Artifact cache holds what this process last
+read or wrote; an Artifact event from the relay with a newer resourceVersion
+(another writer: GC, another reconciler) makes the next pass read it again,
+and every write carries the resourceVersion it was decided on, so a lost
+race is a 409 and a new decision, never an overwrite. The KV record of each
+Artifact follows its status; it is written only while the Artifact exists
+and is not being deleted, so a record GC removed is never brought back by
+a stale cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+from kubernetes_asyncio import client
+from nats.aio.msg import Msg
+from nats.js.api import RetentionPolicy
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from clusterregistry import references, schemas, subjects
+from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.keyvalues import Records, Versioned
+from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.streams import ensure_bucket, ensure_stream
+from clusterregistry.config import ReconcilerSettings
+from clusterregistry.errors import (
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+)
+from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.reconciler import statuses
+from clusterregistry.reconciler.metrics import ReconcilerMetrics
+from clusterregistry.schemas import ArtifactRecord, MirrorResult, OwnerRecord
+
+log = logging.getLogger(__name__)
+
+_RESULT_ATTEMPTS = 5
+
+
+def consumer_name(base: str, identity: str | None) -> str:
+    return f"{base}-{identity}" if identity else base
+
+
+def _rv(artifact: dict[str, Any] | None) -> int:
+    try:
+        return int(((artifact or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        api: client.ApiClient,
+        bus: Bus,
+        settings: ReconcilerSettings,
+        local_registry: str,
+        identity: str | None = None,
+        stream_replicas: int = 1,
+        metrics: ReconcilerMetrics | None = None,
+        rand: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.stream_replicas = stream_replicas
+        self.metrics = metrics or ReconcilerMetrics()
+        self.rand = rand or random.Random()
+        self.clock = clock
+        self.artifacts = Artifacts(api)
+        self.rules = statuses.Rules(
+            local_registry=local_registry, mirror_timeout=settings.mirror_timeout_seconds,
+            retry_initial=settings.retry_initial_seconds, retry_max=settings.retry_max_seconds,
+            retry_jitter=settings.retry_jitter,
+            refresh_interval=settings.refresh_interval_seconds,
+            owners_listed=settings.owners_listed)
+        # each reconciler sees every Artifact event (its cache must hear of GC's changes);
+        # results are shared work: whichever reconciler takes one applies it
+        self.events = Puller(bus.js, ConsumerSpec(
+            stream=subjects.KUBE_STREAM,
+            durable=consumer_name(subjects.RECONCILER_ARTIFACTS_CONSUMER, identity),
+            filter_subject=subjects.kube_kind("artifact"), deliver_new=True,
+            max_ack_pending=1000))
+        self.results = Puller(bus.js, ConsumerSpec(
+            stream=subjects.MIRROR_STREAM, durable=subjects.RECONCILER_RESULTS_CONSUMER,
+            filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000))
+        self.records: Records[ArtifactRecord] | None = None
+        self._refs_kv: KeyValue | None = None
+        # state
+        self.cache: dict[str, dict[str, Any]] = {}  # Artifact name -> object as last seen
+        self._stale: set[str] = set()  # names to read again before deciding
+        self._kv_cache: dict[str, Versioned[ArtifactRecord]] = {}
+        self.owners: dict[str, OwnerRecord] = {}  # owner uid -> record
+        self.by_source: dict[str, set[str]] = {}  # canonical source -> owner uids
+        self._names: dict[str, str] = {}  # canonical source -> Artifact name
+        self._sources: dict[str, str] = {}  # Artifact name -> canonical source
+        self._unmappable: set[str] = set()
+        self.dirty: set[str] = set()
+        self.timers: dict[str, float] = {}
+        self._wakeup = asyncio.Event()
+        self.ready = False
+        self.refs_loaded = False
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        js = self.bus.js
+        await ensure_stream(js, name=subjects.MIRROR_STREAM,
+                            subjects=list(subjects.MIRROR_STREAM_SUBJECTS),
+                            replicas=self.stream_replicas,
+                            max_age=7 * 24 * 3600.0,
+                            duplicate_window=max(120.0, self.settings.mirror_timeout_seconds),
+                            retention=RetentionPolicy.WORK_QUEUE)
+        self._refs_kv = await ensure_bucket(js, name=subjects.REFS_BUCKET,
+                                            replicas=self.stream_replicas)
+        kv = await ensure_bucket(js, name=subjects.ARTIFACTS_BUCKET,
+                                 replicas=self.stream_replicas)
+        self.records = Records(kv, schemas.artifact_record_decoder.decode,
+                               name=subjects.ARTIFACTS_BUCKET)
+        await self.events.start()
+        await self.results.start()
+        await self._relist_artifacts()
+        self._kv_cache = await self.records.snapshot()
+        self.ready = True
+
+    async def _relist_artifacts(self) -> None:
+        listed = await self.artifacts.list()
+        self.cache = {a["metadata"]["name"]: a for a in listed}
+        self._stale.clear()
+        for name, artifact in self.cache.items():
+            source = (artifact.get("spec") or {}).get("sourceArtifact")
+            if source:
+                self._sources.setdefault(name, source)
+        self._count_phases()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not self.ready:
+            try:
+                await self.prepare()
+            except (RetryableError, PermanentError) as exc:
+                log.warning("reconciler cannot start yet: %s", exc)
+                if await _stopped(stop, delay):
+                    return
+                delay = min(delay * 2, 10.0)
+        loops: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
+            self._watch_refs, self._consume_events, self._consume_results,
+            self._reconcile_loop, self._resync_loop]
+        tasks = [asyncio.create_task(loop(stop), name=loop.__name__) for loop in loops]
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in (*tasks, stopping):
+                task.cancel()
+            for task in (*tasks, stopping):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.events.stop()
+            await self.results.stop()
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def mark(self, name: str) -> None:
+        self.dirty.add(name)
+        self._wakeup.set()
+
+    def _name_of(self, source: str) -> str | None:
+        name = self._names.get(source)
+        if name is None and source not in self._unmappable:
+            try:
+                statuses.local_of(source, self.rules.local_registry)
+                name = references.artifact_name(references.parse(source))
+            except references.ReferenceError as exc:
+                log.warning("source %s cannot be mirrored: %s", source, exc)
+                self._unmappable.add(source)
+                return None
+            self._names[source] = name
+            self._sources[name] = source
+        return name
+
+    def set_owner(self, uid: str, record: OwnerRecord | None) -> None:
+        """Apply one owner record (None: deleted) to the source -> owners index."""
+        old = self.owners.pop(uid, None)
+        touched = set(old.images) if old else set()
+        if old:
+            for source in old.images:
+                owners = self.by_source.get(source)
+                if owners is not None:
+                    owners.discard(uid)
+                    if not owners:
+                        del self.by_source[source]
+        if record is not None:
+            self.owners[uid] = record
+            for source in record.images:
+                self.by_source.setdefault(source, set()).add(uid)
+            touched |= set(record.images)
+        for source in touched:
+            name = self._name_of(source)
+            if name is not None:
+                self.mark(name)
+        self.metrics.references.set(sum(len(o) for o in self.by_source.values()))
+
+    async def _watch_refs(self, stop: asyncio.Event) -> None:
+        """Every owner record, then every change, from an ordered watch of the bucket."""
+        assert self._refs_kv is not None
+        while not stop.is_set():
+            try:
+                watcher = await self._refs_kv.watchall()
+                initial: dict[str, OwnerRecord] = {}
+                loading = True
+                async for entry in watcher:
+                    if entry is None:
+                        if loading:
+                            for uid in set(self.owners) - set(initial):
+                                self.set_owner(uid, None)
+                            for uid, held in initial.items():
+                                if self.owners.get(uid) != held:
+                                    self.set_owner(uid, held)
+                            loading = False
+                            self.refs_loaded = True
+                        continue
+                    record: OwnerRecord | None = None
+                    if entry.operation not in (KV_DEL, KV_PURGE) and entry.value:
+                        try:
+                            record = schemas.owner_record_decoder.decode(entry.value)
+                        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                            log.warning("refs: %s is unreadable: %s", entry.key, exc)
+                    if loading:
+                        if record is not None:
+                            initial[entry.key] = record
+                    else:
+                        self.set_owner(entry.key, record)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the watch broke (NATS restarted): load everything again
+                log.warning("reconciler: watching %s: %s; watching again", subjects.REFS_BUCKET,
+                            exc)
+                if await _stopped(stop, 1.0):
+                    return
+
+    async def _consume_events(self, stop: asyncio.Event) -> None:
+        """Artifact events: whatever another writer changed is read again before deciding."""
+        while not stop.is_set():
+            try:
+                messages = await self.events.fetch(256, timeout=1.0)
+            except RetryableError as exc:
+                log.warning("reconciler: %s", exc)
+                if await _stopped(stop, 1.0):
+                    return
+                continue
+            for msg in messages:
+                if not msg.subject.endswith("._relist"):
+                    try:
+                        event = schemas.kube_event_decoder.decode(msg.data)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        log.error("reconciler: undecodable %s: %s", msg.subject, exc)
+                        await msg.term()
+                        continue
+                    self._on_artifact_event(event)
+                await msg.ack()
+
+    def _on_artifact_event(self, event: schemas.KubeEvent) -> None:
+        cached = self.cache.get(event.name)
+        try:
+            event_rv = int(event.resource_version)
+        except ValueError:
+            event_rv = 0
+        if event.type == "DELETED":
+            if cached is not None and cached["metadata"].get("uid") == event.uid:
+                self._stale.add(event.name)
+        elif cached is None or event_rv > _rv(cached):
+            self._stale.add(event.name)  # someone else's write (ours come back equal)
+        else:
+            return
+        source = (event.artifact.spec.get("sourceArtifact") if event.artifact else None)
+        if isinstance(source, str) and source:
+            self._sources.setdefault(event.name, source)
+        self.mark(event.name)
+
+    async def _consume_results(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                messages = await self.results.fetch(64, timeout=1.0)
+            except RetryableError as exc:
+                log.warning("reconciler: %s", exc)
+                if await _stopped(stop, 1.0):
+                    return
+                continue
+            for msg in messages:
+                await self._result_message(msg)
+
+    async def _result_message(self, msg: Msg) -> None:
+        try:
+            result = schemas.mirror_result_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("reconciler: undecodable mirror result on %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        try:
+            outcome = await self.apply_result(result)
+        except RetryableError as exc:
+            log.warning("reconciler: applying a result for %s: %s", result.artifact, exc)
+            await msg.nak(delay=exc.delay or 2.0)
+            return
+        except PermanentError as exc:
+            log.error("reconciler: result for %s cannot be applied: %s", result.artifact, exc)
+            await msg.term()
+            return
+        self.metrics.mirror_results.labels(outcome).inc()
+        await msg.ack()
+
+    async def apply_result(self, result: MirrorResult) -> str:
+        """Store a mirror result in its Artifact's status; 'ok', 'failed' or 'stale'."""
+        name = result.artifact
+        for _ in range(_RESULT_ATTEMPTS):
+            artifact = await self._current(name)
+            if artifact is None:
+                return "stale"
+            patch = statuses.on_result(result, artifact, now=self.clock(), rules=self.rules,
+                                       rand=self.rand)
+            if patch is None:
+                return "stale"
+            try:
+                self.cache[name] = await self.artifacts.patch_status(
+                    name, patch, resource_version=artifact["metadata"]["resourceVersion"])
+            except ConflictError:
+                self.metrics.conflicts.inc()
+                self._stale.add(name)
+                continue
+            except NotFoundError:
+                self._stale.add(name)
+                return "stale"
+            self.metrics.api_writes.labels("status").inc()
+            self.mark(name)  # the KV record, and the next timer
+            return "ok" if result.ok else "failed"
+        raise RetryableError(f"artifact {name}: still conflicting", delay=1.0)
+
+    # -- the work queue ------------------------------------------------------------------------
+
+    async def _resync_loop(self, stop: asyncio.Event) -> None:
+        while not await _stopped(stop, self.settings.resync_seconds):
+            try:
+                await self._relist_artifacts()
+            except (RetryableError, PermanentError) as exc:
+                log.warning("reconciler resync: %s", exc)
+                continue
+            for name in {*self.cache, *self._names.values()}:
+                self.mark(name)
+
+    async def _reconcile_loop(self, stop: asyncio.Event) -> None:
+        semaphore = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(name: str) -> None:
+            async with semaphore:
+                await self.reconcile(name)
+
+        while not stop.is_set():
+            now = self.clock()
+            for name, due in list(self.timers.items()):
+                if due <= now:
+                    del self.timers[name]
+                    self.dirty.add(name)
+            self.metrics.queue_depth.set(len(self.dirty))
+            if not self.dirty or not self.refs_loaded:
+                self._wakeup.clear()
+                soonest = min(self.timers.values(), default=now + 1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), max(0.01, min(soonest - now,
+                                                                              1.0)))
+                continue
+            batch = sorted(self.dirty)[: self.settings.batch_size]
+            self.dirty.difference_update(batch)
+            await asyncio.gather(*(one(name) for name in batch))
+            self._count_phases()
+
+    async def _current(self, name: str) -> dict[str, Any] | None:
+        """The Artifact as last seen, read again when someone else changed it."""
+        if name in self._stale:
+            found = await self.artifacts.get(name)
+            self._stale.discard(name)
+            if found is None:
+                self.cache.pop(name, None)
+            else:
+                self.cache[name] = found
+        return self.cache.get(name)
+
+    def desired(self, name: str) -> statuses.Desired | None:
+        source = self._sources.get(name)
+        if source is None:
+            return None
+        uids = self.by_source.get(source, set())
+        return statuses.Desired(source, tuple(self.owners[u] for u in sorted(uids)))
+
+    async def reconcile(self, name: str) -> statuses.Plan | None:
+        """One decision and at most one write for one Artifact."""
+        started = time.perf_counter()
+        plan: statuses.Plan | None = None
+        try:
+            desired = self.desired(name)
+            artifact = await self._current(name)
+            if desired is None:
+                if artifact is None:
+                    await self._sync_record(name)
+                    return None
+                source = (artifact.get("spec") or {}).get("sourceArtifact", "")
+                desired = statuses.Desired(source)
+            plan = statuses.plan(desired=desired, artifact=artifact, now=self.clock(),
+                                 rules=self.rules, rand=self.rand)
+            if plan.create is not None:
+                try:
+                    self.cache[name] = await self.artifacts.create(plan.create)
+                except ConflictError:  # created by another reconciler: read it, decide again
+                    self._stale.add(name)
+                    self.mark(name)
+                    return plan
+                self.metrics.api_writes.labels("create").inc()
+                log.info("artifact %s created for %s", name, desired.source)
+            elif plan.status is not None and artifact is not None:
+                self.cache[name] = await self.artifacts.patch_status(
+                    name, plan.status, resource_version=artifact["metadata"]["resourceVersion"])
+                self.metrics.api_writes.labels("status").inc()
+                if plan.request is not None:
+                    await self._publish(plan)
+            await self._sync_record(name)
+        except ConflictError:
+            self.metrics.conflicts.inc()
+            self._stale.add(name)
+            self.mark(name)
+            return plan
+        except NotFoundError:
+            self._stale.add(name)
+            self.mark(name)
+            return plan
+        except RetryableError as exc:
+            self.metrics.errors.labels("retryable").inc()
+            log.warning("reconciling %s: %s; again in 5s", name, exc)
+            self.timers[name] = self.clock() + 5.0
+            return plan
+        except PermanentError as exc:
+            self.metrics.errors.labels("permanent").inc()
+            log.error("reconciling %s: %s; again at the next resync", name, exc)
+            return plan
+        finally:
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        if plan.again:
+            self.mark(name)
+        if plan.wake_at is not None:
+            self.timers[name] = plan.wake_at
+        else:
+            self.timers.pop(name, None)
+        return plan
+
+    async def _publish(self, plan: statuses.Plan) -> None:
+        request = plan.request
+        assert request is not None
+        msg_id = subjects.mirror_msg_id(request.artifact, request.generation, request.attempt)
+        try:
+            await self.bus.js.publish(
+                subjects.MIRROR_REQUEST, schemas.encode(request), timeout=5.0,
+                headers={subjects.MSG_ID_HEADER: msg_id, subjects.TRACE_HEADER: msg_id})
+        except Exception as exc:
+            # the status already says Mirroring with a deadline: the timeout asks again
+            log.warning("publishing the mirror request for %s: %s; the timeout will ask again",
+                        request.artifact, exc)
+            return
+        self.metrics.mirror_requests.labels(plan.reason).inc()
+        if plan.reason in ("retry", "timeout"):
+            self.metrics.retries.inc()
+        log.info("mirror requested for %s (%s, generation %d, attempt %d)", request.source,
+                 plan.reason, request.generation, request.attempt)
+
+    async def _sync_record(self, name: str) -> None:
+        """The KV record follows the Artifact (never while GC deletes it, never without it)."""
+        assert self.records is not None
+        current = self._kv_cache.get(name)
+        if current is None:
+            current = self._kv_cache[name] = await self.records.read(name)
+        artifact = self.cache.get(name)
+        try:
+            if artifact is None:
+                if current.value is not None:
+                    await self.records.delete(name, revision=current.revision)
+                    self._kv_cache[name] = Versioned(None, 0, deleted=True)
+                return
+            if (artifact.get("status") or {}).get("phase") == "Deleting":
+                return
+            wanted = statuses.record_of(artifact, now=self.clock())
+            if wanted is None or statuses.same_record(wanted, current.value):
+                return
+            revision = await self.records.write(name, wanted, revision=current.revision)
+            self._kv_cache[name] = Versioned(wanted, revision)
+        except ConflictError:
+            # GC (or another reconciler) wrote it: read both again before deciding
+            self._kv_cache.pop(name, None)
+            raise
+
+    def _count_phases(self) -> None:
+        counts: dict[str, int] = {}
+        for artifact in self.cache.values():
+            phase = (artifact.get("status") or {}).get("phase") or "Pending"
+            counts[phase] = counts.get(phase, 0) + 1
+        self.metrics.set_phases(counts)
+
+    def idle(self) -> bool:
+        """Nothing queued (timers may be pending): for tests and the sandbox."""
+        return self.refs_loaded and not self.dirty
+
+
+async def _stopped(stop: asyncio.Event, delay: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        return False
+    return True

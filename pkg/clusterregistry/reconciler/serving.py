@@ -1,0 +1,39 @@
+"""The reconciler process: settings in, Artifacts kept true, probes and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from clusterregistry.bus.connecting import connect
+from clusterregistry.config import Settings
+from clusterregistry.kube.clients import api_client
+from clusterregistry.reconciler.metrics import ReconcilerMetrics
+from clusterregistry.reconciler.reconciling import Reconciler
+from clusterregistry.runtime.probes import ProbeServer
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    kubeconfig: str | None = None,
+    identity: str | None = None,
+    probe_host: str = "0.0.0.0",
+) -> None:
+    bus = await connect(settings.nats.servers, name="clusterregistry-reconciler")
+    api = await api_client(kubeconfig)
+    reconciler = Reconciler(
+        api=api, bus=bus, settings=settings.reconciler, local_registry=settings.local_registry,
+        identity=identity, stream_replicas=settings.nats.stream_replicas,
+        metrics=ReconcilerMetrics())
+    probes = ProbeServer(probe_host, settings.probe_port)
+    # ready once the streams, buckets and consumers exist and the owner records are loaded
+    probes.add_check("nats", lambda: reconciler.ready and bus.nc.is_connected)
+    probes.add_check("refs", lambda: reconciler.refs_loaded)
+    await probes.start()
+    try:
+        await reconciler.run(stop)
+    finally:
+        await probes.stop()
+        await api.close()
+        await bus.close()

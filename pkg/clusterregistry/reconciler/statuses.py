@@ -1,0 +1,312 @@
+"""What an Artifact's status should say, and what to ask the mirror: pure, no I/O.
+
+`plan` takes one source image's owners (from the tracker's records) and its
+Artifact as the API server holds it, and returns at most one step: create
+the Artifact, or one status merge patch (and perhaps a mirror request to
+publish once that patch is stored). The reconciler applies the step and asks
+again, so each phase a user can observe is a real, stored state:
+
+    (absent) --referenced--> Pending --request--> Mirroring --ok--> Available
+                                                      |  ^             |
+                                  failed: back-off    v  | retry/timeout | refresh (mutable tag)
+                                                     Failed            v
+                                                               Available (re-copied)
+
+`on_result` turns a mirror's answer into a status patch. Every request
+carries a new `mirrorGeneration`, stored in the status before the request is
+published; a result for another generation is stale and ignored, so a slow
+mirror that answers after a retry cannot overwrite the newer outcome.
+
+GC owns Artifacts in phase Deleting: while nobody references one, nothing
+here touches it. When a reference appears again the Artifact goes back to
+Pending and is copied again (GC may already have deleted the image; copying
+is idempotent and the registry fence keeps the copy out of GC's sweep); if
+GC deleted it, it is created anew.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from clusterregistry import references
+from clusterregistry.schemas import (
+    ArtifactRecord,
+    MirrorRequest,
+    MirrorResult,
+    OwnerRecord,
+    SecretRef,
+)
+
+Status = dict[str, Any]
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "clusterregistry"}
+_SECRETS_PER_REQUEST = 8
+
+
+@dataclass(frozen=True)
+class Rules:
+    local_registry: str
+    mirror_timeout: float = 600.0
+    retry_initial: float = 10.0
+    retry_max: float = 900.0
+    retry_jitter: float = 0.2
+    refresh_interval: float = 0.0  # 0: mutable tags are never copied again
+    owners_listed: int = 20
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One source image and the owners whose records list it."""
+
+    source: str
+    owners: tuple[OwnerRecord, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return references.artifact_name(references.parse(self.source))
+
+
+@dataclass(frozen=True)
+class Plan:
+    create: dict[str, Any] | None = None
+    status: Status | None = None  # a merge patch of .status (None values remove fields)
+    request: MirrorRequest | None = None
+    reason: str = ""  # why a copy is requested: first, retry, timeout, refresh
+    again: bool = False  # reconcile again at once (the next step is ready)
+    wake_at: float | None = None  # reconcile again then (a retry, a timeout, a refresh)
+    notes: list[str] = field(default_factory=list)
+
+
+def timestamp(seconds: float) -> str:
+    """RFC 3339 in UTC, second precision, as Kubernetes writes times."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def local_of(source: str, local_registry: str) -> str:
+    return str(references.to_local(references.parse(source), local_registry))
+
+
+def is_mutable(source: str) -> bool:
+    """A tag can move; a digest cannot."""
+    return not references.parse(source).digest
+
+
+def backoff(attempts: int, rules: Rules, rand: random.Random) -> float:
+    """Exponential from retry_initial, capped at retry_max, with +-jitter."""
+    base = min(rules.retry_max, rules.retry_initial * 2.0 ** max(0, attempts - 1))
+    return base * (1 + rules.retry_jitter * (2 * rand.random() - 1))
+
+
+def _owner_entry(record: OwnerRecord) -> dict[str, str]:
+    return {"kind": record.kind, "namespace": record.namespace, "name": record.name,
+            "uid": record.uid}
+
+
+def _references(owners: tuple[OwnerRecord, ...], rules: Rules) -> dict[str, Any]:
+    ordered = sorted(owners, key=lambda r: (r.namespace, r.kind, r.name, r.uid))
+    return {"count": len(ordered),
+            "owners": [_owner_entry(r) for r in ordered[: rules.owners_listed]]}
+
+
+def _with_condition(status: Status, *, now: float, generation: int) -> Status:
+    """The one condition, `Ready`: True exactly when the copy can be pulled."""
+    phase = status.get("phase", "")
+    ready = "True" if phase == "Available" else "False"
+    reason = phase or "Pending"
+    message = status.get("message") or {
+        "Pending": "waiting for a copy to be requested", "Mirroring": "a copy is in progress",
+        "Available": "the copy is in the cluster registry",
+        "Deleting": "garbage collection is deleting the copy",
+    }.get(phase, "")
+    old = next((c for c in status.get("conditions") or []
+                if isinstance(c, dict) and c.get("type") == "Ready"), None)
+    if old is not None and (old.get("status"), old.get("reason"), old.get("message")) == (
+            ready, reason, message):
+        return status
+    transition = old.get("lastTransitionTime") if old and old.get("status") == ready else None
+    condition = {"type": "Ready", "status": ready, "reason": reason, "message": message,
+                 "lastTransitionTime": transition or timestamp(now),
+                 "observedGeneration": generation}
+    return {**status, "conditions": [condition]}
+
+
+def _diff(old: Status, new: Status) -> Status | None:
+    patch: Status = {key: value for key, value in new.items() if old.get(key) != value}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch or None
+
+
+def _request(name: str, source: str, *, generation: int, attempt: int, owners: tuple[
+        OwnerRecord, ...], rules: Rules, now: float) -> MirrorRequest:
+    secrets: list[SecretRef] = []
+    for record in sorted(owners, key=lambda r: (r.namespace, r.name)):
+        for secret in record.pull_secrets:
+            ref = SecretRef(namespace=record.namespace, name=secret)
+            if ref not in secrets and len(secrets) < _SECRETS_PER_REQUEST:
+                secrets.append(ref)
+    return MirrorRequest(artifact=name, generation=generation, source=source,
+                         destination=local_of(source, rules.local_registry),
+                         pull_secrets=secrets, attempt=attempt, requested=now)
+
+
+def new_artifact(desired: Desired, rules: Rules) -> dict[str, Any]:
+    return {"metadata": {"name": desired.name, "labels": dict(MANAGED_BY)},
+            "spec": {"sourceArtifact": desired.source,
+                     "localArtifact": local_of(desired.source, rules.local_registry)}}
+
+
+def plan(*, desired: Desired, artifact: dict[str, Any] | None, now: float, rules: Rules,
+         rand: random.Random) -> Plan:
+    """The next step for one source image."""
+    owners = desired.owners
+    if artifact is None:
+        if not owners:
+            return Plan()
+        return Plan(create=new_artifact(desired, rules), again=True)
+    old: Status = dict(artifact.get("status") or {})
+    generation = int((artifact.get("metadata") or {}).get("generation") or 0)
+    phase = old.get("phase", "")
+    count = len(owners)
+    if phase == "Deleting" and count == 0:
+        return Plan()  # GC's: not even the references are touched
+    new: Status = dict(old)
+    refs = _references(owners, rules)
+    was_referenced = int((old.get("references") or {}).get("count") or 0) > 0
+    if refs != old.get("references"):
+        new["references"] = refs
+        if count or was_referenced:
+            new["lastReferencedTime"] = timestamp(now)
+    if count:
+        new.pop("unreferencedSince", None)
+    elif "unreferencedSince" not in old:
+        new["unreferencedSince"] = timestamp(now)
+    new["observedGeneration"] = generation
+
+    request: MirrorRequest | None = None
+    reason = ""
+    again = False
+    due = seconds(old.get("nextMirrorTime"))
+    attempts = int(old.get("attempts") or 0)
+    mirror_generation = int(old.get("mirrorGeneration") or 0)
+    if phase in ("", "Deleting"):
+        if not phase:
+            # requests are de-duplicated by (artifact, generation, attempt): an Artifact GC
+            # deleted and that is created again must not reuse its predecessor's ids, so a new
+            # Artifact's generations count from its first status, in milliseconds
+            new["mirrorGeneration"] = max(mirror_generation, int(now * 1000))
+        new["phase"] = "Pending"
+        new["message"] = ("referenced again while being deleted; it will be copied again"
+                          if phase == "Deleting" else "")
+        new.pop("nextMirrorTime", None)
+        again = True
+    elif count and phase == "Pending":
+        reason = "first"
+    elif count and phase in ("Mirroring", "Failed") and due is not None and now >= due:
+        reason = "timeout" if phase == "Mirroring" else "retry"
+    elif count and phase == "Available" and due is not None and now >= due:
+        reason = "refresh"
+    elif phase == "Available":
+        refreshing = bool(rules.refresh_interval and is_mutable(desired.source))
+        if due is not None and not refreshing:
+            new.pop("nextMirrorTime", None)  # refreshing was turned off
+        elif due is None and refreshing:
+            new["nextMirrorTime"] = timestamp(now + rules.refresh_interval)  # turned on
+    if reason:
+        if reason == "timeout":
+            attempts += 1
+            new["message"] = (f"no mirror answered within {rules.mirror_timeout:.0f}s; "
+                              f"asking again (attempt {attempts + 1})")
+        elif reason == "retry":
+            new["message"] = f"retrying (attempt {attempts + 1}): {old.get('message', '')}"
+        elif reason == "refresh":
+            new["message"] = "refreshing: copying the tag again in case it moved"
+        else:
+            new["message"] = ""
+        mirror_generation += 1
+        new["mirrorGeneration"] = mirror_generation
+        new["attempts"] = attempts
+        new["nextMirrorTime"] = timestamp(now + rules.mirror_timeout)
+        if phase != "Available":
+            new["phase"] = "Mirroring"
+        request = _request(artifact["metadata"]["name"], desired.source,
+                           generation=mirror_generation, attempt=attempts, owners=owners,
+                           rules=rules, now=now)
+    new = _with_condition(new, now=now, generation=generation)
+    wake = seconds(new.get("nextMirrorTime"))
+    return Plan(status=_diff(old, new), request=request, reason=reason, again=again,
+                wake_at=wake if count else None)
+
+
+def on_result(result: MirrorResult, artifact: dict[str, Any], *, now: float, rules: Rules,
+              rand: random.Random) -> Status | None:
+    """The status patch a mirror result calls for; None when it is stale."""
+    old: Status = dict(artifact.get("status") or {})
+    if int(old.get("mirrorGeneration") or 0) != result.generation or old.get(
+            "phase") == "Deleting":
+        return None
+    generation = int((artifact.get("metadata") or {}).get("generation") or 0)
+    source = (artifact.get("spec") or {}).get("sourceArtifact", result.source)
+    new: Status = dict(old)
+    if result.ok:
+        previous = old.get("digest")
+        new.update(phase="Available", digest=result.digest, size=result.size,
+                   platforms=list(result.platforms), lastMirrorTime=timestamp(now), attempts=0)
+        new["message"] = (f"the tag moved from {previous} to {result.digest}"
+                          if previous and previous != result.digest else "")
+        if rules.refresh_interval and is_mutable(source):
+            new["nextMirrorTime"] = timestamp(now + rules.refresh_interval)
+        else:
+            new.pop("nextMirrorTime", None)
+    else:
+        attempts = int(old.get("attempts") or 0) + 1
+        delay = backoff(attempts, rules, rand) if result.retryable else rules.retry_max
+        what = result.error or "the copy failed"
+        if result.reason:
+            what = f"{what} ({result.reason})"
+        new.update(attempts=attempts, nextMirrorTime=timestamp(now + delay),
+                   message=f"{what}; next attempt in {delay:.0f}s")
+        if old.get("phase") != "Available":  # a failed refresh keeps the copy it has
+            new["phase"] = "Failed"
+    new["observedGeneration"] = generation
+    new = _with_condition(new, now=now, generation=generation)
+    return _diff(old, new)
+
+
+def record_of(artifact: dict[str, Any], *, now: float) -> ArtifactRecord | None:
+    """The KV record for the webhook and GC; None for an Artifact without a phase yet."""
+    status = artifact.get("status") or {}
+    phase = status.get("phase")
+    if phase not in ("Pending", "Mirroring", "Available", "Failed", "Deleting"):
+        return None
+    spec = artifact.get("spec") or {}
+    return ArtifactRecord(
+        name=artifact["metadata"]["name"], source=spec.get("sourceArtifact", ""),
+        local=spec.get("localArtifact", ""), phase=phase,
+        digest=status.get("digest") or "", size=int(status.get("size") or 0),
+        platforms=list(status.get("platforms") or []),
+        references=int((status.get("references") or {}).get("count") or 0),
+        unreferenced_since=seconds(status.get("unreferencedSince")) or 0.0,
+        generation=int(status.get("mirrorGeneration") or 0), updated=now)
+
+
+def same_record(a: ArtifactRecord | None, b: ArtifactRecord | None) -> bool:
+    """Equal but for the time written."""
+    if a is None or b is None:
+        return a is b
+    return msgspec.structs.replace(a, updated=0.0) == msgspec.structs.replace(b, updated=0.0)
