@@ -481,7 +481,7 @@ class ApiServer:
                 )
                 new = self._merge_for_subresource(resource, old_copy, new, subresource)
                 new = self._prepare(resource, new)
-            validation.validate_update(resource, old_copy, new)
+            validation.validate_update(resource, old_copy, new, subresource=subresource)
             if resource.is_custom:
                 validation.validate_custom(resource, new)
             current = self.store.get(resource, (ns, name))

@@ -718,6 +718,26 @@ _UPDATABLE_POD_FIELDS = ",".join((
 ))
 
 
+def validate_ephemeral_containers_update(errs: FieldErrors, old: Obj, new: Obj) -> None:
+    """ValidatePodEphemeralContainersUpdate's part 2: ephemeral containers may be added,
+    never changed or removed (matched by name: a patch does not keep their order)."""
+    if ((old.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/config.mirror"):
+        errs.forbidden("", "static pods do not support ephemeral containers")
+        return
+    new_by_name = {c.get("name"): c for c in sub(new, "spec").get("ephemeralContainers") or ()
+                   if isinstance(c, dict)}
+    for container in sub(old, "spec").get("ephemeralContainers") or ():
+        if not isinstance(container, dict):
+            continue
+        name = container.get("name")
+        if name not in new_by_name:
+            errs.forbidden("spec.ephemeralContainers",
+                           f'existing ephemeral containers "{name}" may not be removed\n')
+        elif new_by_name[name] != container:
+            errs.forbidden(f"spec.ephemeralContainers[{name}]",
+                           f'existing ephemeral containers "{name}" may not be changed\n')
+
+
 def validate_pod_update(errs: FieldErrors, old: Obj, new: Obj) -> None:
     """ValidatePodUpdate's spec part: only images, deadlines and new tolerations may change."""
     old_spec, new_spec = sub(old, "spec"), sub(new, "spec")

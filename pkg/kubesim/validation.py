@@ -75,13 +75,18 @@ def validate_create(resource: Resource, obj: dict[str, Any]) -> None:
         errs.raise_for(resource, _name_of(obj))
 
 
-def validate_update(resource: Resource, old: dict[str, Any], new: dict[str, Any]) -> None:
+def validate_update(resource: Resource, old: dict[str, Any], new: dict[str, Any], *,
+                    subresource: str | None = None) -> None:
     """validate_create's checks on new, plus what an update may not change."""
     errs = FieldErrors()
     _validate_meta_update(errs, _meta_of(old), _meta_of(new))
     _validate(errs, resource, new)
     kind = _kind_key(resource)
-    if kind == ("", "Pod"):
+    if kind == ("", "Pod") and subresource == "ephemeralcontainers":
+        # the subresource's strategy validates with ValidatePodEphemeralContainersUpdate,
+        # not ValidatePodUpdate (which forbids any change to ephemeralContainers)
+        pods.validate_ephemeral_containers_update(errs, old, new)
+    elif kind == ("", "Pod"):
         pods.validate_pod_update(errs, old, new)
     elif kind[0] == "apps":
         workloads.validate_apps_update(errs, old, new, kind=resource.kind)
