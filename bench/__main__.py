@@ -9,13 +9,14 @@ import platform
 import time
 from pathlib import Path
 
-from bench import kubesim_scale, relay, sandbox_load
+from bench import kubesim_scale, relay, sandbox_load, tracker
 
 BENCHES = {
     "kubesim_store": kubesim_scale.store,
     "kubesim_watch": kubesim_scale.watch,
     "relay": relay.relay,
     "sandbox_load": sandbox_load.sandbox_load,
+    "tracker": tracker.tracker,
 }
 
 

@@ -78,6 +78,9 @@ class ArtifactView:
         self._snapshot = _Snapshot()
         self._synced = False
         self.bus: Bus | None = None
+        # read at scrape time, so they say what an admission would see at that moment
+        metrics.artifacts_synced.set_function(lambda: 1.0 if self.synced else 0.0)
+        metrics.artifacts_known.set_function(lambda: float(self.size))
 
     @property
     def synced(self) -> bool:
@@ -94,7 +97,6 @@ class ArtifactView:
 
     def _set_synced(self, value: bool) -> None:
         self._synced = value
-        self._metrics.artifacts_synced.set(1 if value else 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, watch, rebuild after every disconnection; until `stop`."""
@@ -147,7 +149,6 @@ class ArtifactView:
                     self._snapshot = fresh
                     synced = True
                     self._set_synced(True)
-                    self._metrics.artifacts_known.set(self.size)
                     log.info("artifact view: in sync with %d records", self.size)
                     continue
                 target = self._snapshot if synced else fresh
@@ -155,8 +156,6 @@ class ArtifactView:
                     target.delete(entry.key)
                 else:
                     target.put(entry.key, entry.value)
-                if synced:
-                    self._metrics.artifacts_known.set(self.size)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]

@@ -43,9 +43,11 @@ class RunningWebhook:
 
 
 def webhook_settings(*, local_registry: str, namespace: str = "clusterregistry",
-                     **webhook: Any) -> config.Settings:
-    tree = {"localRegistry": local_registry, "namespace": namespace, "probePort": 0,
-            "webhook": {"host": "127.0.0.1", "port": 0, **webhook}}
+                     nats_servers: list[str] | None = None, **webhook: Any) -> config.Settings:
+    tree: dict[str, Any] = {"localRegistry": local_registry, "namespace": namespace,
+                            "probePort": 0, "webhook": {"host": "127.0.0.1", "port": 0, **webhook}}
+    if nats_servers is not None:
+        tree["nats"] = {"servers": nats_servers}
     settings = msgspec.convert(tree, config.Settings)
     config.validate(settings)
     return settings
@@ -53,14 +55,15 @@ def webhook_settings(*, local_registry: str, namespace: str = "clusterregistry",
 
 @contextlib.asynccontextmanager
 async def running_webhook(tmp_path: Path, ca: CertificateAuthority, *, local_registry: str,
-                          issue: bool = True, **webhook: Any) -> AsyncIterator[RunningWebhook]:
+                          issue: bool = True, nats_servers: list[str] | None = None,
+                          **webhook: Any) -> AsyncIterator[RunningWebhook]:
     """The webhook as `serve` runs it; a certificate for 127.0.0.1 unless `issue=False`."""
     folder = tmp_path / "webhook-tls"
     folder.mkdir(exist_ok=True)
     cert_file, key_file = folder / "tls.crt", folder / "tls.key"
     if issue:
         ca.issue(common_name="clusterregistry-webhook", hosts=["127.0.0.1"]).write(folder, "tls")
-    settings = webhook_settings(local_registry=local_registry,
+    settings = webhook_settings(local_registry=local_registry, nats_servers=nats_servers,
                                 **{"tlsCertFile": str(cert_file), "tlsKeyFile": str(key_file),
                                    "tlsReloadSeconds": 0.2, **webhook})
     registry = CollectorRegistry()
