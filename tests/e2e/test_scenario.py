@@ -21,7 +21,7 @@ async def test_the_demo_scenario_step_by_step(system: System, scenario: Scenario
     assert system.local_registry in line
 
     await scenario.artifacts_available()
-    for sample in system.samples:
+    for sample in scenario.samples:
         phases = scenario.watch.phases[scenario.artifact_name(sample)]
         assert phases[-1] == "Available"
         assert phases[0] in ("Pending", "Mirroring", "Available"), phases
