@@ -31,6 +31,7 @@ from celpy.evaluation import CELEvalError
 from lark import Token, Tree
 
 from clusterregistry import kinds, references
+from clusterregistry.errors import ConfigError
 from clusterregistry.references import Reference
 
 # per-image skip reasons (also the `reason` label of the skipped-images metric)
@@ -176,9 +177,13 @@ class MatchCondition:
     def __init__(self, expression: str) -> None:
         self.expression = expression
         environment = celpy.Environment()
-        # a CELParseError names the line and column: let it stop the process at start
-        tree = environment.compile(expression)
-        self._program = environment.program(tree)
+        try:
+            tree = environment.compile(expression)
+            self._program = environment.program(tree)
+        except Exception as exc:  # celpy's CELParseError, lark's errors: stop at start
+            raise ConfigError(
+                "webhook.pod.mutation.matchConditionExpression: not a CEL expression: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
         self._paths = observed_paths(tree)
         self._cache: dict[bytes, bool | str] = {}
 
