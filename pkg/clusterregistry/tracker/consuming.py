@@ -17,8 +17,10 @@ lives and a deletion is final.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.msg import Msg
@@ -115,9 +117,8 @@ class Tracker:
                     continue
                 if messages:
                     started = time.perf_counter()
-                    for msg in messages:
-                        if not await self._process(msg, stop):
-                            return  # stopping: the rest is redelivered to whoever comes next
+                    if not await self._process(messages, stop):
+                        return  # stopping: the rest is redelivered to whoever comes next
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)
         finally:
             purging.cancel()
@@ -125,37 +126,75 @@ class Tracker:
 
     # -- one message ---------------------------------------------------------------------------
 
-    async def _process(self, msg: Msg, stop: asyncio.Event) -> bool:
-        """Apply one message and ack it; False when stopped before it was stored."""
-        try:
-            if msg.subject.endswith("._relist"):
-                item: KubeEvent | RelistMarker = schemas.relist_marker_decoder.decode(msg.data)
-            else:
-                item = schemas.kube_event_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("tracker: undecodable message on %s (%s); terminated", msg.subject, exc)
-            self.metrics.invalid.inc()
-            await msg.term()
+    async def _process(self, messages: list[Msg], stop: asyncio.Event) -> bool:
+        """Apply a batch and ack it; False when stopped before all of it was stored.
+
+        Events between two relist markers are applied concurrently across owners and in
+        order within one owner (different owners' records are independent); a marker waits
+        for everything before it, and everything after it waits for the marker.
+        """
+        segment: list[tuple[Msg, KubeEvent]] = []
+        for msg in messages:
+            try:
+                if msg.subject.endswith("._relist"):
+                    item: KubeEvent | RelistMarker = schemas.relist_marker_decoder.decode(
+                        msg.data)
+                else:
+                    item = schemas.kube_event_decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("tracker: undecodable message on %s (%s); terminated", msg.subject,
+                          exc)
+                self.metrics.invalid.inc()
+                await msg.term()
+                continue
+            if isinstance(item, KubeEvent):
+                self.relists.event(item)  # seen, whatever happens to its write
+                segment.append((msg, item))
+                continue
+            if not await self._apply_segment(segment, stop):
+                return False
+            segment = []
+            if not await self._retrying(functools.partial(self.apply_marker, item), stop):
+                return False
+            await msg.ack()
+            self.applied += 1
+        return await self._apply_segment(segment, stop)
+
+    async def _apply_segment(self, segment: list[tuple[Msg, KubeEvent]],
+                             stop: asyncio.Event) -> bool:
+        groups: dict[str, list[KubeEvent]] = {}
+        for _, event in segment:
+            key = owners.owner_of(event)
+            groups.setdefault(key.uid if key else "", []).append(event)
+
+        async def in_order(events: list[KubeEvent]) -> bool:
+            for event in events:
+                if not await self._retrying(functools.partial(self.apply, event), stop):
+                    return False
             return True
+
+        if not all(await asyncio.gather(*(in_order(g) for g in groups.values()))):
+            return False
+        for msg, _ in segment:
+            await msg.ack()
+        self.applied += len(segment)
+        return True
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[object]],
+                        stop: asyncio.Event) -> bool:
+        """Run `attempt` until it stores its effect; transient failures are retried in place
+        (a nak would let later messages overtake it). False when stopped first."""
         delay = self.settings.retry_initial_seconds
-        if isinstance(item, KubeEvent):
-            self.relists.event(item)  # seen, whatever happens to its write
         while True:
             try:
-                if isinstance(item, RelistMarker):
-                    await self.apply_marker(item)
-                else:
-                    await self.apply(item)
-                break
+                await attempt()
+                return True
             except RetryableError as exc:
                 self.metrics.retries.inc()
                 log.warning("tracker: %s; retrying in %.1fs", exc, delay)
                 if await _stopped(stop, delay):
                     return False
                 delay = min(delay * 2, self.settings.retry_max_seconds)
-        await msg.ack()
-        self.applied += 1
-        return True
 
     async def _read(self, uid: str, *, fresh: bool = False) -> Versioned[OwnerRecord]:
         assert self.records is not None

@@ -30,6 +30,7 @@ The rules (DESIGN.md, "Owner-based references"):
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -123,16 +124,22 @@ class Settings:
 
 def source_image(container: Container, *, local_registry: str) -> str | None:
     """The canonical source reference a container uses; None (logged) when it is invalid."""
-    text = container.original_image or container.image
+    if container.original_image:
+        return _canonical(container.original_image, "")
+    return _canonical(container.image, local_registry)
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical(text: str, local_registry: str) -> str | None:
+    # memoised: 100,000 pods name a few hundred distinct images, and parsing is the
+    # tracker's largest cost per event; an invalid one is logged once, not per pod
     try:
         parsed = references.parse(text)
-        if not container.original_image and local_registry and references.is_local(
-                parsed, local_registry):
+        if local_registry and references.is_local(parsed, local_registry):
             parsed = references.from_local(parsed, local_registry)
         return str(parsed.with_default_tag())
     except references.ReferenceError as exc:
-        log.warning("container %s: image %r is not a valid reference (%s); not tracked",
-                    container.name, text, exc)
+        log.warning("image %r is not a valid reference (%s); not tracked", text, exc)
         return None
 
 

@@ -1,0 +1,196 @@
+"""Tracker throughput and memory: 100,000 pods in 5,000 owners, beside a bare consumer.
+
+What is measured: a real nats-server holds CLUSTERREGISTRY_KUBE with what the
+relay would publish for 5,000 ReplicaSets (ADDED, a two-container template)
+and their 100,000 pods (ADDED, 20 per owner, the two template images as the
+webhook's originals plus an injected sidecar the template does not name), in
+the order a relay publishes them: every ReplicaSet, then every pod (the relay
+runs one watch per kind). Setup, not measured.
+
+"tracker": a `Tracker` (early loading on, production batch size) in this
+process reads the stream from the start through its durable consumer until
+it has acked every message: decoding, `owners.handle`, the revision-checked
+KV writes (one per owner for its template, one more at its first pod for the
+sidecar: 10,000 writes; the other 95,000 pods change nothing) and the acks.
+Pod events per second are the pods over that time; its memory is the growth
+of this process's resident set over the run (the cache of owner records, the
+consumer's buffers), and the records' size as stored.
+
+Baseline, same run, same server: a bare durable pull consumer of the same
+stream with the same batch size that decodes every message into a KubeEvent
+and acks it, nothing else: the floor of any consumer of this stream in
+Python. `ratio` is tracker throughput over baseline throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from clusterregistry import schemas, subjects
+from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.config import TrackerSettings
+from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry.schemas import Container, KubeEvent, OwnerRef, PodState, TemplateState
+from clusterregistry.tracker.consuming import Tracker
+from clusterregistry.tracker.metrics import TrackerMetrics
+
+LOCAL = "clusterregistry.clusterregistry.svc:5000"
+SIDECAR = "docker.io/istio/proxyv2:1.20.0"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _events(owners: int, pods: int) -> list[tuple[str, bytes, str]]:
+    """(subject, payload, msg id) in relay order: every owner, then every pod."""
+    out: list[tuple[str, bytes, str]] = []
+    per_owner = pods // owners
+    rv = 1000
+    for o in range(owners):
+        rv += 1
+        app, db = f"acr.example.io/nf/app{o % 500}:{o}", f"acr.example.io/nf/db{o % 50}:1"
+        event = KubeEvent(
+            type="ADDED", kind="replicaset", namespace=f"ns{o % 50}", name=f"rs-{o}",
+            uid=f"rs-uid-{o}", resource_version=str(rv),
+            template=TemplateState(containers=[Container(name="app", image=app),
+                                               Container(name="db", image=db)],
+                                   image_pull_secrets=["acr-pull"], replicas=per_owner))
+        out.append((subjects.kube("replicaset", event.namespace, event.uid),
+                    schemas.encode(event), f"{event.uid}:{rv}:ADDED"))
+    for o in range(owners):
+        app, db = f"acr.example.io/nf/app{o % 500}:{o}", f"acr.example.io/nf/db{o % 50}:1"
+        owner = OwnerRef(kind="ReplicaSet", name=f"rs-{o}", uid=f"rs-uid-{o}",
+                         api_version="apps/v1")
+        for p in range(per_owner):
+            rv += 1
+            uid = f"pod-uid-{o}-{p}"
+            event = KubeEvent(
+                type="ADDED", kind="pod", namespace=f"ns{o % 50}", name=f"rs-{o}-{p}", uid=uid,
+                resource_version=str(rv), owner=owner, pod=PodState(
+                    containers=[
+                        Container(name="app", image=f"{LOCAL}/{app}", original_image=app),
+                        Container(name="db", image=f"{LOCAL}/{db}", original_image=db),
+                        Container(name="istio-proxy", image=SIDECAR)],
+                    image_pull_secrets=["acr-pull"], phase="Pending", node_name="node-1"))
+            out.append((subjects.kube("pod", event.namespace, uid), schemas.encode(event),
+                        f"{uid}:{rv}:ADDED"))
+    return out
+
+
+async def _load(bus: Bus, events: list[tuple[str, bytes, str]]) -> None:
+    await ensure_stream(bus.js, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL])
+    for start in range(0, len(events), 2000):
+        acks = [await bus.js.publish_async(subject, payload,
+                                           headers={subjects.MSG_ID_HEADER: msg_id})
+                for subject, payload, msg_id in events[start:start + 2000]]
+        await asyncio.gather(*acks)
+
+
+async def _baseline(url: str, total: int, batch: int) -> float:
+    """Seconds for a bare consumer to fetch, decode and ack every message."""
+    bus = await connect([url], name="bench-baseline")
+    puller = Puller(bus.js, ConsumerSpec(stream=subjects.KUBE_STREAM, durable="bench-baseline",
+                                         filter_subject=subjects.KUBE_ALL,
+                                         max_ack_pending=batch))
+    try:
+        await puller.start()
+        started = time.perf_counter()
+        done = 0
+        while done < total:
+            for msg in await puller.fetch(batch, timeout=5.0):
+                schemas.kube_event_decoder.decode(msg.data)
+                await msg.ack()
+                done += 1
+        return time.perf_counter() - started
+    finally:
+        await puller.stop()
+        await bus.js.delete_consumer(subjects.KUBE_STREAM, "bench-baseline")
+        await bus.close()
+
+
+async def _tracker(url: str, total: int, settings: TrackerSettings) -> dict[str, Any]:
+    bus = await connect([url], name="bench-tracker")
+    registry = CollectorRegistry()
+    tracker = Tracker(bus=bus, settings=settings, early_loading=True, local_registry=LOCAL,
+                      identity="bench", metrics=TrackerMetrics(registry))
+    gc.collect()
+    rss_before = _rss_bytes()
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    task = asyncio.create_task(tracker.run(stop))
+    try:
+        while tracker.applied < total:
+            if task.done():
+                task.result()
+                raise RuntimeError("the tracker stopped early")
+            await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        rss_after = _rss_bytes()
+        owners = len([v for v in tracker._cache.values() if v.value is not None])
+        stored = sum(len(schemas.encode(v.value)) for v in tracker._cache.values()
+                     if v.value is not None)
+        writes = registry.get_sample_value("clusterregistry_tracker_kv_writes_total",
+                                           {"operation": "put"}) or 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await bus.close()
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "owners": owners,
+            "kv_writes": int(writes), "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
+            "records_stored_mb": round(stored / 2**20, 2)}
+
+
+async def tracker(*, quick: bool = False) -> dict[str, Any]:
+    owners, pods = (500, 10_000) if quick else (5_000, 100_000)
+    settings = TrackerSettings()  # the production batch size
+    events = _events(owners, pods)
+    total = len(events)
+    with tempfile.TemporaryDirectory(prefix="bench-tracker-") as tmp:
+        server = NatsServer(Path(tmp) / "nats")
+        await server.start()
+        try:
+            admin = await connect([server.url], name="bench-admin")
+            try:
+                load_started = time.perf_counter()
+                await _load(admin, events)
+                load_s = time.perf_counter() - load_started
+            finally:
+                await admin.close()
+            del events
+            gc.collect()
+            baseline_s = await _baseline(server.url, total, settings.batch_size)
+            measured = await _tracker(server.url, total, settings)
+        finally:
+            await server.stop()
+    tracker_rate = total / measured["seconds"]
+    baseline_rate = total / baseline_s
+    return {
+        "owners": owners, "pods": pods, "messages": total, "load_seconds": round(load_s, 2),
+        "tracker": {**measured, "messages_per_second": round(tracker_rate),
+                    "pod_events_per_second": round(pods / measured["seconds"]),
+                    "cpu_us_per_message": round(measured["cpu_seconds"] / total * 1e6, 1)},
+        "baseline_decode_and_ack": {"seconds": round(baseline_s, 3),
+                                    "messages_per_second": round(baseline_rate)},
+        "ratio": round(tracker_rate / baseline_rate, 3),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(tracker(quick=True)), indent=2))
