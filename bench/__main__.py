@@ -9,11 +9,13 @@ import platform
 import time
 from pathlib import Path
 
-from bench import kubesim_scale, relay, sandbox_load, tracker
+from bench import gc, kubesim_scale, mirror, relay, sandbox_load, tracker
 
 BENCHES = {
+    "gc": gc.gc,
     "kubesim_store": kubesim_scale.store,
     "kubesim_watch": kubesim_scale.watch,
+    "mirror": mirror.mirror,
     "relay": relay.relay,
     "sandbox_load": sandbox_load.sandbox_load,
     "tracker": tracker.tracker,

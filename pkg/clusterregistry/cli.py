@@ -16,6 +16,7 @@ import yaml
 from clusterregistry import __version__, config, tracing
 from clusterregistry.errors import ConfigError
 from clusterregistry.gc import commanding as gc_commanding
+from clusterregistry.mirror import commanding as mirror_commanding
 from clusterregistry.sandbox import commands
 
 
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_sandbox_arguments(sub.add_parser("sandbox", help=commands.SANDBOX_HELP))
     tracing.add_arguments(sub.add_parser("trace", help=tracing.HELP))
     gc_commanding.add_arguments(sub.add_parser("gc", help=gc_commanding.HELP))
+    mirror_commanding.add_arguments(sub.add_parser("copy", help=mirror_commanding.HELP))
     return parser
 
 
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "trace":
         return tracing.command(args)
+    if args.command == "copy":
+        return mirror_commanding.command(args)
     if args.command == "gc":
         return gc_commanding.command(args)
     if args.command == "demo":

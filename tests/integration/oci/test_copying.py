@@ -60,9 +60,13 @@ async def test_copies_read_back_by_skopeo_with_the_source_digests(
     assert again.already_present and again.bytes_copied == 0 and again.manifests_pushed == 0
 
 
+@pytest.mark.parametrize(("verify_locally", "message"), [
+    (True, "the source's bytes have digest"),  # caught here, before the upload completes
+    (False, "rejected the content"),  # caught by the destination registry, not committed
+])
 async def test_a_corrupted_blob_fails_with_a_digest_error_and_leaves_no_manifest(
     secure_registry: Registry, registry: Registry, build_image: BuildImage,
-    push_image: PushImage,
+    push_image: PushImage, verify_locally: bool, message: str,
 ) -> None:
     image = build_image("nf/smf", layer_sizes=(200_000,))
     await push_image(image, secure_registry, "nf/smf")
@@ -73,8 +77,9 @@ async def test_a_corrupted_blob_fails_with_a_digest_error_and_leaves_no_manifest
         source = RegistryClient(proxy.host, plain_http=True,
                                 credentials=Credentials(user, password))
         async with source, client_for(registry, actions="pull,push") as dst:
-            with pytest.raises(DigestMismatchError, match="the source's bytes have digest"):
-                await Copier().copy(source, "nf/smf", "latest", dst, "m/nf/smf", tag="latest")
+            copier = Copier(CopyOptions(verify_locally=verify_locally))
+            with pytest.raises(DigestMismatchError, match=message):
+                await copier.copy(source, "nf/smf", "latest", dst, "m/nf/smf", tag="latest")
             assert await dst.head_manifest("m/nf/smf", "latest") is None
             assert await dst.head_manifest("m/nf/smf", image.digest) is None
             for blob in image.blobs:

@@ -1,0 +1,259 @@
+"""Mirror throughput: the copy engine against `skopeo copy`, registry A to a fresh registry.
+
+What is measured: two images built from random (incompressible) layer bytes,
+"large" (4 layers of 64 MiB) and "many" (40 layers of 1 MiB), pushed once to
+registry A (a real `docker-registry`, plain HTTP on 127.0.0.1). Each run
+copies one image from A into a registry that was just started empty:
+
+- `clusterregistry`: `Copier.copy` in this process, with the default
+  CopyOptions (6 blobs in flight, streamed, sha256 and size checked);
+- `skopeo`: `skopeo copy --all --preserve-digests` from A into another fresh
+  registry (its own digest checks, its default parallelism), in the same run,
+  alternating with ours so machine noise hits both alike;
+- `sha256`: `hashlib.sha256` over the same blob bytes held in memory: the
+  physical floor of verifying them on one core.
+
+Each is timed wall-clock from the first request to the tag pushed (skopeo:
+process start to exit); the median of `RUNS` runs counts. Throughput is blob
+bytes / seconds. The goal is a ratio (ours / skopeo) of at least 1.5 on both.
+
+Where the time goes: for our copies, the CPU seconds of this process (the
+copier: HTTP, hashing), of registry A (serving) and of the destination
+registry (receiving, its own hashing, writing), read from /proc; the same
+for skopeo and its registries. Plus floors measured in isolation: reading
+every blob from A without uploading it (`source_read`), and a cProfile of one
+copy of each image (top functions by own time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import hashlib
+import io
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from clusterregistry.oci.copying import Copier, CopyOptions
+from clusterregistry.oci.registries import RegistryClient
+from clusterregistry.sandbox.images import BuiltImage, ImageBuilder, find_skopeo, push
+from clusterregistry.sandbox.registries import Registry
+from clusterregistry.sandbox.supervising import run_command
+
+MiB = 1 << 20
+RUNS = 3
+TARGET_RATIO = 1.5
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process (and its waited-for children), from /proc."""
+    if pid is None:
+        return 0.0
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(v) for v in fields[11:15]) / _TICKS
+    return 0.0
+
+
+def _pid(registry: Registry) -> int | None:
+    process = registry.process
+    return process.pid if process is not None else None
+
+
+def _children_cpu() -> float:
+    usage = os.times()
+    return usage.children_user + usage.children_system
+
+
+class _Registries:
+    """Fresh destination registries, each started empty and stopped after one copy."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.count = 0
+
+    @contextlib.asynccontextmanager
+    async def fresh(self, name: str) -> Any:
+        self.count += 1
+        registry = Registry(self.root / f"{name}-{self.count}", name=f"{name}-{self.count}",
+                            log_level="warn")
+        await registry.start()
+        try:
+            yield registry
+        finally:
+            await registry.stop()
+
+
+async def _ours(source: Registry, destination: Registry, repo: str, image: BuiltImage,
+                *, options: CopyOptions | None = None,
+                profile: cProfile.Profile | None = None) -> dict[str, Any]:
+    src = RegistryClient(source.host, plain_http=True)
+    dst = RegistryClient(destination.host, plain_http=True, actions="pull,push")
+    cpu = {"self": time.process_time(), "source": _cpu_seconds(_pid(source)),
+           "destination": _cpu_seconds(_pid(destination))}
+    async with src, dst:
+        if profile is not None:
+            profile.enable()
+        started = time.perf_counter()
+        report = await Copier(options or CopyOptions()).copy(src, repo, image.tag, dst, repo,
+                                                             tag=image.tag)
+        seconds = time.perf_counter() - started
+        if profile is not None:
+            profile.disable()
+    if report.digest != image.digest or report.blobs_copied != len(image.blobs):
+        raise RuntimeError(f"copy of {repo} is wrong: {report}")
+    return {"seconds": seconds, "requests": src.requests + dst.requests,
+            "cpu_seconds": {"copier": time.process_time() - cpu["self"],
+                            "source_registry": _cpu_seconds(_pid(source)) - cpu["source"],
+                            "destination_registry":
+                                _cpu_seconds(_pid(destination)) - cpu["destination"]}}
+
+
+async def _skopeo(source: Registry, destination: Registry, repo: str,
+                  image: BuiltImage) -> dict[str, Any]:
+    argv = [find_skopeo(), "--insecure-policy", "copy", "--all", "--preserve-digests",
+            "--src-tls-verify=false", "--dest-tls-verify=false",
+            f"docker://{source.host}/{repo}:{image.tag}",
+            f"docker://{destination.host}/{repo}:{image.tag}"]
+    cpu = {"children": _children_cpu(), "source": _cpu_seconds(_pid(source)),
+           "destination": _cpu_seconds(_pid(destination))}
+    started = time.perf_counter()
+    result = await run_command(argv, timeout=600)
+    seconds = time.perf_counter() - started
+    if not result.ok:
+        raise RuntimeError(f"skopeo failed: {result.output[-2000:]}")
+    found = await destination.manifest(repo, image.tag)
+    if found is None or found.digest != image.digest:
+        raise RuntimeError(f"skopeo's copy of {repo} has the wrong digest: {found}")
+    return {"seconds": seconds,
+            "cpu_seconds": {"skopeo": _children_cpu() - cpu["children"],
+                            "source_registry": _cpu_seconds(_pid(source)) - cpu["source"],
+                            "destination_registry":
+                                _cpu_seconds(_pid(destination)) - cpu["destination"]}}
+
+
+def _sha256(blobs: list[bytes]) -> float:
+    started = time.perf_counter()
+    for data in blobs:
+        hashlib.sha256(data).hexdigest()
+    return time.perf_counter() - started
+
+
+async def _source_read(source: Registry, repo: str, image: BuiltImage) -> float:
+    """Every blob read from A and dropped, 6 at a time: the input floor of a copy."""
+    async with RegistryClient(source.host, plain_http=True) as client:
+        slots = asyncio.Semaphore(6)
+
+        async def read(digest: str) -> None:
+            async with slots:
+                response = await client.open_blob(repo, digest)
+                async with response:
+                    async for _ in response.content.iter_chunked(MiB):
+                        pass
+
+        started = time.perf_counter()
+        await asyncio.gather(*(read(blob.digest) for blob in image.blobs))
+        return time.perf_counter() - started
+
+
+def _top(profile: cProfile.Profile, count: int = 12) -> list[dict[str, Any]]:
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    rows = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(filename).name}:{line}:{name}", "calls": calls,
+                     "own_seconds": round(own, 3), "cumulative_seconds": round(cumulative, 3)})
+    rows.sort(key=lambda row: row["own_seconds"], reverse=True)
+    return rows[:count]
+
+
+def _median(runs: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return statistics.median(values)
+
+
+async def _measure_image(source: Registry, registries: _Registries, repo: str,
+                         image: BuiltImage, runs: int) -> dict[str, Any]:
+    blobs = [image.read_blob(blob.digest) for blob in image.blobs]
+    total = sum(len(data) for data in blobs)
+    ours: list[dict[str, Any]] = []
+    trusting: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for _ in range(runs):
+        async with registries.fresh("ours") as destination:
+            ours.append(await _ours(source, destination, repo, image))
+        async with registries.fresh("skopeo") as destination:
+            theirs.append(await _skopeo(source, destination, repo, image))
+        async with registries.fresh("trusting") as destination:
+            trusting.append(await _ours(source, destination, repo, image,
+                                        options=CopyOptions(verify_locally=False)))
+    profile = cProfile.Profile()
+    async with registries.fresh("profiled") as destination:
+        profiled = await _ours(source, destination, repo, image, profile=profile)
+    hashing = statistics.median(_sha256(blobs) for _ in range(runs))
+    reading = statistics.median([await _source_read(source, repo, image) for _ in range(runs)])
+    ours_s, skopeo_s = _median(ours, "seconds"), _median(theirs, "seconds")
+    trusting_s = _median(trusting, "seconds")
+    return {
+        "blobs": len(blobs), "bytes": total,
+        "clusterregistry": {"seconds": round(ours_s, 3),
+                            "MiB_per_s": round(total / MiB / ours_s, 1),
+                            "runs": [round(r["seconds"], 3) for r in ours],
+                            "requests": ours[0]["requests"],
+                            "cpu_seconds": {k: round(_median(ours, "cpu_seconds", k), 3)
+                                            for k in ours[0]["cpu_seconds"]}},
+        "skopeo": {"seconds": round(skopeo_s, 3), "MiB_per_s": round(total / MiB / skopeo_s, 1),
+                   "runs": [round(r["seconds"], 3) for r in theirs],
+                   "cpu_seconds": {k: round(_median(theirs, "cpu_seconds", k), 3)
+                                   for k in theirs[0]["cpu_seconds"]}},
+        "clusterregistry_registry_verified": {
+            "note": "verify_locally=False: the destination registry alone checks the sha256",
+            "seconds": round(trusting_s, 3), "MiB_per_s": round(total / MiB / trusting_s, 1),
+            "runs": [round(r["seconds"], 3) for r in trusting],
+            "cpu_seconds": {k: round(_median(trusting, "cpu_seconds", k), 3)
+                            for k in trusting[0]["cpu_seconds"]},
+            "ratio_vs_skopeo": round(skopeo_s / trusting_s, 2)},
+        "sha256": {"seconds": round(hashing, 3), "MiB_per_s": round(total / MiB / hashing, 1)},
+        "source_read": {"seconds": round(reading, 3),
+                        "MiB_per_s": round(total / MiB / reading, 1)},
+        "ratio_vs_skopeo": round(skopeo_s / ours_s, 2),
+        "share_of_sha256_floor": round(hashing / ours_s, 2),
+        "profile": {"seconds_under_cprofile": round(profiled["seconds"], 3),
+                    "top_own_time": _top(profile)},
+    }
+
+
+async def mirror(*, quick: bool = False) -> dict[str, Any]:
+    shapes = {"large": (4, (8 if quick else 64) * MiB, 11),
+              "many": (40, (MiB // 4) if quick else MiB, 12)}
+    runs = 1 if quick else RUNS
+    with tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
+        root = Path(tmp)
+        builder = ImageBuilder(root / "images", seed=7)
+        source = Registry(root / "registry-a", name="registry-a", log_level="warn")
+        registries = _Registries(root / "destinations")
+        await source.start()
+        try:
+            results: dict[str, Any] = {}
+            for name, (count, size, seed) in shapes.items():
+                image = builder.build(f"bench/{name}", layer_sizes=[size] * count, seed=seed)
+                await push(image, dest_ref=f"{source.host}/bench/{name}:latest",
+                           tls_verify=False)
+                results[f"{name}_{count}x{size / MiB:g}MiB"] = (
+                    await _measure_image(source, registries, f"bench/{name}", image, runs))
+        finally:
+            await source.stop()
+    ratios = [r["ratio_vs_skopeo"] for r in results.values()]
+    return {"images": results, "runs": runs, "target_ratio": TARGET_RATIO,
+            "meets_target": all(r >= TARGET_RATIO for r in ratios)}
