@@ -27,9 +27,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 from nats.js import JetStreamContext
@@ -68,6 +69,9 @@ from clusterregistry.schemas import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 __all__ = ["Collector", "read_records"]
 
 
@@ -89,6 +93,19 @@ class _Run:
     deleted: list[str] = field(default_factory=list)
     manifests: int = 0
     kept: list[str] = field(default_factory=list)
+
+
+async def _each(items: Iterable[T], act: Callable[[T], Awaitable[R]], *, limit: int = 16
+                ) -> list[R]:
+    """`act` on every item, at most `limit` at once, results in order: a thousand registry
+    round trips one after another would hold the mirrors fenced for tens of seconds."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> R:
+        async with gate:
+            return await act(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 async def read_records(kv: KeyValue) -> dict[str, tuple[bytes, int]]:
@@ -140,6 +157,9 @@ class Collector:
         self.holder = holder
         self.stream_replicas = stream_replicas
         self._one_at_a_time = asyncio.Lock()
+        # manifests deleted and not swept yet: by this run, by a run whose sweep failed, or
+        # (unknowable after a restart, so assumed) by a GC that died before sweeping
+        self._sweep_pending = True
         self._refs: KeyValue | None = None
         self._records: KeyValue | None = None
 
@@ -217,12 +237,15 @@ class Collector:
                 if self.metrics is not None:
                     self.metrics.lock_held.set(1)
                 garbage_names = await self._collect(run)
-                if run.manifests and self.sweeper is not None:
+                if run.manifests:
+                    self._sweep_pending = True
+                if self._sweep_pending and self.sweeper is not None:
                     await self.fence.relabel(hold, f"{SWEEP_PURPOSE} {run.id}")
                     window_started = time.monotonic()
                     if self.settings.read_only_mode == "follower":
                         await self._wait_read_only(hold.entry.acquired)
                     sweep = await self.sweeper.sweep(run=run.id)
+                    self._sweep_pending = False
         except FenceHeldError as exc:
             return await self._publish(run, "skipped", usage_percent=before.percent,
                                        message=str(exc))
@@ -321,8 +344,8 @@ class Collector:
                  len(choice.waiting), len(choice.kept), extra=fields(run=run.id))
         if run.dry_run or not choice.garbage:
             return names
-        held = [await self._mark_deleting(records[r.name][0], records[r.name][1])
-                for r in choice.garbage]
+        held = await _each(choice.garbage,
+                           lambda r: self._mark_deleting(*records[r.name]))
         marked = [h for h in held if h is not None]
         # the re-check: a reference that appeared while we decided wins
         referenced = selecting.referenced_images(await self._owners())
@@ -340,8 +363,7 @@ class Collector:
         doomed_names = {item.record.name for item in doomed}
         survivors = [r for r, _ in records.values() if r.name not in doomed_names]
         plan = await self._plan(doomed, survivors)
-        for item in doomed:
-            await self._delete(run, item, plan.get(item.record.name, []))
+        await _each(doomed, lambda item: self._delete(run, item, plan.get(item.record.name, [])))
         return names
 
     async def _mark_deleting(self, record: ArtifactRecord, revision: int) -> _Held | None:
@@ -428,33 +450,29 @@ class Collector:
     async def _plan(self, doomed: list[_Held], survivors: Iterable[ArtifactRecord]
                     ) -> dict[str, list[str]]:
         cache: dict[tuple[str, str], Tree | None] = {}
-        garbage: dict[str, Tree] = {}
-        doomed_refs: set[tuple[str, str]] = set()
+        doomed_refs: dict[tuple[str, str], str] = {}
         for item in doomed:
             local = self._local(item.record)
-            if local is None:
-                continue
-            item.repository, item.version = local
-            doomed_refs.add(local)
-            tree = await self._tree(*local, cache)
-            if tree is not None:
-                garbage[item.record.name] = tree
-        repositories = {tree.repository for tree in garbage.values()}
-        live: list[Tree] = []
+            if local is not None:
+                item.repository, item.version = local
+                doomed_refs[local] = item.record.name
+        trees = await _each(list(doomed_refs), lambda ref: self._tree(*ref, cache))
+        garbage = {doomed_refs[ref]: tree for ref, tree in zip(doomed_refs, trees, strict=True)
+                   if tree is not None}
+        repositories = sorted({tree.repository for tree in garbage.values()})
         # everything else in those repositories is live: every other tag (tracked or not)
         # and every other artifact there (also digest-pinned ones, which have no tag)
         wanted: set[tuple[str, str]] = set()
-        for repository in repositories:
-            for tag in await self.registry.list_tags(repository):
-                wanted.add((repository, tag))
+        for repository, tags in zip(repositories, await _each(
+                repositories, self.registry.list_tags), strict=True):
+            wanted.update((repository, tag) for tag in tags)
         for record in survivors:
             local = self._local(record)
             if local is not None and local[0] in repositories:
                 wanted.add(local)
-        for repository, version in sorted(wanted - doomed_refs):
-            tree = await self._tree(repository, version, cache)
-            if tree is not None:
-                live.append(tree)
+        found = await _each(sorted(wanted - set(doomed_refs)),
+                            lambda ref: self._tree(*ref, cache))
+        live = [tree for tree in found if tree is not None]
         return selecting.manifests_to_delete(garbage, live)
 
     async def _delete(self, run: _Run, item: _Held, digests: list[str]) -> None:

@@ -101,7 +101,7 @@ async def test_run_once_over_nats_and_in_process(gc_world: GcWorld,
     assert code == 1 and "is the gc process running?" in output
 
 
-async def test_bad_settings_fail_with_the_key(gc_world: GcWorld) -> None:
+async def test_bad_settings_fail_with_the_key() -> None:
     code, _, output = await _cli({"CLUSTERREGISTRY_CLUSTERREGISTRY_CLUSTERREGISTRYGCTHRESHOLD":
                                   "150"})
     assert code == 2 and "clusterRegistryGCThreshold" in output
