@@ -16,7 +16,11 @@ async def exact(system: System, scenario: Scenario, *, timeout: float = 60,
     last: list[str] = []
 
     async def clean() -> bool:
-        last[:] = await verifying.problems(system, scenario.api, **options)
+        try:
+            last[:] = await verifying.problems(system, scenario.api, **options)
+        except Exception as exc:  # NATS or the API failing over: not there yet, say why
+            last[:] = [f"the check itself failed: {exc!r}"]
+            return False
         return not last
 
     try:

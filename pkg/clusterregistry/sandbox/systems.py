@@ -336,6 +336,8 @@ class System:
         self._follower_stop = asyncio.Event()
         self.timings: dict[str, float] = {}
         self.started = False
+        self.phase = "new"
+        self.error = ""
         self._state_extra: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- layout and state
@@ -435,12 +437,19 @@ class System:
         }
         return known_settings(_deep_merge(tree, self.options.settings))
 
-    def write_state(self, phase: str, *, error: str = "") -> None:
-        """`state.json`: what runs where (written atomically, read by `status` and `down`)."""
+    def write_state(self, phase: str | None = None, *, error: str = "") -> None:
+        """`state.json`: what runs where (written atomically, read by `status` and `down`).
+
+        `phase` None keeps the current one (a restarted process changes pids, not phases).
+        """
+        if phase is not None:
+            self.phase = phase
+        if error:
+            self.error = error
         document = {
             "version": 1,
-            "phase": phase,
-            "error": error,
+            "phase": self.phase,
+            "error": self.error,
             "root": str(self.root),
             "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "kubeconfig": str(self.kubeconfig),
@@ -537,7 +546,7 @@ class System:
         began = time.monotonic()
         await step
         self.timings[what] = round(time.monotonic() - began, 2)
-        self.write_state("starting")
+        self.write_state()
 
     async def _start_backing(self) -> None:
         if self.nats_cluster is not None:
@@ -689,7 +698,7 @@ class System:
 
                 async def switch(read_only: bool) -> None:
                     await self.edge.restart(read_only=read_only)
-                    self.write_state("ready")
+                    self.write_state()
 
                 await follow(fence, switch, self._follower_stop, name="edge-registry",
                              on_window=self.read_only_windows.append)
@@ -713,10 +722,7 @@ class System:
             return await probe(f"http://127.0.0.1:{port}/readyz")
 
         await process.wait_ready(ready, timeout=timeout)
-        self.write_state("ready" if self._ready_phase() else "starting")
-
-    def _ready_phase(self) -> bool:
-        return all(p.running for p in self.services.values())
+        self.write_state()
 
     async def register_webhook(self) -> None:
         """The MutatingWebhookConfiguration a cluster install carries, pointed at this webhook."""
@@ -785,11 +791,11 @@ class System:
     async def kill(self, name: str) -> None:
         """kill -9 one clusterregistry process (its group)."""
         await self.services[name].kill()
-        self.write_state("degraded")
+        self.write_state()
 
     async def stop_service(self, name: str, *, grace: float = DEFAULT_GRACE) -> None:
         await self.services[name].stop(grace=grace)
-        self.write_state("degraded")
+        self.write_state()
 
     # ----------------------------------------------------------------- status
 
