@@ -7,7 +7,7 @@ Manifests are pushed as the exact bytes the source served, so every digest
 (and every `@sha256:` pin in a pod spec) stays valid.
 
 Each blob takes the cheapest path the destination allows:
-1. skip: the destination repository already has it (HEAD);
+1. skip: the destination repository already has it (a mount from itself answers 201);
 2. mount: the destination has it in another repository (the `BlobLedger` says
    where), so one POST links it without moving a byte;
 3. upload: streamed from the source's response into the destination's request,
@@ -306,35 +306,33 @@ class _Job:
 
     async def _copy_blob(self, blob: Descriptor) -> None:
         async with self.slots:
-            if await self.dst.head_blob(self.dst_repo, blob.digest) is not None:
-                self.counters.skipped += 1
-                await self.ledger.record(blob.digest, self.dst_repo)
-                self._done(blob, "skipped")
-                return
             deadline = time.monotonic() + self.options.claim_wait_seconds
-            location: URL | None = None
             pause = self.options.claim_poll_seconds
             while True:
                 where = await self.ledger.lookup(blob.digest)
-                if where == self.dst_repo and await self._present(blob):
-                    return
-                if where is not None and where != self.dst_repo:
-                    mounted, location = await self.dst.start_upload(
-                        self.dst_repo, mount=blob.digest, mount_from=where)
-                    if mounted:
+                # One POST does the work of a HEAD and an upload start: a mount from the
+                # repository the ledger names, or from the destination repository itself,
+                # answers 201 when the blob is there (linked), else 202 with an upload session.
+                origin = where or self.dst_repo
+                mounted, location = await self.dst.start_upload(
+                    self.dst_repo, mount=blob.digest, mount_from=origin)
+                if mounted:
+                    how = "skipped" if origin == self.dst_repo else "mounted"
+                    if how == "skipped":
+                        self.counters.skipped += 1
+                    else:
                         self.counters.mounted += 1
-                        await self.ledger.record(blob.digest, self.dst_repo)
-                        self._done(blob, "mounted")
-                        return
+                    await self.ledger.record(blob.digest, self.dst_repo)
+                    self._done(blob, how)
+                    return
                 if where is not None:
                     break  # a stale hint (the blob went away): upload it again
                 if await self.ledger.claim(blob.digest) or time.monotonic() > deadline:
                     break
                 # someone else uploads it now: wait, then mount from where it lands
+                await self.dst.cancel_upload(location, repository=self.dst_repo)
                 await asyncio.sleep(pause)
                 pause = min(pause * 1.5, 1.0)
-                if await self._present(blob):
-                    return
             try:
                 await self._upload_with_retries(blob, location)
             except BaseException:
@@ -344,24 +342,18 @@ class _Job:
             await self.ledger.record(blob.digest, self.dst_repo)
             self._done(blob, "copied")
 
-    async def _present(self, blob: Descriptor) -> bool:
-        if await self.dst.head_blob(self.dst_repo, blob.digest) is None:
-            return False
-        self.counters.skipped += 1
-        self._done(blob, "skipped")
-        return True
-
-    async def _upload_with_retries(self, blob: Descriptor, location: URL | None) -> None:
+    async def _upload_with_retries(self, blob: Descriptor, location: URL) -> None:
         attempt = 0
+        session: URL | None = location
         while True:
-            if location is None:
-                _, location = await self.dst.start_upload(self.dst_repo)
+            if session is None:
+                _, session = await self.dst.start_upload(self.dst_repo)
             try:
-                await self._upload(blob, location)
+                await self._upload(blob, session)
                 return
             except BaseException as exc:
-                await asyncio.shield(self.dst.cancel_upload(location, repository=self.dst_repo))
-                location = None
+                await asyncio.shield(self.dst.cancel_upload(session, repository=self.dst_repo))
+                session = None
                 attempt += 1
                 if not isinstance(exc, RetryableError) or attempt >= self.options.blob_attempts:
                     raise

@@ -146,6 +146,7 @@ class RegistryClient:
         )
         self.auth = Authenticator(host, credentials, session=self.session)
         self.requests = 0
+        self.sleep = asyncio.sleep  # the back-off's clock, replaceable in tests
 
     async def close(self) -> None:
         await self.session.close()
@@ -198,7 +199,7 @@ class RegistryClient:
                     method, target, headers=sent, params=params, data=data)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if replayable and attempt < self.retry.attempts:
-                    await asyncio.sleep(self.retry.delay(attempt))
+                    await self.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
                 raise RegistryError(
@@ -218,8 +219,8 @@ class RegistryClient:
             ):
                 delay = retry_after(response.headers.get("Retry-After"))
                 response.release()
-                await asyncio.sleep(min(delay, self.retry.max_delay * 6) if delay is not None
-                                    else self.retry.delay(attempt))
+                await self.sleep(min(delay, self.retry.max_delay * 6) if delay is not None
+                                 else self.retry.delay(attempt))
                 attempt += 1
                 continue
             return response
@@ -406,7 +407,8 @@ class RegistryClient:
         params: dict[str, str] | None = None
         if mount and mount_from:
             params = {"mount": mount, "from": mount_from}
-            scopes.append(self.scope(mount_from, "pull"))
+            if mount_from != repository:
+                scopes.append(self.scope(mount_from, "pull"))
         response = await self.request(
             "POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, what=what,
             params=params, headers={"Content-Length": "0"})

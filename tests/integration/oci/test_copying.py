@@ -112,3 +112,29 @@ async def test_platform_selection_pushes_a_filtered_index_and_schema1_is_refused
     with pytest.raises(UnsupportedManifestError, match="schema 1"):
         manifests.parse(b'{"schemaVersion": 1, "fsLayers": []}',
                         media_type=manifests.DOCKER_SCHEMA1_SIGNED)
+
+
+async def test_blobs_already_there_are_skipped_and_blobs_elsewhere_are_mounted(
+    secure_registry: Registry, registry: Registry, build_image: BuildImage,
+    push_image: PushImage,
+) -> None:
+    # same seed and sizes, different names: the layers are shared, the configs are not
+    first = build_image("nf/one", layer_sizes=(30_000, 20_000))
+    second = build_image("nf/two", layer_sizes=(30_000, 20_000))
+    assert [b.digest for b in first.manifests[0].layers] == \
+        [b.digest for b in second.manifests[0].layers]
+    await push_image(first, secure_registry, "nf/one")
+    await push_image(second, secure_registry, "nf/two")
+    copier = Copier()  # one process: its in-memory ledger remembers where blobs went
+    async with client_for(secure_registry) as src, \
+            client_for(registry, actions="pull,push") as dst:
+        await copier.copy(src, "nf/one", "latest", dst, "m/app", tag="one")
+        same_repo = await copier.copy(src, "nf/two", "latest", dst, "m/app", tag="two")
+        other_repo = await copier.copy(src, "nf/two", "latest", dst, "m/other", tag="two")
+    assert (same_repo.blobs_skipped, same_repo.blobs_mounted, same_repo.blobs_copied) == (2, 0, 1)
+    assert same_repo.bytes_copied == second.manifests[0].config.size
+    assert (other_repo.blobs_skipped, other_repo.blobs_mounted, other_repo.blobs_copied) == (
+        0, 3, 0)
+    assert other_repo.bytes_copied == 0
+    for repo in ("m/app", "m/other"):
+        assert (await registry.manifest(repo, second.digest)) is not None

@@ -1,0 +1,70 @@
+"""The mirror as a cluster runs it: cmd/mirror.py with a settings file, probes, metrics, a
+copy through the work queue, a graceful stop, and no password in its log."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from clusterregistry.sandbox.registries import Registry
+from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+from tests.integration.mirror.conftest import MirrorWorld
+from tests.world.images import BuildImage, PushImage
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_cmd_mirror_copies_serves_metrics_and_stops_cleanly(
+    mirror_world: MirrorWorld, secure_registry: Registry, registry: Registry,
+    build_image: BuildImage, push_image: PushImage, tmp_path: Path,
+) -> None:
+    image = build_image("nf/upf", layer_sizes=(100_000,))
+    await push_image(image, secure_registry, "nf/upf")
+    user, password = secure_registry.credentials or ("", "")
+    (tmp_path / "password").write_text(password + "\n")
+    settings = {"localRegistry": registry.host, "mirror": {"registries": [{
+        "host": secure_registry.host, "caFile": str(secure_registry.ca_path),
+        "username": user, "passwordFile": str(tmp_path / "password")}]}}
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update({"CLUSTERREGISTRY_NATS_SERVERS": mirror_world.nats.url,
+                "CLUSTERREGISTRY_PROBEPORT": str(port), "CLUSTERREGISTRY_LOG_FORMAT": "json",
+                "POD_NAME": "mirror-0"})
+    process = Process([sys.executable, str(ROOT / "cmd" / "mirror.py"),
+                       "--config", str(tmp_path / "settings.yaml")],
+                      name="mirror", log_path=tmp_path / "mirror.log", env=env)
+    await process.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def ready() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(ready, timeout=60, description="mirror /readyz")
+            await mirror_world.request("upf", f"{secure_registry.host}/nf/upf:latest",
+                                       f"{registry.host}/mirror/nf/upf:latest")
+            [result] = await mirror_world.wait_results(1)
+            assert result.ok and result.worker == "mirror-0" and result.digest == image.digest
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+        assert 'clusterregistry_mirror_requests_total{outcome="ok"} 1.0' in text
+        assert 'clusterregistry_mirror_blobs_total{how="copied"} 2.0' in text
+        assert f"clusterregistry_mirror_copied_bytes_total {float(result.bytes_copied)}" in text
+        assert "clusterregistry_mirror_copies_in_flight 0.0" in text
+        await process.stop(grace=20)
+        assert process.returncode == 0
+        log = (tmp_path / "mirror.log").read_text()
+        assert "mirrored" in log and password not in log
+    finally:
+        if process.running:
+            await process.kill()
