@@ -170,6 +170,9 @@ def test_everything_lives_in_the_clusterregistry_namespace(build: Build, name: s
     cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole",
                       "ClusterRoleBinding", "MutatingWebhookConfiguration"}
     for obj in build(name):
+        # one label finds (and removes) everything: kubectl delete -l app.kubernetes.io/part-of
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "clusterregistry", (
+            obj["kind"], obj["metadata"]["name"])
         namespace = obj["metadata"].get("namespace")
         if obj["kind"] in cluster_scoped:
             assert namespace is None, obj["metadata"]["name"]
@@ -304,6 +307,7 @@ def test_every_process_runs_its_entry_point_with_the_settings(
         assert args[args.index("--identity") + 1] == "$(POD_NAME)"
         env = {e["name"]: e for e in c["env"]}
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert env["CLUSTERREGISTRY_LOG_FORMAT"]["value"] == "json"  # no tty guess
         (probes,) = [p for p in c["ports"] if p["name"] == "probes"]
         assert probes["containerPort"] == probe_port
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
