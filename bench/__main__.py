@@ -9,7 +9,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench import gc, kubesim_scale, mirror, relay, sandbox_load, tracker
+from bench import gc, kubesim_scale, mirror, relay, sandbox_load, tracker, webhook
 
 BENCHES = {
     "gc": gc.gc,
@@ -17,6 +17,7 @@ BENCHES = {
     "kubesim_watch": kubesim_scale.watch,
     "mirror": mirror.mirror,
     "relay": relay.relay,
+    "webhook": webhook.webhook,
     "sandbox_load": sandbox_load.sandbox_load,
     "tracker": tracker.tracker,
 }

@@ -16,17 +16,15 @@ the benchmark's profile). The contract with kube-apiserver:
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import Any, Final
 
 import msgspec
 
-from clusterregistry import references
 from clusterregistry.webhook import metrics as outcomes
 from clusterregistry.webhook.metrics import WebhookMetrics
-from clusterregistry.webhook.mutation import Result, Rules, rewrite
+from clusterregistry.webhook.mutation import AVAILABILITY_UNKNOWN, Result, Rules, rewrite
 from clusterregistry.webhook.policies import (
     MATCH_CONDITION,
     MATCH_CONDITION_ERROR,
@@ -43,7 +41,6 @@ from clusterregistry.webhook.reviews import (
     decode_review,
     encode_patch,
     encode_response,
-    present,
 )
 
 log = logging.getLogger(__name__)
@@ -52,9 +49,6 @@ _WARNING_MAX: Final = 256  # kube-apiserver may truncate longer warnings
 _WARNINGS_MAX: Final = 16
 _PREFIX: Final = "clusterregistry: "
 _status_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
-# pods of one workload repeat the same images: parse each spelling once
-_parse = functools.lru_cache(maxsize=4096)(references.parse)
 
 
 def _warnings(messages: list[str] | tuple[str, ...]) -> list[str]:
@@ -129,9 +123,8 @@ class Admitter:
         reason = exclusion(pod.metadata.labels, namespace, own_namespace=self.own_namespace)
         warnings: list[str] = []
         if reason is None and self.match is not None:
-            matched = self.match.evaluate(obj=_decoder.decode(request.object),
-                                          old_obj=self._old_object(request),
-                                          request=_cel_request(request))
+            matched = self.match.evaluate_json(obj=request.object, old_obj=request.old_object,
+                                               request=lambda: _cel_request(request))
             if matched is False:
                 reason = MATCH_CONDITION
             elif isinstance(matched, str):
@@ -140,8 +133,7 @@ class Admitter:
         if reason is not None:
             self._count_excluded(pod, reason)
             return _allowed(uid, warnings), outcomes.EXCLUDED
-        result = rewrite(pod, self.rules, ephemeral_only=request.sub_resource != "",
-                         lookup=_parse)
+        result = rewrite(pod, self.rules, ephemeral_only=request.sub_resource != "")
         self._count(result)
         if not result.patch:
             return _allowed(uid, result.warnings), outcomes.UNCHANGED
@@ -150,21 +142,21 @@ class Admitter:
                       pod.metadata.name or pod.metadata.generate_name)
         return _allowed(uid, result.warnings, patch=result.patch), outcomes.PATCHED
 
-    def _old_object(self, request: AdmissionRequest) -> Any:
-        if not present(request.old_object) or (self.match is not None
-                                               and not self.match.reads("oldObject")):
-            return None
-        return _decoder.decode(request.old_object)
-
     def _count(self, result: Result) -> None:
         metrics = self.metrics
-        for item in result.rewritten:
-            metrics.rewritten_by_kind[item.kind].inc()
-            if item.by_fallback:
-                metrics.fallback.labels("Always").inc()
+        if result.rewritten:
+            by_kind: dict[str, int] = {}
+            fallback = 0
+            for item in result.rewritten:
+                by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
+                fallback += item.by_fallback
+            for kind, count in by_kind.items():
+                metrics.rewritten_by_kind[kind].inc(count)
+            if fallback:
+                metrics.fallback.labels("Always").inc(fallback)
         for skip in result.skipped:
             metrics.skipped_for(skip.reason).inc()
-            if skip.reason == "availability-unknown":
+            if skip.reason == AVAILABILITY_UNKNOWN:
                 metrics.fallback.labels("Never").inc()
 
     def _count_excluded(self, pod: Pod, reason: str) -> None:

@@ -23,9 +23,8 @@ source stays recoverable with `references.from_local`, the mapping's inverse.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -44,6 +43,7 @@ NOT_AVAILABLE: Final = "not-available"
 AVAILABILITY_UNKNOWN: Final = "availability-unknown"
 
 AVAILABLE_PHASE: Final = "Available"
+_PLANS_MAX: Final = 4096
 _ANNOTATION_PATH: Final = "/metadata/annotations/" + kinds.ORIGINAL_IMAGES_ANNOTATION.replace(
     "~", "~0").replace("/", "~1")
 _annotation_encoder = msgspec.json.Encoder(order="sorted")
@@ -63,6 +63,17 @@ class ArtifactIndex(Protocol):
     def phase(self, canonical: str) -> str | None: ...
 
 
+class Plan(NamedTuple):
+    """What the static rules say about one image spelling (cached: pods repeat images)."""
+
+    source: Reference | None  # None: not a valid reference
+    reason: str | None  # why it is not rewritten, whatever the artifacts say
+    detail: str  # the parse or mapping error
+    local: Reference | None
+    local_text: str
+    canonical: str  # the key IfAvailable looks up
+
+
 @dataclass(frozen=True)
 class Rules:
     local_registry: str
@@ -71,12 +82,22 @@ class Rules:
     artifacts: ArtifactIndex | None = None
     # IfAvailable while `artifacts` is not synced: rewrite anyway ("Always") or not ("Never")
     fallback: Literal["Always", "Never"] = "Always"
+    # image text -> Plan; the rules above never change, so neither does a plan
+    plans: dict[str, Plan] = field(default_factory=dict, compare=False, repr=False)
+
+    def plan(self, image: str) -> Plan:
+        plan = self.plans.get(image)
+        if plan is None:
+            plan = _make_plan(image, self)
+            if len(self.plans) >= _PLANS_MAX:
+                self.plans.clear()
+            self.plans[image] = plan
+        return plan
 
 
-@dataclass(frozen=True)
-class Rewritten:
+class Rewritten(NamedTuple):
     kind: ContainerKind
-    index: int
+    position: int
     name: str
     original: str
     image: str
@@ -84,10 +105,9 @@ class Rewritten:
     by_fallback: bool = False
 
 
-@dataclass(frozen=True)
-class Skipped:
+class Skipped(NamedTuple):
     kind: ContainerKind
-    index: int
+    position: int
     name: str
     image: str
     reason: str
@@ -118,15 +138,30 @@ def _containers(pod: Pod, kind: ContainerKind) -> list[Container]:
     return pod.spec.ephemeral_containers
 
 
-def _decide(source: Reference, rules: Rules) -> tuple[str | None, bool]:
-    """(skip reason or None, whether the fallback decided)."""
+def _make_plan(image: str, rules: Rules) -> Plan:
+    try:
+        source = references.parse(image)
+    except ReferenceError as exc:
+        return Plan(None, INVALID, str(exc), None, "", "")
+    canonical = str(source.with_default_tag())
     reason = rules.sources.skip_reason(source)
-    if reason is not None or rules.policy == "Always":
-        return reason, False
+    if reason is not None:
+        return Plan(source, reason, "", None, "", canonical)
+    try:
+        local = references.to_local(source, rules.local_registry)
+    except ReferenceError as exc:
+        return Plan(source, UNMAPPABLE, str(exc), None, "", canonical)
+    return Plan(source, None, "", local, str(local), canonical)
+
+
+def _decide(plan: Plan, rules: Rules) -> tuple[str | None, bool]:
+    """(skip reason or None, whether the fallback decided)."""
+    if plan.reason is not None or rules.policy == "Always":
+        return plan.reason, False
     artifacts = rules.artifacts
     if artifacts is None or not artifacts.synced:
         return (None if rules.fallback == "Always" else AVAILABILITY_UNKNOWN), True
-    if artifacts.phase(str(source.with_default_tag())) != AVAILABLE_PHASE:
+    if artifacts.phase(plan.canonical) != AVAILABLE_PHASE:
         return NOT_AVAILABLE, False
     return None, False
 
@@ -139,12 +174,11 @@ def _original_of(local: Reference, local_registry: str) -> str | None:
         return None
 
 
-def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False,
-            lookup: Callable[[str], Reference] = references.parse) -> Result:
+def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False) -> Result:
     """The JSONPatch that moves `pod`'s source images to the local registry, and why.
 
     `ephemeral_only`: an `ephemeralcontainers` subresource update (only those images may
-    change, the annotation cannot). `lookup` parses a reference (a cache may stand in).
+    change, the annotation cannot).
     """
     rewritten: list[Rewritten] = []
     skipped: list[Skipped] = []
@@ -156,35 +190,22 @@ def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False,
     for kind in _KINDS:
         for index, container in enumerate(_containers(pod, kind)):
             image = container.image
-            final[container.name] = None
-            try:
-                source = lookup(image)
-            except ReferenceError as exc:
-                if kind not in kinds_to_rewrite:
-                    continue
-                skipped.append(Skipped(kind, index, container.name, image, INVALID, str(exc)))
-                warnings.append(f"{kind}[{index}] ({container.name}): image {image[:300]!r} "
-                                f"left as it is: {exc}")
-                continue
-            final[container.name] = source
+            plan = rules.plan(image)
+            final[container.name] = plan.source
             if kind not in kinds_to_rewrite:
                 continue
-            reason, by_fallback = _decide(source, rules)
+            reason, by_fallback = _decide(plan, rules)
             if reason is not None:
-                skipped.append(Skipped(kind, index, container.name, image, reason))
+                skipped.append(Skipped(kind, index, container.name, image, reason, plan.detail))
+                if plan.detail:
+                    warnings.append(f"{kind}[{index}] ({container.name}): image "
+                                    f"{image[:300]!r} left as it is: {plan.detail}")
                 continue
-            try:
-                local_ref = references.to_local(source, rules.local_registry)
-            except ReferenceError as exc:
-                skipped.append(Skipped(kind, index, container.name, image, UNMAPPABLE, str(exc)))
-                warnings.append(f"{kind}[{index}] ({container.name}): image {image!r} left as "
-                                f"it is: {exc}")
-                continue
-            local = str(local_ref)
-            rewritten.append(Rewritten(kind, index, container.name, image, local, by_fallback))
+            rewritten.append(Rewritten(kind, index, container.name, image, plan.local_text,
+                                       by_fallback))
             patch.append({"op": "replace", "path": f"/spec/{kind}/{index}/image",
-                          "value": local})
-            final[container.name] = local_ref
+                          "value": plan.local_text})
+            final[container.name] = plan.local
     if not ephemeral_only:
         annotation_ops, annotation_warnings = _annotation(pod, rules, rewritten, final)
         patch.extend(annotation_ops)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import celpy
@@ -171,6 +171,41 @@ def _fingerprint(variables: Mapping[str, Any], paths: tuple[tuple[str, ...], ...
     return _encoder.encode(parts)
 
 
+class _PartialDecoder:
+    """Decodes only the top-level members of a JSON object that an expression reads.
+
+    A pod is kilobytes of env, volumes and probes; the AOSM default reads four fields of
+    its metadata. Building the whole object as Python values costs more than the rest of
+    the admission, so a Struct with just the members read is made at start (msgspec skips
+    the others without building them). `fields=None`: the whole value is needed.
+    """
+
+    def __init__(self, fields: tuple[str, ...] | None) -> None:
+        self.fields = fields
+        self._decoder: msgspec.json.Decoder[Any] | None = None
+        if fields:
+            names = {f"f{i}": name for i, name in enumerate(fields)}
+            view = msgspec.defstruct("ReadFields", [(f, Any, msgspec.UNSET) for f in names],
+                                     rename=names)
+            self._decoder = msgspec.json.Decoder(view)
+
+    def decode(self, raw: bytes) -> Any:
+        if not raw:
+            return None
+        if self.fields is None or self._decoder is None:
+            return _any_decoder.decode(raw) if self.fields is None else None
+        try:
+            view = self._decoder.decode(raw)
+        except msgspec.ValidationError:  # not a JSON object: the expression sees what it is
+            return _any_decoder.decode(raw)
+        return {name: value for name, value in zip(self.fields, msgspec.structs.astuple(view),
+                                                   strict=True)
+                if value is not msgspec.UNSET}
+
+
+_any_decoder = msgspec.json.Decoder()
+
+
 class MatchCondition:
     """One CEL expression over `object`, `oldObject`, `request` (kube's webhook variables)."""
 
@@ -186,10 +221,24 @@ class MatchCondition:
                 f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
         self._paths = observed_paths(tree)
         self._cache: dict[bytes, bool | str] = {}
+        self._object = _PartialDecoder(self._fields("object"))
+        self._old_object = _PartialDecoder(self._fields("oldObject"))
+
+    def _fields(self, root: str) -> tuple[str, ...] | None:
+        """The top-level members of `root` the expression reads; None: the whole value."""
+        if self._paths is None or (root,) in self._paths:
+            return None
+        return tuple(sorted({path[1] for path in self._paths if path[0] == root}))
 
     def reads(self, root: str) -> bool:
         """Whether the expression may read the variable `root` (True when unknown)."""
         return self._paths is None or any(path[0] == root for path in self._paths)
+
+    def evaluate_json(self, *, obj: bytes, old_obj: bytes,
+                      request: Callable[[], Mapping[str, Any]]) -> bool | str:
+        """`evaluate` from the raw JSON of the objects, decoding only what is read."""
+        return self.evaluate(obj=self._object.decode(obj), old_obj=self._old_object.decode(old_obj),
+                             request=request() if self.reads("request") else {})
 
     def evaluate(self, *, obj: Any, old_obj: Any, request: Mapping[str, Any]) -> bool | str:
         """True or False, or the evaluation error's message (kube then skips or fails)."""
