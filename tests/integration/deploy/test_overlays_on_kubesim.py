@@ -1,4 +1,4 @@
-"""The ha overlay, applied with `kubectl apply -f -` to kubesim: everything is accepted, and
+"""The overlays, applied with `kubectl apply -f -` to kubesim: everything is accepted, and
 every Deployment and the NATS StatefulSet get their pods, scheduled on the system node pool,
 with their images really resolved by the simulated kubelets.
 
@@ -28,7 +28,8 @@ from tests.world.kube import Kubectl
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-HA = ROOT / "deploy" / "kustomize" / "overlays" / "ha"
+OVERLAYS = ROOT / "deploy" / "kustomize" / "overlays"
+HA = OVERLAYS / "ha"
 NAMESPACE = "clusterregistry"
 SYSTEM_POOL = "kubernetes.azure.com/mode=system"
 # the overlay's images (base kustomization.yaml) -> the repository they are mirrored to
@@ -52,13 +53,13 @@ async def cluster(tmp_path: Path, registry: Registry) -> AsyncIterator[Cluster]:
         await instance.stop()
 
 
-def mirrored_overlay(directory: Path, registry: Registry) -> Path:
-    """A kustomization on top of overlays/ha that only renames the images."""
+def mirrored_overlay(directory: Path, registry: Registry, overlay: Path = HA) -> Path:
+    """A kustomization on top of an overlay that only renames the images."""
     directory.mkdir()
     (directory / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(HA, directory)],
+        "resources": [os.path.relpath(overlay, directory)],
         "images": [{"name": name, "newName": f"{registry.host}/{repo}"}
                    for name, repo in IMAGES.items()],
     }))
@@ -71,13 +72,13 @@ async def workloads(kubectl: Kubectl) -> list[dict[str, Any]]:
     return items
 
 
-async def test_the_ha_overlay_runs_on_kubesim(
-    cluster: Cluster, registry: Registry, build_image: BuildImage, push_image: PushImage,
-    tmp_path: Path,
-) -> None:
-    kubectl = Kubectl(cluster.kubeconfig)
+async def build_with_images(
+    kubectl: Kubectl, overlay: Path, registry: Registry, build_image: BuildImage,
+    push_image: PushImage,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The overlay built with its images renamed to the local registry, where an image is
+    pushed under every name and tag it uses."""
     image = build_image("tiny", layer_sizes=[512])
-    overlay = mirrored_overlay(tmp_path / "mirrored", registry)
     manifests = (await kubectl.run("kustomize", str(overlay))).stdout
     objects = [d for d in yaml.safe_load_all(manifests) if d]
     for name, repo in IMAGES.items():
@@ -87,6 +88,37 @@ async def test_the_ha_overlay_runs_on_kubesim(
                 if c["image"].startswith(f"{registry.host}/{repo}:")}
         assert len(tags) == 1, (name, tags)  # every image of the overlay was renamed
         await push_image(image, registry, repo, tag=tags.pop())
+    return manifests, objects
+
+
+async def test_the_dev_overlay_runs_on_kubesim(
+    cluster: Cluster, registry: Registry, build_image: BuildImage, push_image: PushImage,
+    tmp_path: Path,
+) -> None:
+    kubectl = Kubectl(cluster.kubeconfig)
+    overlay = mirrored_overlay(tmp_path / "mirrored", registry, OVERLAYS / "dev")
+    manifests, objects = await build_with_images(kubectl, overlay, registry, build_image,
+                                                 push_image)
+    applied = await kubectl.run("apply", "-f", "-", stdin=manifests)
+    assert len(applied.stdout.splitlines()) == len(objects)
+
+    async def all_ready() -> bool:
+        items = await workloads(kubectl)
+        return len(items) == 8 and all(
+            w.get("status", {}).get("readyReplicas", 0) == w["spec"]["replicas"] == 1
+            for w in items)
+
+    await wait_for(all_ready, timeout=120, description="every dev workload ready")
+
+
+async def test_the_ha_overlay_runs_on_kubesim(
+    cluster: Cluster, registry: Registry, build_image: BuildImage, push_image: PushImage,
+    tmp_path: Path,
+) -> None:
+    kubectl = Kubectl(cluster.kubeconfig)
+    overlay = mirrored_overlay(tmp_path / "mirrored", registry)
+    manifests, objects = await build_with_images(kubectl, overlay, registry, build_image,
+                                                 push_image)
 
     # Applied before any node is in the system pool: accepted, but nothing can schedule.
     applied = await kubectl.run("apply", "-f", "-", stdin=manifests)
