@@ -1,5 +1,5 @@
 """The overlays, applied with `kubectl apply -f -` to kubesim: everything is accepted, and
-every Deployment and the NATS StatefulSet get their pods, scheduled on the system node pool,
+every Deployment and the NATS StatefulSet get their pods (ha: on the system node pool only),
 with their images really resolved by the simulated kubelets.
 
 The images are the overlay's own names mirrored into a local registry (what an operator of a
