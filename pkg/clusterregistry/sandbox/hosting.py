@@ -101,10 +101,9 @@ async def run_foreground(root: Path, options: SystemOptions | None = None) -> in
 async def up(root: Path, *, nats_cluster: bool = False) -> tuple[int, str]:
     """Start a detached sandbox in `root` (absolute), or report the one running; (code, text)."""
     if _supervisor_alive(root):
-        state = read_state(root) or {}
-        if state.get("phase") in ("ready", "degraded"):
-            code, text = await status(root)
-            return code, f"a sandbox is already running in {root}\n{text}"
+        # running, or still starting: never start a second one over it
+        code, text = await status(root)
+        return code, f"a sandbox is already running in {root} (`down` stops it)\n{text}"
     leftovers = await cleanup_leftovers(root)
     _clear(root)
     (root / "logs").mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from clusterregistry import config
+from clusterregistry.sandbox.hosting import _clear
 from clusterregistry.sandbox.narrating import Narrator, table
 from clusterregistry.sandbox.scenarios import _human, count_manifest_pulls, network_function
 from clusterregistry.sandbox.systems import (
@@ -179,3 +180,15 @@ def test_the_network_function_uses_each_sample_once_with_the_pull_secret() -> No
                                            (5 * 1024 * 1024, "5.0 MiB")])
 def test_human_sizes(size: int, expected: str) -> None:
     assert _human(size) == expected
+
+
+def test_clearing_a_sandbox_dir_removes_only_what_a_sandbox_writes(tmp_path: Path) -> None:
+    for name in ("nats", "edge", "logs"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "logs" / "relay.log").write_text("x")
+    (tmp_path / "logs" / "sandbox.log").write_text("the supervisor writes here")
+    (tmp_path / "state.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("the user's")
+    _clear(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "notes.txt"]
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["sandbox.log"]
