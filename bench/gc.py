@@ -18,6 +18,8 @@ Reported:
   `follower_window_seconds`: the supervisor's (read-only restart begun to read-write
   restart done): the time the registry refused writes or was restarting;
 - `mirror_blocked_seconds`: how long mirror writes were fenced (lock taken to released);
+- `sweep_seconds` and `blobs_swept`: `garbage-collect` itself, the bulk of the window
+  (distribution deletes every unreferenced blob, manifests included, one by one);
 - baseline, measured in the same run on the same storage afterwards: `restart_pair_seconds`
   (one read-only restart and one read-write restart, the floor of any restart-based
   switch) and `bare_sweep_seconds` (`garbage-collect` alone on the collected registry), so
@@ -30,6 +32,7 @@ Reported:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -47,7 +50,7 @@ from clusterregistry.gc.collecting import Collector
 from clusterregistry.gc.following import follow
 from clusterregistry.gc.metrics import GcMetrics
 from clusterregistry.gc.scheduling import Schedule
-from clusterregistry.gc.sweeping import SubprocessSweeper
+from clusterregistry.gc.sweeping import SubprocessSweeper, SweepResult
 from clusterregistry.gc.usage import blob_bytes
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.sandbox.images import ImageBuilder
@@ -133,12 +136,20 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                 supervisor, switch, stop_following, name="bench-edge", poll_interval=0.02,
                 on_window=windows.append))
             metrics = CollectorRegistry()
+            sweeps: list[SweepResult] = []
+
+            class RecordingSweeper(SubprocessSweeper):
+                async def sweep(self, *, run: str) -> SweepResult:
+                    result = await super().sweep(run=run)
+                    sweeps.append(result)
+                    return result
+
             collector = Collector(
                 js=bus.js, fence=Fence(bus.js, ttl_seconds=10, holder="bench-gc",
                                        poll_interval=0.02),
                 registry=client, settings=settings, schedule=Schedule("0 0 * * *", 0),
                 storage_bytes=10 * before_bytes,
-                sweeper=SubprocessSweeper(binary=find_docker_registry(),
+                sweeper=RecordingSweeper(binary=find_docker_registry(),
                                           config_path=str(registry.config_path), timeout=600),
                 metrics=GcMetrics(metrics), holder="bench-gc")
             await collector.ensure()
@@ -158,6 +169,8 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
             result = await collector.run()
             total = time.monotonic() - run_started
             watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             assert result.event == "finished", result.message
             after_bytes = blob_bytes(registry.root_dir)
 
@@ -185,6 +198,9 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                 "total_seconds": round(total, 3),
                 "read_only_seconds": round(window, 3),
                 "follower_window_seconds": round(windows[0], 3) if windows else None,
+                # inside the window: `garbage-collect` itself, and the blobs it deleted
+                "sweep_seconds": round(sweeps[0].seconds, 3) if sweeps else None,
+                "blobs_swept": sweeps[0].blobs_deleted if sweeps else None,
                 "mirror_blocked_seconds": round(blocked, 3),
                 "baseline": {
                     "restart_pair_seconds": round(restart_pair, 3),
