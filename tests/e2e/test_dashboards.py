@@ -6,6 +6,10 @@ The scenario is the demo's (a network function deployed, rewritten, mirrored, Ru
 and its images collected by GC), plus the two things it never does and the dashboard shows: a
 pod that opts out of the webhook (a skipped image) and an image the artifact store does not
 have (a mirror failure, an Artifact in phase Failed).
+
+The same Prometheus also checks the ha overlay's sizing against the processes' real memory: a
+process the overlay autoscales on memory (HPA target 80% of the request) must stay below that
+target through the scenario, or an idle deployment would scale itself to its maximum.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +30,7 @@ import aiohttp
 import pytest
 import yaml
 
+from clusterregistry.config import parse_quantity
 from clusterregistry.sandbox.scenarios import NF_NAMESPACE, PULL_SECRET, Scenario
 from clusterregistry.sandbox.supervising import Process, free_port, wait_for
 from clusterregistry.sandbox.systems import System
@@ -203,6 +210,48 @@ async def test_every_dashboard_query_returns_data(
         if not any(math.isfinite(v) for v in values):
             failures.append(f"{title}: {expr} returned {values or 'nothing'}")
     assert not failures, "\n".join(failures)
+
+    await resident_memory_below_the_hpa_target(prometheus, window)
+
+
+def ha_memory_targets() -> dict[str, float]:
+    """Deployment component -> bytes at which the ha overlay's HPA scales on memory."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    built = subprocess.run([str(kubectl), "kustomize", str(ROOT / "deploy" / "kustomize" /
+                                                           "overlays" / "ha")],
+                           capture_output=True, text=True, check=True, timeout=120).stdout
+    objs = [o for o in yaml.safe_load_all(built) if o]
+    deployments = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Deployment"}
+    out = {}
+    for hpa in (o for o in objs if o["kind"] == "HorizontalPodAutoscaler"):
+        (memory,) = [m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]
+                     if m["resource"]["name"] == "memory"]
+        deployment = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
+        pod = deployment["spec"]["template"]["spec"]
+        request = sum(parse_quantity(c["resources"]["requests"]["memory"])
+                      for c in pod["containers"])
+        component = deployment["spec"]["template"]["metadata"]["labels"][
+            "app.kubernetes.io/component"]
+        out[component] = request * memory / 100
+    return out
+
+
+async def resident_memory_below_the_hpa_target(prometheus: Prometheus, window: str) -> None:
+    targets = ha_memory_targets()
+    measured = 0
+    for component, limit in sorted(targets.items()):
+        if component == "registry":
+            continue  # distribution's registry, not a Python process of the sandbox
+        query = (f'max(max_over_time(process_resident_memory_bytes'
+                 f'{{component=~"{component}(-[0-9]+)?"}}[{window}]))')
+        result = (await prometheus.api("query", query=query))["result"]
+        assert result, f"no resident memory of {component}"
+        rss = float(result[0]["value"][1])
+        assert rss < limit, (
+            f"{component}: {rss / 2**20:.0f} MiB resident, the HPA scales at "
+            f"{limit / 2**20:.0f} MiB: raise its memory request")
+        measured += 1
+    assert measured == 4  # webhook, tracker, reconciler, mirror
 
 
 def _timestamp(rfc3339: str) -> float:
