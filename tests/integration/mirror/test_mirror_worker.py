@@ -3,6 +3,7 @@ retries when the source goes away mid-copy, the GC fence, and bad requests."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -162,3 +163,42 @@ async def test_bad_requests_are_terminated_and_reported(
 
     await wait_for(settled, timeout=10, description="every request settled")
     assert worker.metrics.requests.labels("invalid")._value.get() == 1
+
+
+async def test_a_copy_longer_than_ack_wait_is_extended_not_redelivered(
+    mirror_world: MirrorWorld, secure_registry: Registry, registry: Registry,
+    build_image: BuildImage, push_image: PushImage,
+) -> None:
+    image = build_image("nf/slow", layer_sizes=(500_000,))
+    await push_image(image, secure_registry, "nf/slow")
+    stalled = asyncio.Event()
+
+    async def stall() -> None:  # three ack waits in the middle of the layer
+        stalled.set()
+        await asyncio.sleep(3.5)
+
+    proxy = RegistryProxy(secure_registry, midway=stall)
+    await proxy.start()
+    try:
+        settings = settings_for(secure_registry, ack_wait_seconds=1.0)
+        settings.registries[0].host = proxy.host
+        settings.registries[0].plain_http = True
+        worker = await mirror_world.add_worker(settings)
+        await mirror_world.request("slow", f"{proxy.host}/nf/slow:latest",
+                                   f"{registry.host}/mirror/nf/slow:latest")
+        [result] = await mirror_world.wait_results(1)
+        assert stalled.is_set()
+    finally:
+        await proxy.stop()
+    assert result.ok and result.digest == image.digest and result.duration_seconds > 3
+    # in_progress() kept the message: one delivery, one copy, one result
+
+    async def settled() -> bool:
+        return worker.handled >= 1 and await _pending(mirror_world) == 0
+
+    await wait_for(settled, timeout=10, description="the request acked")
+    assert worker.handled == 1 and worker.metrics.requests.labels("ok")._value.get() == 1
+    assert mirror_world.bus is not None
+    info = await mirror_world.bus.js.consumer_info(subjects.MIRROR_STREAM,
+                                                   subjects.MIRROR_CONSUMER)
+    assert info.delivered.consumer_seq == 1 and not info.num_redelivered

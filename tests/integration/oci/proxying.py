@@ -24,8 +24,8 @@ _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connec
 
 class RegistryProxy:
     """`corrupt_blobs`: flip one byte in the middle of every blob body served (GET).
-    `midway`: awaited once, when half of the first blob body has been streamed (e.g. to
-    kill the upstream); the rest of that body then comes from a registry that is gone."""
+    `midway`: awaited once, when half of the first blob body has been streamed: to kill
+    the upstream (the client's connection is then dropped mid-body), or to stall."""
 
     def __init__(self, upstream: Registry, *, corrupt_blobs: bool = False,
                  midway: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -97,10 +97,11 @@ class RegistryProxy:
             if self.midway is not None and sent >= half:
                 hook, self.midway = self.midway, None
                 await hook()
-                # the upstream is gone: drop the client's connection mid-body
-                assert request.transport is not None
-                request.transport.close()
-                return response
+                if not self.upstream.running:
+                    # the upstream is gone: drop the client's connection mid-body
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
         await response.write_eof()
         return response
 
