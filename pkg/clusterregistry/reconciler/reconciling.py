@@ -112,6 +112,7 @@ class Reconciler:
         self._stale: set[str] = set()  # names to read again before deciding
         self._kv_cache: dict[str, Versioned[ArtifactRecord]] = {}
         self.owners: dict[str, OwnerRecord] = {}  # owner uid -> record
+        self._revisions: dict[str, int] = {}  # owner uid -> KV revision held
         self.by_source: dict[str, set[str]] = {}  # canonical source -> owner uids
         self._names: dict[str, str] = {}  # canonical source -> Artifact name
         self._sources: dict[str, str] = {}  # Artifact name -> canonical source
@@ -225,36 +226,54 @@ class Reconciler:
                 self.mark(name)
         self.metrics.references.set(sum(len(o) for o in self.by_source.values()))
 
+    def _apply_ref(self, uid: str, versioned: Versioned[OwnerRecord]) -> None:
+        """One key's state, unless what is held is newer (a resync's snapshot may be older
+        than what the watch delivered meanwhile)."""
+        if versioned.revision and versioned.revision <= self._revisions.get(uid, 0):
+            return
+        self._revisions[uid] = versioned.revision
+        if self.owners.get(uid) != versioned.value:
+            self.set_owner(uid, versioned.value)
+
+    def _apply_refs(self, snapshot: dict[str, Versioned[OwnerRecord]]) -> None:
+        """A whole bucket's state: keys it lacks were purged, unless written after it."""
+        newest = max((v.revision for v in snapshot.values()), default=0)
+        for uid in set(self.owners) - set(snapshot):
+            if self._revisions.get(uid, 0) <= newest:
+                self.set_owner(uid, None)
+        for uid, versioned in snapshot.items():
+            self._apply_ref(uid, versioned)
+
     async def _watch_refs(self, stop: asyncio.Event) -> None:
         """Every owner record, then every change, from an ordered watch of the bucket."""
         assert self._refs_kv is not None
         while not stop.is_set():
             try:
                 watcher = await self._refs_kv.watchall()
-                initial: dict[str, OwnerRecord] = {}
+                initial: dict[str, Versioned[OwnerRecord]] = {}
                 loading = True
                 async for entry in watcher:
                     if entry is None:
                         if loading:
-                            for uid in set(self.owners) - set(initial):
-                                self.set_owner(uid, None)
-                            for uid, held in initial.items():
-                                if self.owners.get(uid) != held:
-                                    self.set_owner(uid, held)
+                            self._apply_refs(initial)
                             loading = False
                             self.refs_loaded = True
+                            # owners may have gone while no reconciler ran: recount them all
+                            for name in list(self.cache):
+                                self.mark(name)
                         continue
                     record: OwnerRecord | None = None
-                    if entry.operation not in (KV_DEL, KV_PURGE) and entry.value:
+                    deleted = entry.operation in (KV_DEL, KV_PURGE)
+                    if not deleted and entry.value:
                         try:
                             record = schemas.owner_record_decoder.decode(entry.value)
                         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                             log.warning("refs: %s is unreadable: %s", entry.key, exc)
+                    versioned = Versioned(record, entry.revision or 0, deleted=deleted)
                     if loading:
-                        if record is not None:
-                            initial[entry.key] = record
+                        initial[entry.key] = versioned
                     else:
-                        self.set_owner(entry.key, record)
+                        self._apply_ref(entry.key, versioned)
                 return
             except asyncio.CancelledError:
                 raise
@@ -364,12 +383,19 @@ class Reconciler:
     # -- the work queue ------------------------------------------------------------------------
 
     async def _resync_loop(self, stop: asyncio.Event) -> None:
+        """Level-based: every Artifact and every owner record read again, all reconciled
+        (a watch that silently stopped, an event lost, cannot leave a status wrong for long)."""
+        assert self._refs_kv is not None
+        refs = Records(self._refs_kv, schemas.owner_record_decoder.decode,
+                       name=subjects.REFS_BUCKET)
         while not await _stopped(stop, self.settings.resync_seconds):
             try:
                 await self._relist_artifacts()
+                snapshot = await refs.snapshot()
             except (RetryableError, PermanentError) as exc:
                 log.warning("reconciler resync: %s", exc)
                 continue
+            self._apply_refs(snapshot)
             for name in {*self.cache, *self._names.values()}:
                 self.mark(name)
 
