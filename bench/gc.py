@@ -23,8 +23,9 @@ Reported:
 - baseline, measured in the same run on the same storage afterwards: `restart_pair_seconds`
   (one read-only restart and one read-write restart, the floor of any restart-based
   switch) and `bare_sweep_seconds` (`garbage-collect` alone on the collected registry), so
-  `window_over_floor` = read_only_seconds / (restart pair + bare sweep) is the overhead GC
-  adds around the unavoidable part;
+  `window_over_floor` = read_only_seconds / (restart pair + bare sweep), the window against
+  a sweep with nothing to delete; `window_over_sweep` = read_only_seconds / sweep_seconds,
+  what switching and acknowledging add around this run's own sweep;
 - against the goals: `window_vs_goal` = read_only_seconds / 5 s (the issue's goal, < 1 is
   met) and `window_vs_aosm` = read_only_seconds / 60 s (AOSM documents up to a minute).
 """
@@ -207,6 +208,7 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                     "bare_sweep_seconds": round(bare_sweep, 3),
                 },
                 "window_over_floor": round(window / (restart_pair + bare_sweep), 2),
+                "window_over_sweep": round(window / sweeps[0].seconds, 2) if sweeps else None,
                 "window_vs_goal": round(window / 5.0, 3),
                 "window_vs_aosm": round(window / 60.0, 3),
                 "goal_met": window < 5.0,
