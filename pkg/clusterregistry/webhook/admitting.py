@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -34,7 +34,6 @@ from clusterregistry.webhook.policies import (
 from clusterregistry.webhook.reviews import (
     AdmissionRequest,
     AdmissionResponse,
-    Pod,
     PodError,
     ReviewError,
     decode_pod,
@@ -47,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _WARNING_MAX: Final = 256  # kube-apiserver may truncate longer warnings
 _WARNINGS_MAX: Final = 16
+_DECISIONS_MAX: Final = 1024
+# larger pods are decided every time: a kept decision holds its object's bytes as the key
+_KEPT_OBJECT_MAX: Final = 64 * 1024
 _PREFIX: Final = "clusterregistry: "
 _status_encoder = msgspec.json.Encoder()
 
@@ -58,12 +60,32 @@ def _warnings(messages: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def _allowed(uid: str, warnings: list[str] | tuple[str, ...] = (), *,
-             patch: list[dict[str, Any]] | None = None) -> AdmissionResponse:
-    if patch:
-        return AdmissionResponse(uid=uid, allowed=True, patch=encode_patch(patch),
-                                 patch_type="JSONPatch", warnings=_warnings(warnings))
-    return AdmissionResponse(uid=uid, allowed=True, warnings=_warnings(warnings))
+class Decision(NamedTuple):
+    """An answer without its uid, and what to count for it: replayable for an equal pod."""
+
+    outcome: str
+    patch: str | None = None  # base64 JSONPatch
+    warnings: tuple[str, ...] = ()
+    rewritten: tuple[tuple[str, int], ...] = ()  # (container kind, images)
+    skipped: tuple[tuple[str, int], ...] = ()  # (reason, images)
+    fallback: tuple[tuple[str, int], ...] = ()  # (fallback, images)
+
+    def response(self, uid: str) -> AdmissionResponse:
+        if self.patch:
+            return AdmissionResponse(uid=uid, allowed=True, patch=self.patch,
+                                     patch_type="JSONPatch", warnings=list(self.warnings))
+        return AdmissionResponse(uid=uid, allowed=True, warnings=list(self.warnings))
+
+
+def _decision(outcome: str, warnings: list[str] | tuple[str, ...] = (), **kw: Any) -> Decision:
+    return Decision(outcome, warnings=tuple(_warnings(warnings)), **kw)
+
+
+def _tally(items: list[str]) -> tuple[tuple[str, int], ...]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return tuple(counts.items())
 
 
 def bad_request(message: str) -> bytes:
@@ -74,7 +96,15 @@ def bad_request(message: str) -> bytes:
 
 
 class Admitter:
-    """Answers AdmissionReviews for pods with the rewrite `rules`."""
+    """Answers AdmissionReviews for pods with the rewrite `rules`.
+
+    The pods of one ReplicaSet reach admission byte for byte equal (same template, same
+    generateName, no name or uid yet), so with the Always policy, whose answer depends on
+    nothing but the request, decisions are kept by the request's content (the object, the
+    stored object, subresource, operation, namespace, and the CEL `request` when the
+    expression reads it): a scale-up of a thousand replicas is decided once. IfAvailable
+    answers change with the artifact view and are never kept.
+    """
 
     def __init__(self, *, rules: Rules, own_namespace: str, metrics: WebhookMetrics,
                  match: MatchCondition | None = None) -> None:
@@ -82,6 +112,8 @@ class Admitter:
         self.own_namespace = own_namespace
         self.metrics = metrics
         self.match = match
+        self._keep = rules.policy == "Always"
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
 
     def review(self, body: bytes) -> tuple[int, bytes]:
         """(HTTP status, body) for one request body."""
@@ -92,33 +124,57 @@ class Admitter:
             self.metrics.outcome[outcomes.BAD_REQUEST].inc()
             return 400, bad_request(str(exc))
         try:
-            response, outcome = self._respond(request)
+            decision = self._decide(request)
         except Exception:  # a bug must not block pod creation: fail open, loudly
             log.exception("admission %s failed; allowed without a rewrite", request.uid)
-            response = _allowed(request.uid, ["internal error; image references left as "
-                                              "they are"])
-            outcome = outcomes.ERROR
-        self.metrics.outcome[outcome].inc()
-        payload = encode_response(response)
+            decision = _decision(outcomes.ERROR, ["internal error; image references left as "
+                                                  "they are"])
+        self._count(decision)
+        payload = encode_response(decision.response(request.uid))
         self.metrics.latency.observe(time.perf_counter() - started)
         return 200, payload
 
-    def _respond(self, request: AdmissionRequest) -> tuple[AdmissionResponse, str]:
-        uid = request.uid
+    def _decide(self, request: AdmissionRequest) -> Decision:
         if (request.kind.kind != "Pod" or request.resource.group != ""
                 or request.resource.resource != "pods"
                 or request.sub_resource not in ("", "ephemeralcontainers")):
             what = request.kind.kind or "(no kind)"
             if request.sub_resource:
                 what += f" (subresource {request.sub_resource})"
-            return _allowed(uid, [f"{what} is not a pod this webhook rewrites; nothing changed"]
-                            ), outcomes.NOT_A_POD
-        if request.operation not in ("CREATE", "UPDATE"):
-            return _allowed(uid), outcomes.UNCHANGED
+            return _decision(outcomes.NOT_A_POD,
+                             [f"{what} is not a pod this webhook rewrites; nothing changed"])
+        ephemeral = request.sub_resource == "ephemeralcontainers"
+        # a pod's images are rewritten when it is created; later, only ephemeral containers
+        # are added. An UPDATE of the pod itself is never rewritten: changing the image of
+        # a running container would restart it.
+        if request.operation != ("UPDATE" if ephemeral else "CREATE"):
+            return _decision(outcomes.UNCHANGED)
+        key = self._key(request) if self._keep else None
+        if key is not None:
+            kept = self._decisions.get(key)
+            if kept is not None:
+                return kept
+        decision = self._decide_pod(request, ephemeral=ephemeral)
+        if key is not None:
+            if len(self._decisions) >= _DECISIONS_MAX:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _key(self, request: AdmissionRequest) -> tuple[Any, ...] | None:
+        raw = bytes(request.object)
+        if len(raw) > _KEPT_OBJECT_MAX:
+            return None
+        reads_request = self.match is not None and self.match.reads("request")
+        return (raw, bytes(request.old_object) if request.sub_resource else b"",
+                request.sub_resource, request.operation, request.namespace,
+                _request_key(request) if reads_request else b"")
+
+    def _decide_pod(self, request: AdmissionRequest, *, ephemeral: bool) -> Decision:
         try:
             pod = decode_pod(request.object)
         except PodError as exc:
-            return _allowed(uid, [f"{exc}; nothing changed"]), outcomes.UNREADABLE_POD
+            return _decision(outcomes.UNREADABLE_POD, [f"{exc}; nothing changed"])
         namespace = request.namespace or pod.metadata.namespace
         reason = exclusion(pod.metadata.labels, namespace, own_namespace=self.own_namespace)
         warnings: list[str] = []
@@ -131,39 +187,50 @@ class Admitter:
                 reason = MATCH_CONDITION_ERROR
                 warnings.append(f"matchConditionExpression failed, nothing rewritten: {matched}")
         if reason is not None:
-            self._count_excluded(pod, reason)
-            return _allowed(uid, warnings), outcomes.EXCLUDED
-        result = rewrite(pod, self.rules, ephemeral_only=request.sub_resource != "")
-        self._count(result)
+            images = (len(pod.spec.containers) + len(pod.spec.init_containers)
+                      + len(pod.spec.ephemeral_containers))
+            return _decision(outcomes.EXCLUDED, warnings,
+                             skipped=((reason, images),) if images else ())
+        existing: frozenset[str] = frozenset()
+        if ephemeral:
+            try:
+                stored = decode_pod(request.old_object)
+            except PodError:
+                stored = None
+            if stored is not None:
+                existing = frozenset(c.name for c in stored.spec.ephemeral_containers)
+        result = rewrite(pod, self.rules, ephemeral_only=ephemeral, existing=existing)
+        counts = _result_counts(result)
         if not result.patch:
-            return _allowed(uid, result.warnings), outcomes.UNCHANGED
+            return _decision(outcomes.UNCHANGED, result.warnings, **counts)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rewrote %d images of pod %s/%s", len(result.rewritten), namespace,
                       pod.metadata.name or pod.metadata.generate_name)
-        return _allowed(uid, result.warnings, patch=result.patch), outcomes.PATCHED
+        return _decision(outcomes.PATCHED, result.warnings, patch=encode_patch(result.patch),
+                         **counts)
 
-    def _count(self, result: Result) -> None:
+    def _count(self, decision: Decision) -> None:
         metrics = self.metrics
-        if result.rewritten:
-            by_kind: dict[str, int] = {}
-            fallback = 0
-            for item in result.rewritten:
-                by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
-                fallback += item.by_fallback
-            for kind, count in by_kind.items():
-                metrics.rewritten_by_kind[kind].inc(count)
-            if fallback:
-                metrics.fallback.labels("Always").inc(fallback)
-        for skip in result.skipped:
-            metrics.skipped_for(skip.reason).inc()
-            if skip.reason == AVAILABILITY_UNKNOWN:
-                metrics.fallback.labels("Never").inc()
+        metrics.outcome[decision.outcome].inc()
+        for kind, count in decision.rewritten:
+            metrics.rewritten_by_kind[kind].inc(count)
+        for reason, count in decision.skipped:
+            metrics.skipped_for(reason).inc(count)
+        for fallback, count in decision.fallback:
+            metrics.fallback.labels(fallback).inc(count)
 
-    def _count_excluded(self, pod: Pod, reason: str) -> None:
-        images = (len(pod.spec.containers) + len(pod.spec.init_containers)
-                  + len(pod.spec.ephemeral_containers))
-        if images:
-            self.metrics.skipped_for(reason).inc(images)
+
+def _result_counts(result: Result) -> dict[str, Any]:
+    fallback = ["Always" for item in result.rewritten if item.by_fallback]
+    fallback += ["Never" for skip in result.skipped if skip.reason == AVAILABILITY_UNKNOWN]
+    return {"rewritten": _tally([item.kind for item in result.rewritten]),
+            "skipped": _tally([skip.reason for skip in result.skipped]),
+            "fallback": _tally(fallback)}
+
+
+def _request_key(request: AdmissionRequest) -> bytes:
+    without_uid = {k: v for k, v in _cel_request(request).items() if k != "uid"}
+    return _status_encoder.encode(without_uid)
 
 
 def _cel_request(request: AdmissionRequest) -> dict[str, Any]:

@@ -41,6 +41,7 @@ INVALID: Final = "invalid-reference"
 UNMAPPABLE: Final = "unmappable"
 NOT_AVAILABLE: Final = "not-available"
 AVAILABILITY_UNKNOWN: Final = "availability-unknown"
+EXISTING_EPHEMERAL: Final = "existing-ephemeral-container"
 
 AVAILABLE_PHASE: Final = "Available"
 _PLANS_MAX: Final = 4096
@@ -174,11 +175,13 @@ def _original_of(local: Reference, local_registry: str) -> str | None:
         return None
 
 
-def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False) -> Result:
+def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False,
+            existing: frozenset[str] = frozenset()) -> Result:
     """The JSONPatch that moves `pod`'s source images to the local registry, and why.
 
     `ephemeral_only`: an `ephemeralcontainers` subresource update (only those images may
-    change, the annotation cannot).
+    change, the annotation cannot). `existing`: names of ephemeral containers the stored
+    pod already has; Kubernetes refuses any change to them, so they are left alone.
     """
     rewritten: list[Rewritten] = []
     skipped: list[Skipped] = []
@@ -193,6 +196,9 @@ def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False) -> Result:
             plan = rules.plan(image)
             final[container.name] = plan.source
             if kind not in kinds_to_rewrite:
+                continue
+            if kind == "ephemeralContainers" and container.name in existing:
+                skipped.append(Skipped(kind, index, container.name, image, EXISTING_EPHEMERAL))
                 continue
             reason, by_fallback = _decide(plan, rules)
             if reason is not None:

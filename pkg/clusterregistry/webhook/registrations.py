@@ -22,8 +22,8 @@ from typing import Any, Final
 from clusterregistry import kinds
 from clusterregistry.config import Settings
 
-WEBHOOK_NAME: Final = "images.clusterregistry.io"
-MATCH_CONDITION_NAME: Final = "clusterregistry-match-condition-expression"
+WEBHOOK_NAME: Final = "pods.clusterregistry.io"
+MATCH_CONDITION_NAME: Final = "match-condition-expression"
 
 
 def mutating_webhook_configuration(

@@ -257,3 +257,58 @@ def test_many_warnings_are_bounded() -> None:
     response = answer(the_admitter, review(pod(*["BAD!"] * 40)))
     assert len(response["warnings"]) == 17
     assert all(len(w) <= 256 for w in response["warnings"])
+
+
+def test_a_second_ephemeral_container_leaves_the_first_alone() -> None:
+    # the first was added before the webhook existed: Kubernetes refuses any change to it
+    the_admitter, registry = admitter()
+    stored = pod(f"{LOCAL}/acr.io/a:1")
+    stored["spec"]["ephemeralContainers"] = [{"name": "old", "image": "busybox:1.35"}]
+    new = json.loads(json.dumps(stored))
+    new["spec"]["ephemeralContainers"].append({"name": "new", "image": "busybox:1.36"})
+    response = answer(the_admitter, review(new, operation="UPDATE", sub="ephemeralcontainers",
+                                           old=stored))
+    assert patch_of(response) == [{"op": "replace", "path": "/spec/ephemeralContainers/1/image",
+                                   "value": f"{LOCAL}/docker.io/library/busybox:1.36"}]
+    assert metric(registry, "clusterregistry_webhook_images_skipped_total",
+                  reason="existing-ephemeral-container") == 1
+
+
+def test_an_update_of_the_pod_itself_is_never_rewritten() -> None:
+    # changing a running container's image would restart it
+    the_admitter, registry = admitter()
+    response = answer(the_admitter, review(pod("acr.io/a:2"), operation="UPDATE",
+                                           old=pod("acr.io/a:1")))
+    assert patch_of(response) == []
+    assert metric(registry, "clusterregistry_webhook_admissions_total",
+                  outcome="unchanged") == 1
+
+
+def test_identical_pods_are_decided_once_and_counted_every_time() -> None:
+    the_admitter, registry = admitter()
+    first = answer(the_admitter, review(pod("acr.io/a:1", "nginx")))
+    assert len(the_admitter._decisions) == 1
+    second = answer(the_admitter, review(pod("acr.io/a:1", "nginx")))
+    assert first == second
+    assert len(the_admitter._decisions) == 1
+    assert metric(registry, "clusterregistry_webhook_admissions_total", outcome="patched") == 2
+    assert metric(registry, "clusterregistry_webhook_images_rewritten_total",
+                  kind="containers") == 4
+    # the same object in another namespace is another decision
+    other = answer(the_admitter, review(pod("acr.io/a:1", "nginx", namespace="kube-system"),
+                                        namespace="kube-system"))
+    assert patch_of(other) == []
+    assert len(the_admitter._decisions) == 2
+
+
+def test_a_kept_decision_is_keyed_on_the_request_when_the_expression_reads_it() -> None:
+    the_admitter, _ = admitter(
+        pod={"mutation": {"matchConditionExpression": 'request.dryRun == false'}})
+    assert patch_of(answer(the_admitter, review(pod("acr.io/a:1"))))
+    assert not patch_of(answer(the_admitter, review(pod("acr.io/a:1"), dry_run=True)))
+
+
+def test_if_available_decisions_are_never_kept() -> None:
+    the_admitter, _ = admitter(policy="IfAvailable")
+    answer(the_admitter, review(pod("acr.io/a:1")))
+    assert the_admitter._decisions == {}
