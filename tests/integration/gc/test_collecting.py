@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.kube.clients import api_client
 from clusterregistry.oci.manifests import OCI_INDEX
+from kubesim.resources import Resource
+from kubesim.running import Cluster
 from tests.integration.gc.conftest import GcWorld
 
 pytestmark = pytest.mark.integration
@@ -120,3 +124,50 @@ async def test_a_reference_appearing_during_the_run_wins(gc_world: GcWorld) -> N
     assert await world.pullable(image)
     record = await world.record(image.name)
     assert record is not None and record.phase == "Available"
+
+
+async def test_artifact_objects_marked_deleting_then_deleted_or_restored(
+    gc_world: GcWorld, kube_api: Cluster, artifact_crd_installed: Resource,
+) -> None:
+    """With the API server: a collected image's Artifact is marked Deleting, then deleted; a
+    kept one is untouched; one whose reference came back meanwhile is restored."""
+    world = gc_world
+    live = await world.add("src.example.io/app/live:1")
+    dead = await world.add("src.example.io/app/dead:1", referenced=False)
+    late = await world.add("src.example.io/app/late:1", referenced=False)
+    api = await api_client(str(kube_api.kubeconfig))
+    try:
+        artifacts = Artifacts(api)
+        for image in (live, dead, late):
+            await artifacts.create({"metadata": {"name": image.name},
+                                    "spec": {"sourceArtifact": image.source,
+                                             "localArtifact": str(image.local)}})
+            await artifacts.patch_status(image.name, {"phase": "Available",
+                                                      "digest": image.digest})
+        collector = world.collector(artifacts=artifacts)
+        await collector.ensure()
+        phases_seen: dict[str, str] = {}
+        original = collector._mark_deleting
+
+        async def observe(record, revision):  # type: ignore[no-untyped-def]
+            held = await original(record, revision)
+            current = await artifacts.get(record.name)
+            assert current is not None
+            phases_seen[record.name] = current["status"]["phase"]
+            if record.name == late.name:
+                await world.reference(late.source)  # a new owner, just too late for GC
+            return held
+
+        collector._mark_deleting = observe  # type: ignore[method-assign]
+        result = await collector.run()
+        assert result.event == "finished" and result.deleted == 1, result.message
+        assert phases_seen == {dead.name: "Deleting", late.name: "Deleting"}
+        assert await artifacts.get(dead.name) is None
+        restored = await artifacts.get(late.name)
+        assert restored is not None and restored["status"]["phase"] == "Available"
+        kept = await artifacts.get(live.name)
+        assert kept is not None and kept["status"]["phase"] == "Available"
+        assert await world.pullable(late) and await world.pullable(live)
+        assert not await world.pullable(dead)
+    finally:
+        await api.close()
