@@ -346,9 +346,10 @@ class Worker:
         """Tell JetStream the copy is still running, so it is not redelivered meanwhile."""
         interval = self.settings.ack_wait_seconds / 3
         while True:
-            await asyncio.sleep(interval)
+            # at once too: the ack timer started when the server sent the message
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+            await asyncio.sleep(interval)
 
     async def _credentials(self, refs: Sequence[SecretRef]) -> dict[str, Credentials]:
         found: dict[str, Credentials] = {}

@@ -173,14 +173,14 @@ async def test_a_copy_longer_than_ack_wait_is_extended_not_redelivered(
     await push_image(image, secure_registry, "nf/slow")
     stalled = asyncio.Event()
 
-    async def stall() -> None:  # three ack waits in the middle of the layer
+    async def stall() -> None:  # more than two ack waits in the middle of a blob
         stalled.set()
-        await asyncio.sleep(3.5)
+        await asyncio.sleep(5.0)
 
     proxy = RegistryProxy(secure_registry, midway=stall)
     await proxy.start()
     try:
-        settings = settings_for(secure_registry, ack_wait_seconds=1.0)
+        settings = settings_for(secure_registry, ack_wait_seconds=2.0)
         settings.registries[0].host = proxy.host
         settings.registries[0].plain_http = True
         worker = await mirror_world.add_worker(settings)
@@ -190,7 +190,7 @@ async def test_a_copy_longer_than_ack_wait_is_extended_not_redelivered(
         assert stalled.is_set()
     finally:
         await proxy.stop()
-    assert result.ok and result.digest == image.digest and result.duration_seconds > 3
+    assert result.ok and result.digest == image.digest and result.duration_seconds > 4
     # in_progress() kept the message: one delivery, one copy, one result
 
     async def settled() -> bool:

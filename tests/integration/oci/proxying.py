@@ -94,7 +94,8 @@ class RegistryProxy:
         async for piece in upstream.content.iter_chunked(16384):
             await response.write(piece)
             sent += len(piece)
-            if self.midway is not None and sent >= half:
+            # only truly mid-body: a small blob sent whole in one piece is left alone
+            if self.midway is not None and half <= sent < (upstream.content_length or 0):
                 hook, self.midway = self.midway, None
                 await hook()
                 if not self.upstream.running:
