@@ -158,6 +158,9 @@ async def serve(
                 log.warning("gc cannot prepare its stream and bucket yet: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
+        if isinstance(collector.sweeper, JobSweeper):
+            # a sweep Job of a GC killed mid-sweep would go on after its lock expired
+            await collector.sweeper.cleanup()
         subscription = await bus.nc.subscribe(subjects.GC_RUN_REQUEST, queue=QUEUE_GROUP,
                                               cb=on_request)
         ready.set()

@@ -42,6 +42,7 @@ __all__ = ["JobSweeper", "SubprocessSweeper", "SweepResult", "Sweeper", "garbage
 _SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
 _FORBIDDEN = "--delete-untagged"
 _PR_SET_PDEATHSIG = 1
+SWEEP_JOB_LABELS = {"app.kubernetes.io/name": "clusterregistry-gc-sweep"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def sweep_job(run: str, *, namespace: str, image: str, volume_claim: str, config
     }
     if node_name:
         pod_spec["nodeName"] = node_name
-    labels = {"app.kubernetes.io/name": "clusterregistry-gc-sweep"}
+    labels = dict(SWEEP_JOB_LABELS)
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": namespace,
@@ -187,6 +188,22 @@ class JobSweeper:
                          storage_path=self.storage_path, timeout=self.timeout,
                          node_name=self.node_name)
 
+    async def cleanup(self) -> int:
+        """Delete sweep Jobs a previous GC left running (it was killed before its `finally`):
+        a sweep must not outlive the lock it was started under. Returns how many."""
+        selector = ",".join(f"{k}={v}" for k, v in SWEEP_JOB_LABELS.items())
+        try:
+            jobs = await self.batch.list_namespaced_job(self.namespace,
+                                                        label_selector=selector)
+            for job in jobs.items:
+                log.warning("deleting sweep Job %s left by a previous GC", job.metadata.name)
+                await self.batch.delete_namespaced_job(job.metadata.name, self.namespace,
+                                                       propagation_policy="Foreground")
+        except ApiException as exc:
+            raise RetryableError(f"cannot clean up sweep Jobs: {exc.status} {exc.reason}"
+                                 ) from exc
+        return len(jobs.items)
+
     async def sweep(self, *, run: str) -> SweepResult:
         body: Any = self.job(run)  # a plain dict: the client serialises it as is
         name = body["metadata"]["name"]
@@ -209,6 +226,9 @@ class JobSweeper:
                     if conditions.get("Failed") == "True":
                         raise RetryableError(f"sweep Job {name} failed")
                     await asyncio.sleep(self.poll_interval)
+        except TimeoutError as exc:
+            raise RetryableError(f"sweep Job {name} did not finish within {self.timeout:g}s"
+                                 ) from exc
         finally:
             # Foreground propagation deletes its pod first; a cancelled GC must not leave a
             # sweep running unfenced
