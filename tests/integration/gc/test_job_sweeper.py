@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -48,7 +49,8 @@ async def test_the_sweep_job_completes_times_out_and_is_always_deleted(
     api = await api_client(str(cluster.kubeconfig))
     try:
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-        await core.create_namespace({"metadata": {"name": NAMESPACE}})
+        namespace: Any = {"metadata": {"name": NAMESPACE}}  # plain dicts: sent as they are
+        await core.create_namespace(namespace)
 
         def sweeper(image: str, timeout: float) -> JobSweeper:
             return JobSweeper(api, namespace=NAMESPACE, image=image,
@@ -72,7 +74,8 @@ async def test_the_sweep_job_completes_times_out_and_is_always_deleted(
         await wait_for(no_jobs, timeout=30, description="the timed-out Job deleted")
 
         # a Job left behind by a GC killed mid-sweep is deleted by the next GC at start
-        await batch.create_namespaced_job(NAMESPACE, sweeper(missing, 60).job("r3"))
+        left_over: Any = sweeper(missing, 60).job("r3")
+        await batch.create_namespaced_job(NAMESPACE, left_over)
         assert await sweeper(image, 30).cleanup() == 1
         await wait_for(no_jobs, timeout=30, description="the left-over Job deleted")
     finally:
