@@ -1,8 +1,9 @@
 """The issue's load at full size: 200 Deployments, 1,000 pods over 50 images, created at once.
 
 What is measured, on two fresh sandboxes in the same run (same machine, same
-kubesim with three nodes, same artifact store with TLS and basic auth, same
-50 images pushed outside the clock):
+kubesim with ten nodes, since a node takes at most 110 pods as a kubelet's
+default maxPods, same artifact store with TLS and basic auth, same 50 images
+pushed outside the clock):
 
 - `with`: every clusterregistry process running. The webhook rewrites every
   pod, the relay, tracker, reconciler and two mirror workers copy each image
@@ -31,7 +32,8 @@ async def _one(root: Path, *, services: list[str] | None, size: tuple[int, int, 
     str, Any
 ]:
     deployments, replicas, images = size
-    system = System(root, SystemOptions(services=services))
+    nodes = max(3, -(-deployments * replicas // 100))  # below 110 pods per node
+    system = System(root, SystemOptions(services=services, nodes=nodes))
     await system.start()
     try:
         result = await run_load(system, deployments=deployments, replicas=replicas,
@@ -48,6 +50,7 @@ async def sandbox_load(*, quick: bool = False) -> dict[str, Any]:
         loaded = await _one(Path(tmp) / "with", services=None, size=size)
     return {
         "deployments": size[0], "pods": size[0] * size[1], "images": size[2],
+        "nodes": max(3, -(-size[0] * size[1] // 100)),
         "with_clusterregistry": loaded,
         "baseline_direct_pulls": baseline,
         "time_ratio": round(loaded["seconds_to_running"] / baseline["seconds_to_running"], 2),

@@ -55,4 +55,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    return asyncio.run(scenarios.run_demo(directory=args.dir, keep=args.keep))
+    try:
+        return asyncio.run(scenarios.run_demo(directory=args.dir, keep=args.keep))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # interrupted (Ctrl-C, SIGTERM): the sandbox was stopped on the way out
+        print("clusterregistry demo: interrupted", file=sys.stderr)
+        return 130

@@ -23,6 +23,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -578,6 +579,12 @@ async def run_demo(*, directory: Path | None = None, keep: bool = False,
     system = System(root, SystemOptions())
     results: list[StepResult] = []
     code = 1
+    # SIGTERM (a CI timeout, `kill`) cancels the run like Ctrl-C does, so the finally below
+    # stops every process the sandbox started instead of leaving them orphaned
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         narrator.line(0.0, "starting the sandbox: nats, artifact store (TLS, basic auth), "
                            "edge registry, kubesim (3 nodes), clusterregistry processes ...",
