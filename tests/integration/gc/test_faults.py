@@ -16,16 +16,21 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from clusterregistry import config
+from clusterregistry import config, references
 from clusterregistry.bus.fencing import Fence
+from clusterregistry.config import MirrorSettings, RegistryAccess
 from clusterregistry.gc.following import follow
 from clusterregistry.gc.metrics import GcMetrics
 from clusterregistry.gc.serving import request_run
 from clusterregistry.gc.sweeping import SweepResult
-from clusterregistry.sandbox.registries import find_docker_registry
+from clusterregistry.mirror.clients import RegistryClients
+from clusterregistry.mirror.mirroring import Worker
+from clusterregistry.oci.registries import RegistryClient
+from clusterregistry.sandbox.registries import Registry, find_docker_registry
 from clusterregistry.sandbox.supervising import Process, free_port, wait_for
 from clusterregistry.sandbox.uploading import upload
-from tests.integration.gc.conftest import GcWorld
+from clusterregistry.schemas import MirrorRequest
+from tests.integration.gc.conftest import GcWorld, Image
 
 pytestmark = pytest.mark.integration
 
@@ -171,15 +176,17 @@ async def _async(value: bool) -> bool:
 
 
 async def test_gc_waits_for_a_mirror_copy_in_flight_and_sweeps_none_of_it(
-    gc_world: GcWorld,
+    gc_world: GcWorld, tmp_path: Path,
 ) -> None:
+    """The real mirror worker copies from an artifact store (a second registry) while GC
+    starts: GC waits for the copy, and the sweep takes nothing of it."""
     world = gc_world
     dead = await world.add("src.example.io/app/dead:1", referenced=False, layer_sizes=(50_000,))
     arriving = world.builder.build("arriving", seed=42, layer_sizes=(30_000, 40_000, 50_000))
-    repository = "src.example.io/app/arriving"
 
     # the control: a sweep between a copy's blob uploads and its manifest push destroys the
-    # blobs (why the fence exists), so the check below can fail
+    # blobs (why the fence exists), so the checks below can fail
+    repository = "src.example.io/app/control"
     control = world.builder.build("control", seed=43, layer_sizes=(10_000,))
     for blob in control.blobs:
         _, location = await world.client.start_upload(repository)
@@ -188,43 +195,66 @@ async def test_gc_waits_for_a_mirror_copy_in_flight_and_sweeps_none_of_it(
     await world.registry.garbage_collect()
     assert not any([await world.blob_exists(b.digest) for b in control.blobs])
 
-    collector = world.collector(metrics=GcMetrics(CollectorRegistry()))
-    await collector.ensure()
-    assert collector.sweeper is not None
-    real_sweep = collector.sweeper.sweep
-    swept_at: list[float] = []
+    store = Registry(tmp_path / "store", name="artifact-store")
+    await store.start()
+    settings = MirrorSettings(blob_concurrency=1,
+                              registries=[RegistryAccess(host=store.host, plain_http=True)])
+    clients = RegistryClients(settings, local_registry=world.registry.host)
+    try:
+        async with RegistryClient(store.host, plain_http=True, actions="*") as pusher:
+            await upload(pusher, arriving, "app/arriving", "1")
+        fence = Fence(world.bus.js, ttl_seconds=TTL, holder="mirror-0", poll_interval=0.05)
+        await fence.ensure()
+        worker = Worker(bus=world.bus, settings=settings, clients=clients,
+                        worker_id="mirror-0", fence=fence)
+        # a slow artifact store: each blob takes 0.4 s to start arriving
+        source = clients.source(store.host)
+        fetching = asyncio.Event()
+        real_open = source.open_blob
 
-    async def timed_sweep(*, run: str) -> SweepResult:
-        swept_at.append(time.monotonic())
-        return await real_sweep(run=run)
+        async def slow_open(repository: str, digest: str) -> aiohttp.ClientResponse:
+            fetching.set()
+            await asyncio.sleep(0.4)
+            return await real_open(repository, digest)
 
-    collector.sweeper.sweep = timed_sweep  # type: ignore[method-assign]
-    fence = Fence(world.bus.js, ttl_seconds=TTL, holder="mirror-0", poll_interval=0.05)
-    first_blob = asyncio.Event()
-    copied_at: list[float] = []
+        source.open_blob = slow_open  # type: ignore[method-assign]
+        local = references.to_local(references.parse(f"{store.host}/app/arriving:1"),
+                                    world.registry.host)
+        copied_at: list[float] = []
 
-    async def mirror_copy() -> None:
-        # the mirror worker's pattern: every write of one copy inside one fence entry
-        async with fence.writing("mirror arriving"):
-            for blob in arriving.blobs:
-                _, location = await world.client.start_upload(repository)
-                await world.client.put_blob(location, repository=repository,
-                                            digest=blob.digest, size=blob.size,
-                                            body=arriving.read_blob(blob.digest))
-                first_blob.set()
-                await asyncio.sleep(0.4)  # a slow source: longer than a renewal period
-            await world.client.put_manifest(repository, "1", media_type=arriving.media_type,
-                                            data=arriving.read_blob(arriving.digest))
+        async def mirror_copy() -> None:
+            await worker.mirror(MirrorRequest(
+                artifact="arriving", generation=1, source=f"{store.host}/app/arriving:1",
+                destination=str(local)))
             copied_at.append(time.monotonic())
 
-    copying = asyncio.create_task(mirror_copy())
-    await first_blob.wait()
-    result = await collector.run()
-    await copying
-    assert result.event == "finished" and result.deleted == 1, result.message
-    assert swept_at and copied_at and swept_at[0] > copied_at[0]
-    for blob in arriving.blobs:
-        assert await world.blob_exists(blob.digest)
-    assert await world.client.head_manifest(repository, "1") == arriving.digest
-    for digest in dead.blobs:
-        assert not await world.blob_exists(digest)
+        collector = world.collector(metrics=GcMetrics(CollectorRegistry()))
+        await collector.ensure()
+        assert collector.sweeper is not None
+        real_sweep = collector.sweeper.sweep
+        swept_at: list[float] = []
+
+        async def timed_sweep(*, run: str) -> SweepResult:
+            swept_at.append(time.monotonic())
+            return await real_sweep(run=run)
+
+        collector.sweeper.sweep = timed_sweep  # type: ignore[method-assign]
+        copying = asyncio.create_task(mirror_copy())
+        await fetching.wait()
+        assert await fence.writers(), "the copy runs inside its fence entry"
+        gc_started = time.monotonic()
+        result = await collector.run()
+        await copying
+        assert result.event == "finished" and result.deleted == 1, result.message
+        # GC started while the copy was in flight, and swept only after it was complete
+        assert gc_started < copied_at[0] < swept_at[0]
+        for blob in arriving.blobs:
+            assert await world.blob_exists(blob.digest)
+        assert await world.client.head_manifest(local.path, "1") == arriving.digest
+        assert await world.pullable(Image(source="", name="arriving", local=local,
+                                          digest=arriving.digest, children=(), blobs=()))
+        for digest in dead.blobs:
+            assert not await world.blob_exists(digest)
+    finally:
+        await clients.close()
+        await store.stop()
