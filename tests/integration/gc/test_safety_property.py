@@ -1,8 +1,8 @@
 """Property: whatever the sequence of owners coming and going, pod churn, mirrors and GC runs,
 after every GC each image a live owner references is pullable and complete (skopeo), every
-artifact record matches the registry, and what stayed unreferenced past the grace period is
-gone. Real registry, real NATS; the tracker's and reconciler's records are written as they
-write them."""
+artifact record and Artifact object (kubesim) matches the registry, and what stayed
+unreferenced past the grace period is gone. Real registry, real NATS; the tracker's and
+reconciler's records are written as they write them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.kube.clients import api_client
 from clusterregistry.schemas import OwnerRecord, encode
+from kubesim.resources import Resource
+from kubesim.running import Cluster
 from tests.integration.gc.conftest import GcWorld
 
 pytestmark = pytest.mark.integration
@@ -46,8 +50,9 @@ _op = st.one_of(
 
 
 class Model:
-    def __init__(self, world: GcWorld, stats: dict[str, int]) -> None:
+    def __init__(self, world: GcWorld, artifacts: Artifacts, stats: dict[str, int]) -> None:
         self.world = world
+        self.artifacts = artifacts
         self.stats = stats
         self.owners: dict[int, set[int]] = {}
         self.mirrored: set[int] = set()
@@ -60,13 +65,20 @@ class Model:
         for kv in (self.world.refs, self.world.records):
             for key in await _keys(kv):
                 await kv.purge(key)
+        for item in await self.artifacts.list():
+            await self.artifacts.delete(item["metadata"]["name"])
 
     async def own(self, owner: int, index: int) -> None:
         source, platforms, same_as = POOL[index]
         if index not in self.mirrored:  # the reconciler asks, the mirror copies
-            await self.world.add(source, platforms=platforms, seed=SEEDS[index],
-                                 same_as=same_as, referenced=False)
+            image = await self.world.add(source, platforms=platforms, seed=SEEDS[index],
+                                         same_as=same_as, referenced=False)
             self.mirrored.add(index)
+            if await self.artifacts.get(image.name) is None:  # the reconciler's Artifact
+                await self.artifacts.create({"metadata": {"name": image.name}, "spec": {
+                    "sourceArtifact": image.source, "localArtifact": str(image.local)}})
+            await self.artifacts.patch_status(image.name, {"phase": "Available",
+                                                           "digest": image.digest})
         self.owners.setdefault(owner, set()).add(index)
         await self._put_owner(owner)
         await self._mark(index, since=0.0)
@@ -101,7 +113,7 @@ class Model:
             record, unreferenced_since=since)))
 
     async def gc(self) -> None:
-        collector = self.world.collector(grace_period_seconds=GRACE)
+        collector = self.world.collector(grace_period_seconds=GRACE, artifacts=self.artifacts)
         await collector.ensure()
         result = await collector.run()
         assert result.event == "finished", result.message
@@ -120,16 +132,20 @@ class Model:
         for index in list(self.mirrored):
             image = world.images[POOL[index][0]]
             record = await world.record(image.name)
+            artifact = await self.artifacts.get(image.name)
+            # the Artifact and the record come and go together
+            assert (artifact is None) == (record is None), POOL[index][0]
             if record is None:
                 assert index not in referenced and index in self.old_unreferenced
                 self.mirrored.discard(index)
                 self.old_unreferenced.discard(index)
                 self.stats["collected"] += 1
                 continue
-            # the record matches the registry: Available and its manifest there
+            # record and Artifact match the registry: Available and its manifest there
+            assert artifact is not None and artifact["status"]["phase"] == "Available"
             assert record.phase == "Available"
             digest = await world.client.head_manifest(image.repository, image.local.tag)
-            assert digest == record.digest, POOL[index][0]
+            assert digest == record.digest == artifact["status"]["digest"], POOL[index][0]
             # collected whenever unreferenced past the grace period
             assert index not in self.old_unreferenced, f"{POOL[index][0]} not collected"
 
@@ -145,8 +161,12 @@ def _run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=300)
 
 
-async def test_gc_never_breaks_a_referenced_image(gc_world: GcWorld) -> None:
+async def test_gc_never_breaks_a_referenced_image(
+    gc_world: GcWorld, kube_api: Cluster, artifact_crd_installed: Resource,
+) -> None:
     loop = asyncio.get_running_loop()
+    api = await api_client(str(kube_api.kubeconfig))
+    artifacts = Artifacts(api)
     examples: list[int] = []
     stats = {"gc": 0, "pulled": 0, "collected": 0}
 
@@ -160,7 +180,7 @@ async def test_gc_never_breaks_a_referenced_image(gc_world: GcWorld) -> None:
                   ("disown", 0, True), ("disown", 2, True), ("gc", 0, 0), ("churn", 1, 0),
                   ("disown", 3, True), ("disown", 1, False), ("gc", 0, 0)])
     def run(ops: list[tuple[str, int, Any]]) -> None:
-        model = Model(gc_world, stats)
+        model = Model(gc_world, artifacts, stats)
         _run(loop, model.reset())
         for op, a, b in [*ops, ("gc", 0, 0)]:
             if op == "own":
@@ -173,7 +193,10 @@ async def test_gc_never_breaks_a_referenced_image(gc_world: GcWorld) -> None:
                 _run(loop, model.gc())
         examples.append(len(ops))
 
-    await asyncio.to_thread(run)
+    try:
+        await asyncio.to_thread(run)
+    finally:
+        await api.close()
     # not vacuous: runs happened, referenced images were checked, garbage was collected
     assert len(examples) >= 4, examples
     assert stats["gc"] >= 4 and stats["pulled"] > 0 and stats["collected"] > 0, stats
