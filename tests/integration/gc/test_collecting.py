@@ -3,8 +3,11 @@ and the events a run leaves behind."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from clusterregistry.gc.sweeping import SweepResult
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.kube.clients import api_client
 from clusterregistry.oci.manifests import OCI_INDEX
@@ -171,3 +174,32 @@ async def test_artifact_objects_marked_deleting_then_deleted_or_restored(
         assert not await world.pullable(dead)
     finally:
         await api.close()
+
+
+async def test_two_replicas_never_run_at_once(gc_world: GcWorld) -> None:
+    """A second GC replica asked while the first runs is skipped by the lock; nothing is
+    collected twice, and the second collects normally once the first is done."""
+    world = gc_world
+    for i in range(4):
+        await world.add(f"src.example.io/app/dead{i}:1", referenced=False)
+    first, second = world.collector(holder="gc-a"), world.collector(holder="gc-b")
+    await first.ensure()
+    assert first.sweeper is not None
+    real_sweep = first.sweeper.sweep
+    sweeping, may_finish = asyncio.Event(), asyncio.Event()
+
+    async def held_sweep(*, run: str) -> SweepResult:
+        sweeping.set()
+        await may_finish.wait()
+        return await real_sweep(run=run)
+
+    first.sweeper.sweep = held_sweep  # type: ignore[method-assign]
+    running = asyncio.create_task(first.run())
+    await asyncio.wait_for(sweeping.wait(), 30)
+    skipped = await second.run()
+    assert skipped.event == "skipped" and "the GC lock is held by gc-a" in skipped.message
+    may_finish.set()
+    done = await running
+    assert done.event == "finished" and done.deleted == 4
+    again = await second.run()
+    assert again.event == "finished" and again.deleted == 0
