@@ -128,13 +128,31 @@ def _dotted(node: Tree[Token]) -> tuple[str, ...] | None:
         return None
 
 
+# a path recorded for `has(path)`: only whether it resolves matters, not its value
+PRESENCE: Final = "?"
+
+
+def _has_argument(node: Tree[Token]) -> tuple[str, ...] | None:
+    """The dotted chain `has(...)` tests, for an `ident_arg` node of the `has` macro."""
+    if len(node.children) != 2 or str(node.children[0]) != "has":
+        return None
+    current: Any = node.children[1]
+    while isinstance(current, Tree) and current.data != "member":
+        if len(current.children) != 1:
+            return None
+        current = current.children[0]
+    return _dotted(current) if isinstance(current, Tree) else None
+
+
 def observed_paths(tree: Tree[Token]) -> tuple[tuple[str, ...], ...] | None:
     """The variable paths an expression reads, or None when that cannot be told.
 
     CEL has no side effects and no clock, so the result is a function of the values at
     these paths. A path rooted at something else (a macro's bound variable, such as `c` in
     `containers.all(c, ...)`) derives from a recorded receiver and adds nothing; a leading
-    `.name` (a qualified identifier) makes the expression uncacheable.
+    `.name` (a qualified identifier) makes the expression uncacheable. A path only tested
+    with `has()` is recorded behind PRESENCE: whether it resolves is all `has()` can see,
+    so `has(object.metadata.labels)` does not make every label part of the key.
     """
     paths: set[tuple[str, ...]] = set()
     stack: list[Any] = [tree]
@@ -142,6 +160,12 @@ def observed_paths(tree: Tree[Token]) -> tuple[tuple[str, ...], ...] | None:
         node = stack.pop()
         if not isinstance(node, Tree):
             continue
+        if node.data == "ident_arg":
+            tested = _has_argument(node)
+            if tested is not None:
+                if tested[0] in _ROOTS:
+                    paths.add((PRESENCE, *tested))
+                continue
         if node.data == "member":
             chain = _dotted(node)
             if chain is not None:
@@ -158,7 +182,9 @@ def observed_paths(tree: Tree[Token]) -> tuple[tuple[str, ...], ...] | None:
 
 def _fingerprint(variables: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> bytes:
     parts: list[Any] = []
-    for path in paths:
+    for recorded in paths:
+        presence = recorded[0] == PRESENCE
+        path = recorded[1:] if presence else recorded
         value: Any = variables.get(path[0])
         depth = 1
         for name in path[1:]:
@@ -166,8 +192,17 @@ def _fingerprint(variables: Mapping[str, Any], paths: tuple[tuple[str, ...], ...
                 break
             value = value[name]
             depth += 1
-        # (how deep the path resolved, the value there): a missing field and a null differ
-        parts.append((depth, value))
+        if presence:
+            # resolved, or where it stopped and why: a missing key and a non-map differ
+            # (has() is false for the one, an error for the other)
+            parts.append((depth, depth == len(path) or isinstance(value, dict)))
+        elif depth == len(path) or not isinstance(value, dict):
+            # (how deep the path resolved, the value there): a missing field and a null
+            # differ; a non-map in the way is an error that may quote the value
+            parts.append((depth, value))
+        else:
+            # a key missing from a map: "no such key", whatever else the map holds
+            parts.append((depth, None, path[depth]))
     return _encoder.encode(parts)
 
 
@@ -226,13 +261,17 @@ class MatchCondition:
 
     def _fields(self, root: str) -> tuple[str, ...] | None:
         """The top-level members of `root` the expression reads; None: the whole value."""
-        if self._paths is None or (root,) in self._paths:
+        if self._paths is None:
             return None
-        return tuple(sorted({path[1] for path in self._paths if path[0] == root}))
+        chains = [path[1:] if path[0] == PRESENCE else path for path in self._paths]
+        if (root,) in chains:
+            return None
+        return tuple(sorted({chain[1] for chain in chains if chain[0] == root}))
 
     def reads(self, root: str) -> bool:
         """Whether the expression may read the variable `root` (True when unknown)."""
-        return self._paths is None or any(path[0] == root for path in self._paths)
+        return self._paths is None or any(
+            (path[1] if path[0] == PRESENCE else path[0]) == root for path in self._paths)
 
     def evaluate_json(self, *, obj: bytes, old_obj: bytes,
                       request: Callable[[], Mapping[str, Any]]) -> bool | str:

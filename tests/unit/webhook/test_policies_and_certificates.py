@@ -11,6 +11,8 @@ import celpy
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clusterregistry import config, references
 from clusterregistry.config import DEFAULT_MATCH_CONDITION
@@ -24,10 +26,32 @@ def paths(expression: str) -> tuple[tuple[str, ...], ...] | None:
     return observed_paths(celpy.Environment().compile(expression))
 
 
-def test_the_default_expression_reads_namespace_and_labels_only() -> None:
+def test_the_default_expression_reads_namespace_two_labels_and_presences_only() -> None:
     assert paths(DEFAULT_MATCH_CONDITION) == (
-        ("object", "metadata", "labels"), ("object", "metadata", "labels", "app"),
-        ("object", "metadata", "labels", "name"), ("object", "metadata", "namespace"))
+        ("?", "object", "metadata", "labels"), ("?", "object", "metadata", "labels", "app"),
+        ("?", "object", "metadata", "labels", "name"),
+        ("object", "metadata", "labels", "app"), ("object", "metadata", "labels", "name"),
+        ("object", "metadata", "namespace"))
+
+
+def test_other_labels_do_not_split_the_cache_but_change_nothing_either() -> None:
+    condition = MatchCondition(DEFAULT_MATCH_CONDITION)
+    for i in range(50):
+        obj = {"metadata": {"namespace": "kube-system",
+                            "labels": {"app": "commissioning", "pod-name": f"p-{i}"}}}
+        assert condition.evaluate(obj=obj, old_obj=None, request={}) is True
+        obj["metadata"]["labels"]["app"] = "other"
+        assert condition.evaluate(obj=obj, old_obj=None, request={}) is False
+    assert len(condition._cache) == 2
+    # presence keys never conflate inputs with different answers: every answer from a
+    # shared (caching) condition equals a fresh evaluation's
+    shared = MatchCondition("has(object.metadata.labels.app)")
+    for metadata in ({}, {"labels": {}}, {"labels": {"app": "x"}}, {"labels": "str"},
+                     {"labels": {"app": None}}, {"labels": {"other": 1}}, {"labels": []}):
+        obj = {"metadata": metadata}
+        fresh = MatchCondition("has(object.metadata.labels.app)")
+        assert shared.evaluate(obj=obj, old_obj=None, request={}) == fresh.evaluate(
+            obj=obj, old_obj=None, request={}), metadata
 
 
 def test_macro_variables_and_index_access_resolve_to_their_receivers() -> None:
@@ -150,3 +174,25 @@ def test_the_rendered_configuration_carries_the_exclusions() -> None:
     assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["clusterregistry"]
     assert "matchConditions" not in mutating_webhook_configuration(
         settings, match_conditions=False)["webhooks"][0]
+
+
+_SHARED = MatchCondition(DEFAULT_MATCH_CONDITION)
+
+
+@given(namespace=st.sampled_from(["kube-system", "nf", "default"]),
+       labels=st.none() | st.dictionaries(
+           st.sampled_from(["app", "name", "tier", "pod-name"]),
+           st.sampled_from(["commissioning", "descheduler", "cert-exporter", "coredns", ""]),
+           max_size=3),
+       drop_namespace=st.booleans())
+def test_cached_answers_equal_fresh_evaluations(namespace: str, labels: dict[str, str] | None,
+                                                drop_namespace: bool) -> None:
+    metadata: dict[str, object] = {"namespace": namespace}
+    if drop_namespace:
+        del metadata["namespace"]
+    if labels is not None:
+        metadata["labels"] = labels
+    obj = {"metadata": metadata}
+    fresh = MatchCondition(DEFAULT_MATCH_CONDITION)
+    expected = fresh.evaluate(obj=obj, old_obj=None, request={})
+    assert _SHARED.evaluate(obj=obj, old_obj=None, request={}) == expected
