@@ -275,11 +275,16 @@ class Collector:
             self.metrics.run_seconds.observe(duration)
             self.metrics.last_success.set(time.time())
         if run.dry_run:
-            message = "would delete: " + ", ".join(garbage_names)
+            # bounded: an event must stay far below the NATS max payload
+            shown = garbage_names[:50]
+            message = f"would delete {len(garbage_names)}: " + ", ".join(shown)
+            if len(garbage_names) > len(shown):
+                message += f", and {len(garbage_names) - len(shown)} more"
         else:
             message = f"deleted {len(run.deleted)} artifacts, {run.manifests} manifests"
             if run.kept:
-                message += f"; kept {len(run.kept)} referenced meanwhile: {', '.join(run.kept)}"
+                message += (f"; kept {len(run.kept)} referenced meanwhile: "
+                            f"{', '.join(run.kept[:50])}")
         return await self._publish(
             run, "finished", deleted=len(garbage_names) if run.dry_run else len(run.deleted),
             bytes_freed=freed, usage_percent=after.percent, read_only_seconds=window,

@@ -56,6 +56,7 @@ async def follow(
     since = 0.0
     last_read = loop.time()
     last_ack = 0.0
+    failed_for: float | None = None  # the lock a switch to read-only failed for
     try:
         while not stop.is_set():
             try:
@@ -71,8 +72,20 @@ async def follow(
                     continue
             if wants_read_only(lock) and read_only_for is None:
                 assert lock is not None
+                if lock.acquired == failed_for:
+                    await _sleep(stop, poll_interval)
+                    continue  # not again for this lock: GC gives up waiting, unswept
                 log.info("GC %s is sweeping: switching %s read-only", lock.holder, name)
-                await switch(True)
+                try:
+                    await switch(True)
+                except Exception:
+                    # never acknowledged, so GC does not sweep; and the registry must not
+                    # stay down or read-only because the switch broke half-way
+                    log.exception("switching %s read-only failed; back to read-write", name)
+                    failed_for = lock.acquired
+                    with contextlib.suppress(Exception):
+                        await switch(False)
+                    continue
                 read_only_for, since = lock.acquired, loop.time()
                 last_ack = 0.0
             elif not wants_read_only(lock) and read_only_for is not None:
