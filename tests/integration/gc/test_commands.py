@@ -105,3 +105,13 @@ async def test_bad_settings_fail_with_the_key() -> None:
     code, _, output = await _cli({"CLUSTERREGISTRY_CLUSTERREGISTRY_CLUSTERREGISTRYGCTHRESHOLD":
                                   "150"})
     assert code == 2 and "clusterRegistryGCThreshold" in output
+
+
+async def test_the_gc_process_refuses_a_bad_cadence_at_start() -> None:
+    result = await run_command(
+        [sys.executable, str(REPO / "cmd" / "gc.py")],
+        env={**os.environ,
+             "CLUSTERREGISTRY_CLUSTERREGISTRY_CLUSTERREGISTRYGCCADENCE": "every night"},
+        timeout=60)
+    assert result.returncode == 2, result.output
+    assert "clusterRegistryGCCadence" in result.output and "every night" in result.output
