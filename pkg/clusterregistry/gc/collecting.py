@@ -372,46 +372,54 @@ class Collector:
         return names
 
     async def _mark_deleting(self, record: ArtifactRecord, revision: int) -> _Held | None:
+        """Mark one artifact Deleting: the Artifact first, then its record.
+
+        The order matters: the reconciler keeps the record in step with the Artifact but
+        never touches either while the Artifact is Deleting, so once the Artifact says so,
+        the record is GC's alone. Marking the record first would let the reconciler copy
+        the Artifact's old phase back over it between the two writes.
+        """
         kv = self._records
         assert kv is not None
         item = _Held(record=record, revision=revision, previous_phase=record.phase)
+        if self.artifacts is not None:
+            outcome = await self._mark_artifact(record.name)
+            if outcome == "changed":
+                log.info("artifact %s changed since it was read; deciding next run",
+                         record.name)
+                return None
+            item.cr_marked = outcome == "marked"
         if record.phase != "Deleting":
             marked = msgspec.structs.replace(record, phase="Deleting", updated=time.time())
             try:
                 item.revision = await kv.update(record.name, encode(marked), last=revision)
             except KeyWrongLastSequenceError:
-                log.info("artifact %s changed since it was read; deciding next run",
+                log.info("artifact record %s changed since it was read; deciding next run",
                          record.name)
+                await self._unmark(item)
                 return None
             item.record = marked
-        if self.artifacts is not None:
-            item.cr_marked = await self._patch_phase(record.name, "Deleting")
         return item
 
-    async def _patch_phase(self, name: str, phase: str) -> bool:
+    async def _mark_artifact(self, name: str) -> str:
+        """`marked`, `absent` (no Artifact: a record-only artifact), or `changed` (it is
+        referenced again, or another writer won twice)."""
         assert self.artifacts is not None
-        current = await self.artifacts.get(name)
-        if current is None:
-            return False
-        version = (current.get("metadata") or {}).get("resourceVersion")
-        try:
-            await self.artifacts.patch_status(name, {"phase": phase}, resource_version=version)
-        except ConflictError:
-            # changed under us: one re-read; a second conflict leaves the CR to the reconciler
-            return await self._patch_phase_once(name, phase)
-        return True
-
-    async def _patch_phase_once(self, name: str, phase: str) -> bool:
-        assert self.artifacts is not None
-        current = await self.artifacts.get(name)
-        if current is None:
-            return False
-        version = (current.get("metadata") or {}).get("resourceVersion")
-        try:
-            await self.artifacts.patch_status(name, {"phase": phase}, resource_version=version)
-        except ConflictError:
-            return False
-        return True
+        for _ in range(2):
+            current = await self.artifacts.get(name)
+            if current is None:
+                return "absent"
+            status = current.get("status") or {}
+            if int((status.get("references") or {}).get("count") or 0) > 0:
+                return "changed"
+            version = (current.get("metadata") or {}).get("resourceVersion")
+            try:
+                await self.artifacts.patch_status(name, {"phase": "Deleting"},
+                                                  resource_version=version)
+            except ConflictError:
+                continue  # changed under us: read it again
+            return "marked"
+        return "changed"
 
     async def _unmark(self, item: _Held) -> None:
         kv = self._records
@@ -421,8 +429,16 @@ class Collector:
         # a conflict: the reconciler has taken it over already
         with contextlib.suppress(KeyWrongLastSequenceError):
             await kv.update(item.record.name, encode(restored), last=item.revision)
-        if item.cr_marked:
-            await self._patch_phase(item.record.name, item.previous_phase)
+        if item.cr_marked and self.artifacts is not None:
+            # only while it is still ours: a reconciler that saw the new reference first has
+            # already moved it on (Deleting -> Pending), and that must not be overwritten
+            current = await self.artifacts.get(item.record.name)
+            if current is not None and (current.get("status") or {}).get("phase") == "Deleting":
+                version = (current.get("metadata") or {}).get("resourceVersion")
+                with contextlib.suppress(ConflictError):
+                    await self.artifacts.patch_status(
+                        item.record.name, {"phase": item.previous_phase},
+                        resource_version=version)
 
     # -- what to delete in the registry ---------------------------------------------------------
 
