@@ -253,8 +253,8 @@ async def _measure_image(source: Registry, registries: _Registries, repo: str,
 
 
 async def mirror(*, quick: bool = False) -> dict[str, Any]:
-    shapes = {"large": (4, (8 if quick else 64) * MiB, 11),
-              "many": (40, (MiB // 4) if quick else MiB, 12)}
+    shapes = {"large": (4, (2 if quick else 64) * MiB, 11),
+              "many": (40, (MiB // 16) if quick else MiB, 12)}
     runs = 1 if quick else RUNS
     with tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
         root = Path(tmp)

@@ -3,6 +3,7 @@ once, every layer uploaded once (the others mounted), counted by a proxy at the 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
 import pytest
@@ -24,13 +25,17 @@ async def test_two_workers_copy_each_image_once_and_each_layer_once(
     build_image: BuildImage,
 ) -> None:
     # layer 0 shared by a quarter of the images, layer 1 by a twentieth, layer 2 by none
-    images: list[BuiltImage] = []
+    images: list[BuiltImage] = [
+        build_image(f"nf/app{n}", seed=n % 4, layer_sizes=(40_000, 8_000 + n % 5, 1_000 + n))
+        for n in range(IMAGES)]
     async with client_for(secure_registry, actions="pull,push") as store:
-        for n in range(IMAGES):
-            image = build_image(f"nf/app{n}", seed=n % 4,
-                                layer_sizes=(40_000, 8_000 + n % 5, 1_000 + n))
-            await upload_image(store, f"nf/app{n}", image)
-            images.append(image)
+        slots = asyncio.Semaphore(8)
+
+        async def upload(n: int) -> None:
+            async with slots:
+                await upload_image(store, f"nf/app{n}", images[n])
+
+        await asyncio.gather(*(upload(n) for n in range(IMAGES)))
     layers = {blob.digest for image in images for blob in image.blobs}
     assert len(layers) < 3 * IMAGES  # the set-up really overlaps
 
