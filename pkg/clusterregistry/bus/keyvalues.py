@@ -15,13 +15,15 @@ conditionally on the marker.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
+import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
@@ -117,20 +119,10 @@ class Records(Generic[T]):
         except Exception as exc:
             raise RetryableError(f"{self.name}: reading every key: {exc}") from exc
         try:
-            remaining = info.num_pending or 0
-            if remaining:
+            if info.num_pending:
                 sub = await js.pull_subscribe_bind(info.name, stream=stream)
                 try:
-                    while remaining > 0:
-                        for msg in await sub.fetch(min(page, remaining), timeout=10.0):
-                            remaining -= 1
-                            key = msg.subject[len(prefix):]
-                            revision = msg.metadata.sequence.stream
-                            op = (msg.headers or {}).get(KV_OP)
-                            if op in (KV_DEL, KV_PURGE):
-                                out[key] = Versioned(None, revision, deleted=True)
-                            else:
-                                out[key] = Versioned(self._value(key, msg.data), revision)
+                    await self._drain(sub, out, prefix=prefix, page=page)
                 finally:
                     await sub.unsubscribe()
         except Exception as exc:
@@ -139,6 +131,30 @@ class Records(Generic[T]):
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, info.name)
         return out
+
+    async def _drain(self, sub: Any, out: dict[str, Versioned[T]], *, prefix: str,
+                     page: int, deadline: float = 60.0) -> None:
+        # Until the consumer has nothing pending. Not a count taken at its creation: a key
+        # written meanwhile replaces its old message (one per key), so fewer may come.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + deadline
+        while loop.time() < give_up:
+            try:
+                messages = await sub.fetch(page, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                messages = []
+            for msg in messages:
+                key = msg.subject[len(prefix):]
+                revision = msg.metadata.sequence.stream
+                if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE):
+                    out[key] = Versioned(None, revision, deleted=True)
+                else:
+                    out[key] = Versioned(self._value(key, msg.data), revision)
+            if messages and messages[-1].metadata.num_pending == 0:
+                return
+            if not messages and (await sub.consumer_info()).num_pending == 0:
+                return
+        raise RetryableError(f"{self.name}: reading every key took over {deadline:.0f}s")
 
     async def purge_tombstones(self, *, older_than: float) -> None:
         """Drop delete markers older than `older_than` seconds (they only guard late events)."""

@@ -416,9 +416,7 @@ class Reconciler:
             if not self.dirty or not self.refs_loaded:
                 self._wakeup.clear()
                 soonest = min(self.timers.values(), default=now + 1.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), max(0.01, min(soonest - now,
-                                                                              1.0)))
+                await _stopped(self._wakeup, max(0.01, min(soonest - now, 1.0)))
                 continue
             batch = sorted(self.dirty)[: self.settings.batch_size]
             self.dirty.difference_update(batch)
@@ -559,8 +557,13 @@ class Reconciler:
 
 
 async def _stopped(stop: asyncio.Event, delay: float) -> bool:
+    """Sleep `delay` unless stopped first; True when stopped. (asyncio.wait, not wait_for:
+    Python 3.11's wait_for can swallow a cancellation, and a cancelled service must end.)"""
+    if stop.is_set():
+        return True
+    waiter = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait_for(stop.wait(), delay)
-    except TimeoutError:
-        return False
-    return True
+        done, _ = await asyncio.wait({waiter}, timeout=delay)
+    finally:
+        waiter.cancel()
+    return bool(done)

@@ -291,9 +291,13 @@ class Tracker:
 
 
 async def _stopped(stop: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` unless stopped first; True when stopped."""
+    """Sleep `delay` unless stopped first; True when stopped. (asyncio.wait, not wait_for:
+    Python 3.11's wait_for can swallow a cancellation, and a cancelled service must end.)"""
+    if stop.is_set():
+        return True
+    waiter = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait_for(stop.wait(), delay)
-    except TimeoutError:
-        return False
-    return True
+        done, _ = await asyncio.wait({waiter}, timeout=delay)
+    finally:
+        waiter.cancel()
+    return bool(done)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from clusterregistry.errors import RetryableError
 from clusterregistry.sandbox.supervising import wait_for
 from clusterregistry.schemas import OwnerRecord
 from tests.integration.tracker.worlds import Services, images_by_owner
@@ -67,7 +68,8 @@ async def _until_refs(world: Services, expected: dict[tuple[str, str, str], list
         return (refs,) if images_by_owner(refs) == expected else None  # () when none: truthy
 
     try:
-        return (await wait_for(check, timeout=timeout, description="owner records"))[0]
+        return (await wait_for(check, timeout=timeout, description="owner records",
+                               retry_on=(RetryableError,)))[0]
     except TimeoutError:
         raise AssertionError(f"records: {last[0] if last else None}\nexpected: {expected}"
                              ) from None

@@ -24,6 +24,7 @@ from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.pulling import ConsumerSpec, Puller
 from clusterregistry.config import ReconcilerSettings, RelaySettings, TrackerSettings
+from clusterregistry.errors import RetryableError
 from clusterregistry.kinds import ARTIFACT_GROUP, ARTIFACT_PLURAL, ARTIFACT_VERSION
 from clusterregistry.kube.clients import api_client
 from clusterregistry.reconciler.metrics import ReconcilerMetrics
@@ -61,9 +62,13 @@ class Running:
 
     async def kill(self) -> None:
         """As close to SIGKILL as a task gets: no ack, no flush, the connection dropped."""
-        self.task.cancel()
+        # cancelled again until it ends: Python 3.11's asyncio.wait_for can swallow a
+        # cancellation that arrives as its inner future completes (fixed in 3.12)
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=0.5)
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+            self.task.result()
         await self.bus.nc.close()
         await self._close()
 
@@ -287,7 +292,8 @@ class Services:
             return value
 
         try:
-            return await wait_for(probe, timeout=timeout, description=what)
+            return await wait_for(probe, timeout=timeout, description=what,
+                                  retry_on=(RetryableError,))
         except TimeoutError:
             raise AssertionError(
                 f"timed out waiting for {what}; artifacts: {self._summary()}") from None
