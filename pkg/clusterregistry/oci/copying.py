@@ -261,7 +261,7 @@ class _Job:
         else:
             if self.progress is not None:
                 self.progress.planned(len(unique), sum(b.size for b in unique.values()))
-            await asyncio.gather(*(self._push_image(image) for image in images))
+            await self._push_all(images)
             if top.is_index:
                 await self._push_manifest(to_push, to_push.digest)
         if tag and await self.dst.head_manifest(self.dst_repo, tag) != to_push.digest:
@@ -271,6 +271,20 @@ class _Job:
         report.blobs_skipped, report.blobs_mounted = counters.skipped, counters.mounted
         report.manifests_pushed = counters.manifests
         return report
+
+    async def _push_all(self, images: list[Manifest]) -> None:
+        """Every image's blobs and manifest. On any failure (or cancellation) everything
+        still running is cancelled and awaited before the error propagates: no upload of
+        this copy may outlive it, since the GC fence is released when the copy returns."""
+        pushes = [asyncio.ensure_future(self._push_image(image)) for image in images]
+        try:
+            await asyncio.gather(*pushes)
+        except BaseException:
+            running = [*pushes, *self.blobs.values()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
 
     async def _fetch_child(self, child: Descriptor) -> Manifest:
         media_type, _, data = await self.src.get_manifest(self.src_repo, child.digest)
