@@ -314,3 +314,29 @@ async def test_gc_is_not_fought_and_a_new_reference_brings_the_artifact_back(
             what="the Deleting Artifact referenced again, copied again")
     finally:
         await client.close()
+
+
+async def test_two_reconcilers_write_each_step_once(world: Services) -> None:
+    api = world.cluster.api
+    await world.start_relay()
+    await world.relisted()
+    await world.start_tracker(early_loading=True)
+    first = await world.start_reconciler("a")
+    second = await world.start_reconciler("b")
+    mirror = await world.start_mirror()
+    images = [f"acr.example.io/nf/app{i}:1" for i in range(6)]
+    await api.create(_resource(world, "apps", "v1", "replicasets"), {
+        "metadata": {"name": "many"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "many"}},
+                 "template": _template("many", *images)}}, namespace="nf")
+    await world.until(lambda: _available(world, dict.fromkeys(images, 1)),
+                      what="every Artifact Available with two reconcilers")
+    # both decided every step: a create or status write that lost (409) was decided again,
+    # and a request repeated for the same generation is one message (Nats-Msg-Id)
+    requested = [(r.artifact, r.generation) for r in mirror.requests]
+    assert len(requested) == len(set(requested)) == len(images)
+    creates = sum(r.metric("clusterregistry_reconciler_api_writes_total", operation="create")
+                  for r in (first, second))
+    assert creates == len(images)
+    await world.until(lambda: _records_match(world, dict.fromkeys(images, 1)),
+                      what="the artifacts bucket")
