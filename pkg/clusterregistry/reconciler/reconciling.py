@@ -357,6 +357,7 @@ class Reconciler:
     async def apply_result(self, result: MirrorResult) -> str:
         """Store a mirror result in its Artifact's status; 'ok', 'failed' or 'stale'."""
         name = result.artifact
+        fresh = False
         for _ in range(_RESULT_ATTEMPTS):
             artifact = await self._current(name)
             if artifact is None:
@@ -364,6 +365,12 @@ class Reconciler:
             patch = statuses.on_result(result, artifact, now=self.clock(), rules=self.rules,
                                        rand=self.rand)
             if patch is None:
+                if not fresh:
+                    # the cache may be behind (another reconciler made this request): a
+                    # result is only dropped as stale against what the API server holds
+                    fresh = True
+                    self._stale.add(name)
+                    continue
                 return "stale"
             try:
                 self.cache[name] = await self.artifacts.patch_status(
