@@ -235,6 +235,12 @@ class Relists:
         kind = OWNER_KINDS.get(marker.kind)
         if kind is None:
             return None
+        if len(running.seen) < marker.count:
+            # not every SYNC event reached this process (trackers sharing one durable
+            # consumer split the stream between them): concluding would drop live owners
+            log.warning("relist %s of %s: saw %d of %d objects; concluding nothing",
+                        marker.relist, marker.kind, len(running.seen), marker.count)
+            return None
         return RelistEnd(kind, running.resource_version, frozenset(running.seen))
 
     def event(self, event: KubeEvent) -> None:

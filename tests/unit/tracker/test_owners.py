@@ -186,9 +186,10 @@ def test_pods_of_one_owner_in_any_order_give_the_same_record() -> None:
     assert results == {("acr.io/img0:1", "acr.io/img1:1", "acr.io/img2:1")}
 
 
-def marker(kind: str, phase: str, relist: str = "r1", rv: str = "100") -> RelistMarker:
+def marker(kind: str, phase: str, relist: str = "r1", rv: str = "100",
+           count: int = 0) -> RelistMarker:
     return RelistMarker(kind=kind, phase=phase, relist=relist,  # type: ignore[arg-type]
-                        resource_version=rv)
+                        resource_version=rv, count=count)
 
 
 def owner_record(uid: str, kind: str, *, rv: str = "", observed: str = "50") -> OwnerRecord:
@@ -204,7 +205,7 @@ def test_a_completed_relist_dereferences_what_it_did_not_mention() -> None:
                             uid="rs-seen", resource_version="40", relist="r1"))
     relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name="b",
                             uid="rs-other-relist", resource_version="40", relist="r0"))
-    end = relists.marker(marker("replicaset", "end"))
+    end = relists.marker(marker("replicaset", "end", count=1))
     assert end is not None and end.owner_kind == "ReplicaSet"
     records = {
         "rs-seen": owner_record("rs-seen", "ReplicaSet"),
@@ -225,3 +226,18 @@ def test_a_relist_without_its_begin_concludes_nothing() -> None:
     assert relists.marker(marker("pod", "end", relist="r1")) is None
     end = relists.marker(marker("pod", "end", relist="r2"))
     assert end is not None and end.owner_kind == "Pod"
+
+
+def test_a_relist_this_tracker_did_not_see_whole_concludes_nothing() -> None:
+    relists = owners.Relists()
+    relists.marker(marker("replicaset", "begin"))
+    for uid in ("a", "a", "b"):  # a redelivery counts once
+        relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name=uid,
+                                uid=uid, resource_version="40", relist="r1"))
+    assert relists.marker(marker("replicaset", "end", count=3)) is None
+    relists.marker(marker("replicaset", "begin", relist="r2"))
+    for uid in ("a", "b", "c"):
+        relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name=uid,
+                                uid=uid, resource_version="40", relist="r2"))
+    end = relists.marker(marker("replicaset", "end", relist="r2", count=3))
+    assert end is not None and end.seen == {"a", "b", "c"}
