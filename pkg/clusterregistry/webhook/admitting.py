@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from clusterregistry.kinds import ORIGINAL_IMAGES_ANNOTATION
 from clusterregistry.webhook import metrics as outcomes
 from clusterregistry.webhook.metrics import WebhookMetrics
 from clusterregistry.webhook.mutation import AVAILABILITY_UNKNOWN, Result, Rules, rewrite
@@ -34,6 +35,7 @@ from clusterregistry.webhook.policies import (
 from clusterregistry.webhook.reviews import (
     AdmissionRequest,
     AdmissionResponse,
+    Container,
     PodError,
     ReviewError,
     decode_pod,
@@ -46,9 +48,7 @@ log = logging.getLogger(__name__)
 
 _WARNING_MAX: Final = 256  # kube-apiserver may truncate longer warnings
 _WARNINGS_MAX: Final = 16
-_DECISIONS_MAX: Final = 1024
-# larger pods are decided every time: a kept decision holds its object's bytes as the key
-_KEPT_OBJECT_MAX: Final = 64 * 1024
+_DECISIONS_MAX: Final = 4096
 _PREFIX: Final = "clusterregistry: "
 _status_encoder = msgspec.json.Encoder()
 
@@ -98,12 +98,13 @@ def bad_request(message: str) -> bytes:
 class Admitter:
     """Answers AdmissionReviews for pods with the rewrite `rules`.
 
-    The pods of one ReplicaSet reach admission byte for byte equal (same template, same
-    generateName, no name or uid yet), so with the Always policy, whose answer depends on
-    nothing but the request, decisions are kept by the request's content (the object, the
-    stored object, subresource, operation, namespace, and the CEL `request` when the
-    expression reads it): a scale-up of a thousand replicas is decided once. IfAvailable
-    answers change with the artifact view and are never kept.
+    Once a pod is known not to be excluded, the rewrite depends on nothing but its
+    container names and images, its original-images annotation and (ephemeral
+    containers) the names already stored; with the Always policy, whose rules never
+    change, the decision is kept under exactly those: the pods of one template (a
+    ReplicaSet scaling up, a StatefulSet's replicas, a Job's completions) are rewritten
+    once, whatever else differs between them. IfAvailable answers change with the
+    artifact view and are never kept.
     """
 
     def __init__(self, *, rules: Rules, own_namespace: str, metrics: WebhookMetrics,
@@ -149,26 +150,7 @@ class Admitter:
         # a running container would restart it.
         if request.operation != ("UPDATE" if ephemeral else "CREATE"):
             return _decision(outcomes.UNCHANGED)
-        key = self._key(request) if self._keep else None
-        if key is not None:
-            kept = self._decisions.get(key)
-            if kept is not None:
-                return kept
-        decision = self._decide_pod(request, ephemeral=ephemeral)
-        if key is not None:
-            if len(self._decisions) >= _DECISIONS_MAX:
-                self._decisions.clear()
-            self._decisions[key] = decision
-        return decision
-
-    def _key(self, request: AdmissionRequest) -> tuple[Any, ...] | None:
-        raw = bytes(request.object)
-        if len(raw) > _KEPT_OBJECT_MAX:
-            return None
-        reads_request = self.match is not None and self.match.reads("request")
-        return (raw, bytes(request.old_object) if request.sub_resource else b"",
-                request.sub_resource, request.operation, request.namespace,
-                _request_key(request) if reads_request else b"")
+        return self._decide_pod(request, ephemeral=ephemeral)
 
     def _decide_pod(self, request: AdmissionRequest, *, ephemeral: bool) -> Decision:
         try:
@@ -199,15 +181,30 @@ class Admitter:
                 stored = None
             if stored is not None:
                 existing = frozenset(c.name for c in stored.spec.ephemeral_containers)
+        # everything the rewrite reads, and nothing else: pods from one template share it
+        key = (ephemeral, existing, _images(pod.spec.containers),
+               _images(pod.spec.init_containers), _images(pod.spec.ephemeral_containers),
+               pod.metadata.annotations.get(ORIGINAL_IMAGES_ANNOTATION),
+               pod.metadata.has_metadata, pod.metadata.has_annotations) if self._keep else None
+        if key is not None:
+            kept = self._decisions.get(key)
+            if kept is not None:
+                return kept
         result = rewrite(pod, self.rules, ephemeral_only=ephemeral, existing=existing)
         counts = _result_counts(result)
         if not result.patch:
-            return _decision(outcomes.UNCHANGED, result.warnings, **counts)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("rewrote %d images of pod %s/%s", len(result.rewritten), namespace,
-                      pod.metadata.name or pod.metadata.generate_name)
-        return _decision(outcomes.PATCHED, result.warnings, patch=encode_patch(result.patch),
-                         **counts)
+            decision = _decision(outcomes.UNCHANGED, result.warnings, **counts)
+        else:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rewrote %d images of pod %s/%s", len(result.rewritten), namespace,
+                          pod.metadata.name or pod.metadata.generate_name)
+            decision = _decision(outcomes.PATCHED, result.warnings,
+                                 patch=encode_patch(result.patch), **counts)
+        if key is not None:
+            if len(self._decisions) >= _DECISIONS_MAX:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
     def _count(self, decision: Decision) -> None:
         metrics = self.metrics
@@ -220,17 +217,16 @@ class Admitter:
             metrics.fallback.labels(fallback).inc(count)
 
 
+def _images(containers: list[Container]) -> tuple[tuple[str, str], ...]:
+    return tuple((c.name, c.image) for c in containers)
+
+
 def _result_counts(result: Result) -> dict[str, Any]:
     fallback = ["Always" for item in result.rewritten if item.by_fallback]
     fallback += ["Never" for skip in result.skipped if skip.reason == AVAILABILITY_UNKNOWN]
     return {"rewritten": _tally([item.kind for item in result.rewritten]),
             "skipped": _tally([skip.reason for skip in result.skipped]),
             "fallback": _tally(fallback)}
-
-
-def _request_key(request: AdmissionRequest) -> bytes:
-    without_uid = {k: v for k, v in _cel_request(request).items() if k != "uid"}
-    return _status_encoder.encode(without_uid)
 
 
 def _cel_request(request: AdmissionRequest) -> dict[str, Any]:

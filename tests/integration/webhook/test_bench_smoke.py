@@ -19,7 +19,7 @@ async def test_webhook_bench_drives_both_servers_and_checks_their_answers() -> N
     assert checks["bare_allowed"] is True
     assert checks["review_bytes"] > 5000
     total = 0
-    for scenario in ("distinct_pods", "identical_pods"):
+    for scenario in ("new_images", "same_template"):
         measured = result[scenario]
         assert [level["connections"] for level in measured["levels"]] == [1, 8]
         runs = [level[name] for level in measured["levels"] for name in ("bare", "webhook")]

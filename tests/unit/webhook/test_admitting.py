@@ -294,10 +294,15 @@ def test_identical_pods_are_decided_once_and_counted_every_time() -> None:
     assert metric(registry, "clusterregistry_webhook_admissions_total", outcome="patched") == 2
     assert metric(registry, "clusterregistry_webhook_images_rewritten_total",
                   kind="containers") == 4
-    # the same object in another namespace is another decision
+    # excluded by namespace: decided before any kept rewrite is looked at
     other = answer(the_admitter, review(pod("acr.io/a:1", "nginx", namespace="kube-system"),
                                         namespace="kube-system"))
     assert patch_of(other) == []
+    # other labels (a StatefulSet's pod-name), same images: the same rewrite
+    third = answer(the_admitter, review(pod("acr.io/a:1", "nginx", labels={"pod": "p-2"})))
+    assert patch_of(third) == patch_of(first)
+    # another image: another decision
+    answer(the_admitter, review(pod("acr.io/a:2", "nginx")))
     assert len(the_admitter._decisions) == 2
 
 
