@@ -400,8 +400,15 @@ class Scenario:
                     bad.append(f"{pod['metadata']['name']} {phase} {ids} {waiting}")
             if bad:
                 return None
-            jobs = [p for p in pods if p["metadata"]["labels"].get("app") == "amf-init"]
-            return pods if jobs else None
+            # every Job ran to completion (its pods may be gone: a node deleted takes its
+            # pods, finished or not, with it)
+            jobs = await self.api.list("Job", namespace=NF_NAMESPACE)
+            unfinished = [j["metadata"]["name"] for j in jobs
+                          if not (j.get("status") or {}).get("succeeded")]
+            if unfinished or not jobs:
+                bad.append(f"Jobs not complete: {unfinished}")
+                return None
+            return pods
 
         try:
             pods = await self._until(check, "nf pods Running from the edge registry")
