@@ -1,8 +1,9 @@
 """The relay's I/O: list, watch, publish, checkpoint, and lead.
 
-Per kind, a watch loop publishes each event into a bounded window of
-unacknowledged messages (bus.publishing.Pipeline) and a second task takes
-the acks in send order. A full window blocks the watch loop, so a slow or
+Per kind, a watch loop publishes the events into a bounded window of
+unacknowledged messages (bus.publishing.Pipeline), a batch at a time (what
+one read of the watch stream brought, or one relist page), and a second task
+takes the acks in send order. A full window blocks the watch loop, so a slow or
 absent NATS stops the relay reading the watch instead of buffering without
 bound; kube-apiserver may then end the watch, and the relay resumes from the
 last resourceVersion it sent, or relists on 410 Gone.
