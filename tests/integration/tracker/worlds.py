@@ -176,13 +176,13 @@ class Services:
         return running
 
     async def start_tracker(self, identity: str | None = None, *, early_loading: bool = True,
-                            **overrides: Any) -> Running:
+                            local_registry: str = LOCAL_REGISTRY, **overrides: Any) -> Running:
         settings = TrackerSettings(**{"ack_wait_seconds": 3.0, "retry_initial_seconds": 0.1,
                                       "retry_max_seconds": 1.0, **overrides})
         bus = await self._bus(f"tracker-{identity}")
         registry = CollectorRegistry()
         tracker = Tracker(bus=bus, settings=settings, early_loading=early_loading,
-                          local_registry=LOCAL_REGISTRY, identity=identity,
+                          local_registry=local_registry, identity=identity,
                           metrics=TrackerMetrics(registry))
         stop = asyncio.Event()
         running = Running(f"tracker-{identity}", asyncio.create_task(tracker.run(stop)), stop,
@@ -190,14 +190,16 @@ class Services:
         self.running.append(running)
         return running
 
-    async def start_reconciler(self, identity: str | None = None, **overrides: Any) -> Running:
+    async def start_reconciler(self, identity: str | None = None, *,
+                               local_registry: str = LOCAL_REGISTRY, **overrides: Any
+                               ) -> Running:
         settings = ReconcilerSettings(**{"resync_seconds": 30.0, "retry_initial_seconds": 0.5,
                                          "retry_max_seconds": 2.0, **overrides})
         bus = await self._bus(f"reconciler-{identity}")
         api = await api_client(str(self.cluster.kubeconfig))
         registry = CollectorRegistry()
         reconciler = Reconciler(api=api, bus=bus, settings=settings,
-                                local_registry=LOCAL_REGISTRY, identity=identity,
+                                local_registry=local_registry, identity=identity,
                                 metrics=ReconcilerMetrics(registry))
         stop = asyncio.Event()
         running = Running(f"reconciler-{identity}",
