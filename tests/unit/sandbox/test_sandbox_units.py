@@ -29,6 +29,7 @@ from clusterregistry.sandbox.systems import (
     known_settings,
     read_state,
 )
+from clusterregistry.sandbox.verifying import _pod_source_images, _template_images
 
 
 def test_every_service_is_one_row_with_a_distinct_name_and_a_cmd_entry() -> None:
@@ -192,3 +193,24 @@ def test_clearing_a_sandbox_dir_removes_only_what_a_sandbox_writes(tmp_path: Pat
     _clear(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "notes.txt"]
     assert [p.name for p in (tmp_path / "logs").iterdir()] == ["sandbox.log"]
+
+
+def test_an_owner_uses_its_template_images_and_a_bare_pod_its_originals() -> None:
+    template = {"spec": {"template": {"spec": {
+        "initContainers": [{"name": "init", "image": "busybox"}],
+        "containers": [{"name": "app", "image": "acr.io/nf/upf:1.2"}]}}}}
+    assert _template_images(template) == {"docker.io/library/busybox:latest",
+                                          "acr.io/nf/upf:1.2"}
+    local = "127.0.0.1:5000"
+    pod = {
+        "metadata": {"annotations": {
+            "clusterregistry.io/original-images": json.dumps({"app": "acr.io/nf/upf:1.2"})}},
+        "spec": {"containers": [
+            {"name": "app", "image": "127.0.0.1:5000/acr.io/nf/upf:1.2"},
+            # rewritten without an annotation entry: mapped back from the local name
+            {"name": "side", "image": "127.0.0.1:5000/acr.io/nf/smf:2"},
+            {"name": "plain", "image": "nginx"},
+        ]},
+    }
+    assert _pod_source_images(pod, local) == {"acr.io/nf/upf:1.2", "acr.io/nf/smf:2",
+                                              "docker.io/library/nginx:latest"}
