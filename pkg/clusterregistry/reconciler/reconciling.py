@@ -55,6 +55,7 @@ from clusterregistry.schemas import ArtifactRecord, MirrorResult, OwnerRecord
 log = logging.getLogger(__name__)
 
 _RESULT_ATTEMPTS = 5
+_EVENTS_INACTIVE_SECONDS = 3600.0
 
 
 def consumer_name(base: str, identity: str | None) -> str:
@@ -101,7 +102,9 @@ class Reconciler:
             stream=subjects.KUBE_STREAM,
             durable=consumer_name(subjects.RECONCILER_ARTIFACTS_CONSUMER, identity),
             filter_subject=subjects.kube_kind("artifact"), deliver_new=True,
-            max_ack_pending=1000))
+            max_ack_pending=1000,
+            # a replica that is gone leaves nothing behind (it lists everything at start)
+            inactive_threshold=_EVENTS_INACTIVE_SECONDS if identity else 0.0))
         self.results = Puller(bus.js, ConsumerSpec(
             stream=subjects.MIRROR_STREAM, durable=subjects.RECONCILER_RESULTS_CONSUMER,
             filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000))

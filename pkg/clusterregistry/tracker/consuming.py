@@ -75,7 +75,8 @@ class Tracker:
         self.puller = Puller(bus.js, ConsumerSpec(
             stream=subjects.KUBE_STREAM, durable=consumer_name(identity),
             filter_subject=subjects.KUBE_ALL, ack_wait=settings.ack_wait_seconds,
-            max_ack_pending=settings.batch_size))
+            max_ack_pending=settings.batch_size,
+            inactive_threshold=settings.consumer_inactive_seconds if identity else 0.0))
         self.records: Records[OwnerRecord] | None = None
         self.relists = owners.Relists()
         self._cache: dict[str, Versioned[OwnerRecord]] = {}
