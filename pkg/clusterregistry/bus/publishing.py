@@ -124,7 +124,8 @@ def _header_block(message: Outgoing) -> bytes:
 
 def _direct(nc: Client) -> bool:
     """nats-py's internals the direct path uses (present since nats-py 2.0)."""
-    return all(hasattr(nc, name) for name in ("_send_command", "_flush_pending", "stats"))
+    return all(hasattr(nc, name)
+               for name in ("_send_command", "_flush_pending", "_flush_queue", "stats"))
 
 
 class Pipeline(Generic[T]):
@@ -242,7 +243,8 @@ class Pipeline(Generic[T]):
         stats["out_msgs"] += len(commands)
         stats["out_bytes"] += size
         await nc._send_command(b"".join(commands))
-        await nc._flush_pending()
+        if nc._flush_queue is not None and nc._flush_queue.empty():  # as publish() does
+            await nc._flush_pending()
 
     async def send(self, message: Outgoing | None, token: T) -> None:
         """Queue `message` (None: only a token, e.g. a resume point, kept in order)."""

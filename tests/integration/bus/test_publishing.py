@@ -85,11 +85,15 @@ async def test_no_stream_yet_means_retry_until_it_exists(nats_server: NatsServer
         await bus.close()
 
 
-async def test_send_many_keeps_the_window_order_and_tokens(nats_server: NatsServer) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["hpub-runs", "nats-py-publish"])
+async def test_send_many_keeps_the_window_order_and_tokens(nats_server: NatsServer,
+                                                           direct: bool) -> None:
     bus = await connect([nats_server.url], name="t")
     try:
         await ensure_stream(bus.js, name="T", subjects=["t.>"])
         pipeline: Pipeline[int] = Pipeline(bus, window=50)
+        pipeline._direct = direct  # False: the path used while disconnected, or without
+        # the nats-py internals
         tokens: list[int] = []
         most_in_flight = 0
 
