@@ -9,12 +9,14 @@ same (the tracker takes the image from the pod itself)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import nats
 import pytest
 
-from clusterregistry import references
+from clusterregistry import references, subjects
 from clusterregistry.sandbox.samples import PushedSample
 from clusterregistry.sandbox.scenarios import NF_NAMESPACE, PULL_SECRET, Scenario
 from clusterregistry.sandbox.supervising import wait_for
@@ -91,14 +93,38 @@ async def test_a_consumer_killed_during_the_flow(faulty: tuple[System, Scenario]
     await _late_image_running(scenario, late, from_edge=True)
 
 
-async def test_a_mirror_worker_killed_the_other_finishes(faulty: tuple[System, Scenario]) -> None:
+async def _held_by_workers(system: System) -> int:
+    """Mirror requests delivered to a worker and not acknowledged yet (copies in flight)."""
+    client = await nats.connect(servers=system.nats_servers, connect_timeout=5)
+    try:
+        js = client.jetstream()
+        while True:
+            try:
+                info = await js.consumer_info(subjects.MIRROR_STREAM, subjects.MIRROR_CONSUMER)
+            except nats.js.errors.NotFoundError:
+                await asyncio.sleep(0.01)
+                continue
+            if info.num_ack_pending:
+                return int(info.num_ack_pending)
+            await asyncio.sleep(0.01)
+    finally:
+        await client.close()
+
+
+async def test_a_mirror_worker_killed_mid_copy_the_other_finishes(
+        faulty: tuple[System, Scenario]) -> None:
     system, scenario = faulty
+    # mirror-1 alone takes the first requests, so it is the one holding copies when it dies
+    await system.stop_service("mirror-2")
     await scenario.deploy()
+    held = await asyncio.wait_for(_held_by_workers(system), 30)
     await system.kill("mirror-1")
+    assert held > 0
+    await system.start_service("mirror-2")
     late = system.samples[3]
     await scenario.api.create(late_deployment(late))
-    # no restart: the surviving worker takes over what the dead one held
-    await exact(system, scenario)
+    # what the dead worker held comes back to the other one after the ack wait
+    await exact(system, scenario, timeout=90)
     await _late_image_running(scenario, late, from_edge=True)
     assert not system.services["mirror-1"].running
 
