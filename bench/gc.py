@@ -33,8 +33,8 @@ Reported:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +61,31 @@ from clusterregistry.sandbox.uploading import upload
 from clusterregistry.schemas import ArtifactRecord, OwnerRecord, encode
 
 SOURCE = "src.example.io"
+
+
+class _Progress:
+    """Phase lines on stderr (stdout stays JSON), and every task's stack when a phase hangs."""
+
+    def __init__(self, limit: float = 120.0) -> None:
+        self.limit = limit
+        self.phase = "start"
+        self.since = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, phase: str) -> None:
+        now = time.monotonic()
+        print(f"bench gc: {self.phase} took {now - self.since:.2f}s; {phase}",
+              file=sys.stderr, flush=True)
+        self.phase, self.since = phase, now
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            if time.monotonic() - self.since > self.limit:
+                print(f"bench gc: {self.phase} stuck; tasks:", file=sys.stderr)
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=sys.stderr)
+                self.since = time.monotonic()
 
 
 async def _fill(client: RegistryClient, builder: ImageBuilder, *, repositories: int,
@@ -100,7 +125,10 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
         client = RegistryClient(registry.host, plain_http=True, actions="*", max_connections=16)
         stop_following = asyncio.Event()
         following: asyncio.Task[None] | None = None
+        progress = _Progress()
+        progress.task = asyncio.create_task(progress.watch())
         try:
+            progress("filling")
             started = time.monotonic()
             images = await _fill(client, ImageBuilder(root / "images"),
                                  repositories=repositories, tags=tags)
@@ -120,6 +148,7 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                         uid=f"owner-{i}", kind="ReplicaSet", namespace="bench",
                         name=f"rs-{i}", images=[str(source)])))
             before_bytes = blob_bytes(registry.root_dir)
+            progress("records written")
 
             settings = GcSettings(grace_period_seconds=3600, lock_ttl_seconds=10,
                                   read_only_mode="follower",
@@ -156,9 +185,14 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
             await collector.ensure()
             lock_times: list[float] = []
 
+            watching = asyncio.Event()
+
             async def watch_lock() -> None:  # when mirror writes were fenced, from outside
                 held = False
-                while True:
+                # stopped by an event, not cancelled: Python 3.11's wait_for (inside nats-py's
+                # request) can swallow a cancellation that meets a reply, and the loop would
+                # then run for ever
+                while not watching.is_set():
                     now_held = await supervisor.lock_holder() is not None
                     if now_held != held:
                         lock_times.append(time.monotonic())
@@ -166,14 +200,16 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                     await asyncio.sleep(0.01)
 
             watcher = asyncio.create_task(watch_lock())
+            progress("gc run")
             run_started = time.monotonic()
             result = await collector.run()
             total = time.monotonic() - run_started
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            progress("stopping the lock watcher")
+            watching.set()
+            await watcher
             assert result.event == "finished", result.message
             after_bytes = blob_bytes(registry.root_dir)
+            progress("baseline")
 
             # baseline on the same storage: a restart pair, and a bare sweep
             pair = []
@@ -186,6 +222,7 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
             await registry.garbage_collect()
             bare_sweep = time.monotonic() - t0
             restart_pair = statistics.median(pair)
+            progress("done")
             window = result.read_only_seconds
             blocked = lock_times[1] - lock_times[0] if len(lock_times) >= 2 else float("nan")
             return {
@@ -215,9 +252,13 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                 "message": result.message[:200],
             }
         finally:
+            progress("cleaning up")
+            if progress.task is not None:
+                progress.task.cancel()
             stop_following.set()
             if following is not None:
                 await asyncio.wait_for(following, 60)
+            progress("follower stopped")
             await client.close()
             await bus.close()
             await registry.stop()

@@ -84,7 +84,7 @@ class Hold:
     lost: bool = False
     reason: str = ""
     _active: bool = True
-    _cancelled: bool = False
+    _cancels: int = 0  # cancellations this fence requested of the body's task
     _task: asyncio.Task[object] | None = field(default=None, repr=False)
     # one compare-and-set at a time: a renewal and a relabel must not race on `revision`
     _updating: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -320,14 +320,16 @@ class Fence:
         except BaseException as exc:  # kept, and raised after the release below
             error = exc
         hold._active = False  # before any await: from here the renewer cannot cancel us
-        if hold._cancelled:
+        if hold._cancels:
             if not isinstance(error, asyncio.CancelledError):
                 # the body ended before our cancellation reached it: take delivery here,
                 # or it would land in the release below
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(0)
-            if task.uncancel() == 0 and (error is None
-                                         or isinstance(error, asyncio.CancelledError)):
+            remaining = task.cancelling()
+            for _ in range(hold._cancels):
+                remaining = task.uncancel()
+            if remaining == 0 and (error is None or isinstance(error, asyncio.CancelledError)):
                 error = FenceLostError(f"fence entry {hold.key} lost: {hold.reason}",
                                        delay=self.ttl / 3)
         # shielded: a caller being cancelled must not skip the release
@@ -364,21 +366,29 @@ class Fence:
                 last_ok = started
                 wait = interval
             except KeyWrongLastSequenceError:
-                self._lose(hold, "it expired or was taken before it was renewed")
+                await self._lose(hold, "it expired or was taken before it was renewed")
                 return
             except Exception as exc:
                 if loop.time() - last_ok >= self.ttl * _LOST_AFTER:
-                    self._lose(hold, f"no renewal for {loop.time() - last_ok:.1f}s ({exc})")
+                    await self._lose(hold,
+                                     f"no renewal for {loop.time() - last_ok:.1f}s ({exc})")
                     return
                 log.warning("renewing fence entry %s failed (%s); retrying", hold.key, exc)
                 wait = retry
 
-    def _lose(self, hold: Hold, reason: str) -> None:
+    async def _lose(self, hold: Hold, reason: str) -> None:
+        """Cancel the work inside the lost entry, again and again until it has stopped.
+
+        Once is not enough on Python 3.11: `asyncio.wait_for` (which nats-py's requests use)
+        swallows a cancellation that arrives as its awaited reply does, and the body would
+        then go on writing unfenced.
+        """
         hold.lost, hold.reason = True, reason
         log.error("fence entry %s lost: %s", hold.key, reason)
-        if hold._active and hold._task is not None:
-            hold._cancelled = True
+        while hold._active and hold._task is not None:
+            hold._cancels += 1
             hold._task.cancel()
+            await asyncio.sleep(0.1)
 
     async def _release(self, kv: KeyValue, hold: Hold) -> None:
         if hold.lost:

@@ -132,6 +132,29 @@ async def test_a_lost_entry_cancels_the_work_inside(nats_server: NatsServer) -> 
         await bus.close()
 
 
+async def test_a_swallowed_cancellation_is_delivered_again(nats_server: NatsServer) -> None:
+    """Python 3.11's wait_for can swallow a cancellation (nats-py requests use it): the fence
+    cancels again until the work inside a lost entry has stopped."""
+    bus, fence = await _fence(nats_server, "t")
+    try:
+        kv = await bus.js.key_value(subjects.GC_BUCKET)
+        swallowed = 0
+        with pytest.raises(FenceLostError):
+            async with fence.writing("copy"):
+                for key in await fence.writers():
+                    await kv.purge(key)
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    swallowed += 1  # as wait_for does when the reply arrives at that moment
+                await asyncio.sleep(30)
+                pytest.fail("the body was not cancelled again")
+        assert swallowed == 1
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    finally:
+        await bus.close()
+
+
 async def _hold_exclusive(fence: Fence) -> None:
     async with fence.exclusive(purpose="hold", wait_timeout=1):
         await asyncio.sleep(60)
