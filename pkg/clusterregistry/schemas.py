@@ -146,6 +146,11 @@ class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
     # pods'): a relist at or after it that does not mention the owner proves it gone
     observed_resource_version: str = msgspec.field(default="",
                                                    name="observedResourceVersion")
+    # the last relist (the relay's id) that listed the owner itself (its own SYNC event, not
+    # a pod's), and that SYNC message's stream sequence: the memory of relists that every
+    # tracker replica shares, since each replica sees only part of a relist's events
+    relist: str = ""
+    relist_sequence: int = msgspec.field(default=0, name="relistSequence")
 
 
 # -- reconciler: KV `clusterregistry-artifacts`, key = Artifact name ----------------------------

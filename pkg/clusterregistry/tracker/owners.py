@@ -1,10 +1,11 @@
 """Which owner uses which images: the tracker's pure rules, no I/O.
 
 `handle(event, stored)` decides what one relayed event means for the KV
-record of the owner it concerns; `Relists` applies the relay's relist
-markers (the same rule as `clusterregistry.inventories`, kept here without
-holding every object in memory: only the uids a relist mentions, while it
-runs).
+record of the owner it concerns; `relist_end` and `dereferenced` apply the
+relay's relist markers (the rule of `clusterregistry.inventories`) from what
+the records themselves remember: every record notes the last relist that
+listed its owner, because the replicas sharing the tracker's consumer each
+see only part of a relist, so no process holds a relist's whole list.
 
 The rules (DESIGN.md, "Owner-based references"):
 
@@ -25,15 +26,24 @@ The rules (DESIGN.md, "Owner-based references"):
   appeared.
 - Messages are facts about one object at one resourceVersion; an owner
   event older than the one the record holds is stale and ignored, and every
-  other change is a union, so redelivery and replays change nothing.
+  other change is a union, so redelivery, replays and replicas applying
+  events out of stream order change nothing (a skipped older template is a
+  state the owner already left, which a watch may skip anyway).
+- An owner's own SYNC event marks its record with the relist's id and the
+  message's stream sequence, whatever else it means (stale, oversized, an
+  owner with no record yet: then an empty record, so the relist's end knows
+  the owner exists). The mark only moves forward in the stream, so a late
+  SYNC of an older relist cannot undo a newer one's.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
+
+import msgspec
 
 from clusterregistry import references
 from clusterregistry.schemas import Container, KubeEvent, OwnerKind, OwnerRecord, RelistMarker
@@ -159,8 +169,33 @@ def images_of(event: KubeEvent, *, local_registry: str) -> tuple[set[str], set[s
     return images, set(secrets)
 
 
-def handle(event: KubeEvent, stored: Stored, settings: Settings, *, now: float) -> Outcome:
-    """What `event` means for the record `stored` of the owner it concerns."""
+def handle(event: KubeEvent, stored: Stored, settings: Settings, *, now: float,
+           sequence: int = 0) -> Outcome:
+    """What `event` (stream sequence `sequence`) means for the record `stored` of the owner
+    it concerns."""
+    outcome = _decide(event, stored, settings, now=now)
+    key = owner_of(event)
+    if (key is None or key.uid != event.uid or event.type != "SYNC" or not event.relist
+            or stored.deleted or isinstance(outcome, Delete)):
+        return outcome
+    record = stored.record
+    if record is not None and (record.relist == event.relist
+                               or sequence <= record.relist_sequence):
+        return outcome  # already marked, or a newer relist's SYNC got here first
+    if isinstance(outcome, Write):
+        base = outcome.record
+    elif record is not None:
+        base = msgspec.structs.replace(record, updated=now)
+    else:
+        # listed, but nothing it uses counts yet (no pod without early loading, oversized):
+        # an empty record, or the relist's end could not tell it from an owner that is gone
+        base = OwnerRecord(uid=key.uid, kind=key.kind, namespace=key.namespace,
+                           name=key.name, resource_version=event.resource_version,
+                           updated=now, observed_resource_version=event.resource_version)
+    return Write(msgspec.structs.replace(base, relist=event.relist, relist_sequence=sequence))
+
+
+def _decide(event: KubeEvent, stored: Stored, settings: Settings, *, now: float) -> Outcome:
     key = owner_of(event)
     if key is None:
         return Skip("not-tracked")
@@ -181,7 +216,8 @@ def handle(event: KubeEvent, stored: Stored, settings: Settings, *, now: float) 
         # what a terminating pod runs was added while it lived; and it may be the last word
         # of an owner already deleted (cascading deletion reaches pods after their owner)
         return Skip("terminating")
-    if record is None and event.kind != "pod" and not settings.early_loading:
+    if not record_images(record) and event.kind != "pod" and not settings.early_loading:
+        # (an empty record is one a relist created: the owner listed, no pod yet)
         return Skip("no-pod-yet")
     images, secrets = images_of(event, local_registry=settings.local_registry)
     old_images = set(record.images) if record else set()
@@ -196,69 +232,48 @@ def handle(event: KubeEvent, stored: Stored, settings: Settings, *, now: float) 
     return Write(OwnerRecord(
         uid=key.uid, kind=key.kind, namespace=key.namespace, name=key.name,
         images=sorted(new_images), pull_secrets=sorted(new_secrets),
-        resource_version=owner_rv, updated=now, observed_resource_version=str(observed)))
+        resource_version=owner_rv, updated=now, observed_resource_version=str(observed),
+        relist=record.relist if record else "",
+        relist_sequence=record.relist_sequence if record else 0))
+
+
+def record_images(record: OwnerRecord | None) -> list[str]:
+    return record.images if record is not None else []
 
 
 # -- relists ------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Relist:
-    relist: str
-    resource_version: int
-    seen: set[str] = field(default_factory=set)
-
-
 @dataclass(frozen=True, slots=True)
 class RelistEnd:
-    """A completed relist: records of `owner_kind` it did not mention may be gone."""
+    """A completed relist: records of `owner_kind` it did not mark may be gone."""
 
     owner_kind: OwnerKind
+    relist: str
     resource_version: int
-    seen: frozenset[str]
+    sequence: int  # the end marker's stream sequence
 
 
-class Relists:
-    """Tracks the relay's relists, per kind, while they run."""
-
-    def __init__(self) -> None:
-        self._running: dict[str, _Relist] = {}
-
-    def marker(self, marker: RelistMarker) -> RelistEnd | None:
-        if marker.phase == "begin":
-            self._running[marker.kind] = _Relist(marker.relist, rv(marker.resource_version))
-            return None
-        running = self._running.get(marker.kind)
-        if running is None or running.relist != marker.relist:
-            return None  # its begin was not seen (or a newer relist began): conclude nothing
-        del self._running[marker.kind]
-        kind = OWNER_KINDS.get(marker.kind)
-        if kind is None:
-            return None
-        if len(running.seen) < marker.count:
-            # not every SYNC event reached this process (trackers sharing one durable
-            # consumer split the stream between them): concluding would drop live owners
-            log.warning("relist %s of %s: saw %d of %d objects; concluding nothing",
-                        marker.relist, marker.kind, len(running.seen), marker.count)
-            return None
-        return RelistEnd(kind, running.resource_version, frozenset(running.seen))
-
-    def event(self, event: KubeEvent) -> None:
-        """Note a SYNC event (before anything else is done with it: even if applying it
-        fails, the object exists)."""
-        if event.type != "SYNC":
-            return
-        running = self._running.get(event.kind)
-        if running is not None and running.relist == event.relist:
-            running.seen.add(event.uid)
+def relist_end(marker: RelistMarker, *, sequence: int) -> RelistEnd | None:
+    """What a marker lets the tracker conclude: an end marker, something; a begin, nothing
+    (the records' marks are the relist's state; an interrupted relist never ends, and the
+    next complete one concludes from its own marks)."""
+    kind = OWNER_KINDS.get(marker.kind)
+    if marker.phase != "end" or kind is None:
+        return None
+    return RelistEnd(kind, marker.relist, rv(marker.resource_version), sequence)
 
 
 def dereferenced(end: RelistEnd, records: dict[str, OwnerRecord]) -> list[str]:
-    """The owners a completed relist proves gone: of its kind, not mentioned, and not
-    changed after the relist's resourceVersion (which would mean it was created later)."""
+    """The owners a completed relist proves gone, given every record as it stands once every
+    message before the end marker is applied: of its kind, not marked by it, not marked by
+    anything after its end (a newer relist, or a stream recreated with smaller sequences:
+    keep, conclude nothing), and not changed after the relist's resourceVersion (an owner
+    created later cannot be in it)."""
     return sorted(
         uid for uid, record in records.items()
-        if record.kind == end.owner_kind and uid not in end.seen
+        if record.kind == end.owner_kind and record.relist != end.relist
+        and record.relist_sequence < end.sequence
         and max(rv(record.observed_resource_version), rv(record.resource_version))
         <= end.resource_version
     )

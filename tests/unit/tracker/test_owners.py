@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -198,46 +199,101 @@ def owner_record(uid: str, kind: str, *, rv: str = "", observed: str = "50") -> 
                        observed_resource_version=observed)
 
 
-def test_a_completed_relist_dereferences_what_it_did_not_mention() -> None:
-    relists = owners.Relists()
-    assert relists.marker(marker("replicaset", "begin")) is None
-    relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name="a",
-                            uid="rs-seen", resource_version="40", relist="r1"))
-    relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name="b",
-                            uid="rs-other-relist", resource_version="40", relist="r0"))
-    end = relists.marker(marker("replicaset", "end", count=1))
-    assert end is not None and end.owner_kind == "ReplicaSet"
+def sync(uid: str, *, kind: str = "replicaset", relist: str = "r1", rv: str = "40",
+         owner: OwnerRef | None = None) -> KubeEvent:
+    if kind == "pod":
+        return KubeEvent(type="SYNC", kind="pod", namespace="nf", name=uid, uid=uid,
+                         resource_version=rv, owner=owner, relist=relist,
+                         pod=PodState(containers=[Container(name="c", image="acr.io/a:1")]))
+    return KubeEvent(type="SYNC", kind=kind, namespace="nf", name=uid, uid=uid,  # type: ignore[arg-type]
+                     resource_version=rv, relist=relist, template=TemplateState(
+                         containers=[Container(name="c", image="acr.io/a:1")]))
+
+
+def end(kind: str = "replicaset", relist: str = "r1", *, rv: str = "100",
+        sequence: int = 500) -> owners.RelistEnd:
+    got = owners.relist_end(marker(kind, "end", relist, rv), sequence=sequence)
+    assert got is not None
+    return got
+
+
+def test_an_owners_own_sync_marks_its_record_whatever_else_it_means() -> None:
+    stored = Stored(record=owner_record("rs-1", "ReplicaSet", rv="40"))
+    # unchanged images: still a write, of the mark alone
+    marked = record(owners.handle(sync("rs-1"), stored, EARLY, now=2.0, sequence=7))
+    assert (marked.relist, marked.relist_sequence, marked.images) == ("r1", 7, ["acr.io/a:1"])
+    # stale (the record already holds a newer state): marked, the newer state kept
+    newer = Stored(record=owner_record("rs-1", "ReplicaSet", rv="60"))
+    stale = record(owners.handle(sync("rs-1", rv="40"), newer, EARLY, now=2.0, sequence=7))
+    assert (stale.relist, stale.resource_version) == ("r1", "60")
+    # once marked, the same SYNC redelivered changes nothing
+    assert owners.handle(sync("rs-1"), Stored(record=marked), EARLY, now=3.0,
+                         sequence=7) == Skip("unchanged")
+    # no record yet (no pod, early loading off): an empty one, so the end knows it exists
+    empty = record(owners.handle(sync("rs-2"), NOTHING, LATE, now=2.0, sequence=8))
+    assert (empty.uid, empty.kind, empty.images, empty.relist) == ("rs-2", "ReplicaSet", [],
+                                                                   "r1")
+    # ... which does not make its template count before a pod appears
+    assert owners.handle(replicaset(uid="rs-2", rv="41"), Stored(record=empty), LATE,
+                         now=3.0) == Skip("no-pod-yet")
+    # a deleted owner's SYNC (its DELETED applied first by another replica) stays deleted
+    assert owners.handle(sync("rs-1"), TOMBSTONE, EARLY, now=2.0, sequence=9) == Skip(
+        "owner-deleted")
+
+
+def test_a_pods_sync_marks_only_a_bare_pods_record() -> None:
+    rs = Stored(record=owner_record("rs-1", "ReplicaSet"))
+    controlled = owners.handle(sync("pod-1", kind="pod", owner=RS), rs, LATE, now=2.0,
+                               sequence=7)
+    assert controlled == Skip("unchanged")  # its images counted; the owner's relist is its own
+    bare = record(owners.handle(sync("pod-2", kind="pod"), NOTHING, LATE, now=2.0,
+                                sequence=8))
+    assert (bare.kind, bare.relist, bare.relist_sequence) == ("Pod", "r1", 8)
+    # a later event of the pod keeps the mark
+    later = record(owners.handle(pod("pod-2", owner=None, rv="45", images=("acr.io/b:1",)),
+                                 Stored(record=bare), LATE, now=3.0, sequence=9))
+    assert (later.relist, later.relist_sequence) == ("r1", 8)
+
+
+def test_a_late_sync_of_an_older_relist_does_not_undo_a_newer_mark() -> None:
+    newer = record(owners.handle(sync("rs-1", relist="r2"), NOTHING, EARLY, now=1.0,
+                                 sequence=20))
+    # r1's SYNC (earlier in the stream) applied after r2's by another replica
+    assert owners.handle(sync("rs-1", relist="r1"), Stored(record=newer), EARLY, now=2.0,
+                         sequence=10) == Skip("unchanged")
+
+
+def test_a_completed_relist_dereferences_what_it_did_not_mark() -> None:
+    def marked(uid: str, kind: str, relist: str, sequence: int, *, observed: str = "50"
+               ) -> OwnerRecord:
+        return msgspec.structs.replace(owner_record(uid, kind, observed=observed),
+                                       relist=relist, relist_sequence=sequence)
+
     records = {
-        "rs-seen": owner_record("rs-seen", "ReplicaSet"),
-        "rs-gone": owner_record("rs-gone", "ReplicaSet"),
-        "rs-other-relist": owner_record("rs-other-relist", "ReplicaSet"),
-        # created after the relist's resourceVersion: not proof of anything
+        "rs-seen": marked("rs-seen", "ReplicaSet", "r1", 300),
+        "rs-gone": marked("rs-gone", "ReplicaSet", "r0", 100),
+        "rs-never-marked": owner_record("rs-never-marked", "ReplicaSet"),
+        # created after the relist's resourceVersion (a watch event applied early by
+        # another replica): not proof of anything
         "rs-new": owner_record("rs-new", "ReplicaSet", observed="101"),
+        # marked by a relist after this end (a newer one, or a stream recreated): keep
+        "rs-later": marked("rs-later", "ReplicaSet", "r2", 600),
         "job-1": owner_record("job-1", "Job"),
+        "pod-bare": owner_record("pod-bare", "Pod"),
     }
-    assert owners.dereferenced(end, records) == ["rs-gone", "rs-other-relist"]
+    assert owners.dereferenced(end(), records) == ["rs-gone", "rs-never-marked"]
+    assert owners.dereferenced(end("pod"), records) == ["pod-bare"]
 
 
-def test_a_relist_without_its_begin_concludes_nothing() -> None:
-    relists = owners.Relists()
-    assert relists.marker(marker("pod", "end")) is None
-    relists.marker(marker("pod", "begin", relist="r1"))
-    relists.marker(marker("pod", "begin", relist="r2"))  # the relay restarted its relist
-    assert relists.marker(marker("pod", "end", relist="r1")) is None
-    end = relists.marker(marker("pod", "end", relist="r2"))
-    assert end is not None and end.owner_kind == "Pod"
-
-
-def test_a_relist_this_tracker_did_not_see_whole_concludes_nothing() -> None:
-    relists = owners.Relists()
-    relists.marker(marker("replicaset", "begin"))
-    for uid in ("a", "a", "b"):  # a redelivery counts once
-        relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name=uid,
-                                uid=uid, resource_version="40", relist="r1"))
-    assert relists.marker(marker("replicaset", "end", count=3)) is None
-    relists.marker(marker("replicaset", "begin", relist="r2"))
-    for uid in ("a", "b", "c"):
-        relists.event(KubeEvent(type="SYNC", kind="replicaset", namespace="nf", name=uid,
-                                uid=uid, resource_version="40", relist="r2"))
-    end = relists.marker(marker("replicaset", "end", relist="r2", count=3))
-    assert end is not None and end.seen == {"a", "b", "c"}
+def test_an_interrupted_relist_leaves_the_next_complete_one_to_conclude() -> None:
+    # begin markers conclude nothing; neither does an end of a kind the tracker ignores
+    assert owners.relist_end(marker("replicaset", "begin"), sequence=5) is None
+    assert owners.relist_end(marker("artifact", "end"), sequence=5) is None
+    # r1 began, marked rs-a, and was interrupted (no end); r2 listed only rs-b
+    stored = NOTHING
+    a = record(owners.handle(sync("rs-a", relist="r1"), stored, EARLY, now=1.0, sequence=10))
+    b = record(owners.handle(sync("rs-b", relist="r1"), stored, EARLY, now=1.0, sequence=11))
+    b = record(owners.handle(sync("rs-b", relist="r2"), Stored(record=b), EARLY, now=2.0,
+                             sequence=21))
+    got = owners.dereferenced(end(relist="r2", sequence=30), {"rs-a": a, "rs-b": b})
+    assert got == ["rs-a"]
