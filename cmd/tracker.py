@@ -14,7 +14,7 @@ def main() -> int:
     parser.add_argument("--config", default=None, help="settings YAML (the ConfigMap)")
     parser.add_argument("--kubeconfig", default=None, help="unused: the tracker reads NATS only")
     parser.add_argument("--identity", default=None,
-                        help="names this tracker's durable consumer (one per replica)")
+                        help="names this replica in logs (every replica shares one consumer)")
     args = parser.parse_args()
 
     async def main_(stop: asyncio.Event) -> None:

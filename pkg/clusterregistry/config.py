@@ -148,16 +148,15 @@ class RelaySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 class TrackerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """The tracker (owner -> images); not AOSM keys."""
 
-    # messages fetched at once; also the consumer's max unacknowledged, which keeps a
-    # redelivery in stream order (relist markers must follow their SYNC events)
+    # messages one replica fetches and applies at once
     batch_size: int = 256
+    # messages out unacknowledged at once across every replica (one shared consumer): at
+    # least batchSize, or replicas wait on each other instead of splitting the stream
+    max_ack_pending: int = 1024
     # a message not acknowledged within this is redelivered (the tracker died holding it)
     ack_wait_seconds: float = 30.0
     # how long a deleted owner's tombstone guards against its late pod events
     tombstone_seconds: float = 3600.0
-    # a per-replica durable consumer (--identity) nobody reads for this long is removed by
-    # NATS, so replicas that are gone leave nothing behind (a replica back later replays)
-    consumer_inactive_seconds: float = 86400.0
     # back-off between attempts at a KV write that failed (NATS away)
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
@@ -424,8 +423,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("tracker.batchSize: must be at least 1")
     if tracker.ack_wait_seconds <= 0 or tracker.tombstone_seconds <= 0:
         raise ConfigError("tracker.ackWaitSeconds and tracker.tombstoneSeconds: must be > 0")
-    if tracker.consumer_inactive_seconds < 60:
-        raise ConfigError("tracker.consumerInactiveSeconds: must be at least 60")
+    if tracker.max_ack_pending < tracker.batch_size:
+        raise ConfigError("tracker.maxAckPending: must be at least tracker.batchSize")
     if not 0 < tracker.retry_initial_seconds <= tracker.retry_max_seconds:
         raise ConfigError("tracker: 0 < retryInitialSeconds <= retryMaxSeconds is required")
     reconciler = settings.reconciler

@@ -1,17 +1,30 @@
 """The tracker's I/O: the relay's stream in, owner records in KV out.
 
-One durable pull consumer on `clusterregistry.kube.>`, read in order, one
-message at a time: each is applied (`owners.handle`) and its KV write
-stored before it is acked, so a crash redelivers whatever was not stored.
-A transient failure (NATS away) is retried in place rather than nak'ed,
-which keeps the stream order that relist markers depend on.
+Every tracker replica pulls from ONE shared durable consumer on
+`clusterregistry.kube.>` (`subjects.TRACKER_CONSUMER`), so the replicas
+split the stream between them, and a replica that dies leaves its
+unacknowledged messages to the others (redelivered after `ack_wait`). The
+tracker runs as a Deployment whose pods are renamed by every rollout and
+scaled by an HPA: a consumer per pod would replay the whole stream for each
+new pod and do all the work once per replica.
 
-Concurrency: every write names the revision it was decided on, so two
-trackers (each with its own durable consumer, both reading every event)
-never lose an update: the loser re-reads and decides again. Records are
-cached in memory, warmed from KV at start; a cache that is behind costs a
-conflict, never a wrong record, because records only grow while their owner
-lives and a deletion is final.
+Each message is applied (`owners.handle`) and its KV write stored before it
+is acked, so a crash redelivers whatever was not stored. A transient failure
+(NATS away) is retried in place. Nothing relies on stream order between
+replicas: records only grow while their owner lives, deletions are final
+(tombstones), older owner states are stale, and every write names the
+revision it was decided on, so the loser of a race re-reads and decides
+again. Records are cached in memory, warmed from KV at start; other
+replicas write too, so the cache only ever proposes: a write from a stale
+entry conflicts and is decided again on a fresh read, and a skip decided on
+an entry the cache holds as absent is checked against KV first.
+
+Relists are concluded from shared state: each owner's own SYNC event marks
+its record (`owners.handle`); the replica that gets the end marker waits
+until the consumer's ack floor shows every earlier message applied (else it
+naks the marker with a short delay, and NATS redelivers it to whichever
+replica asks next), then reads the bucket and deletes what the relist did
+not mark.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import msgspec
 from nats.aio.msg import Msg
@@ -41,10 +55,10 @@ log = logging.getLogger(__name__)
 _CONFLICT_ATTEMPTS = 10
 
 
-def consumer_name(identity: str | None) -> str:
-    """Each tracker reads every event through its own durable consumer (relist markers only
-    make sense with every SYNC event between them); a single tracker uses the plain name."""
-    return f"{subjects.TRACKER_CONSUMER}-{identity}" if identity else subjects.TRACKER_CONSUMER
+# an end marker whose earlier messages are not all acked yet: looked at again after these
+# (another replica may just be acking them), then put back for this long
+_FLOOR_CHECKS: Final = (0.02, 0.05, 0.1)
+_MARKER_DELAY: Final = 0.5
 
 
 def _stored(versioned: Versioned[OwnerRecord]) -> owners.Stored:
@@ -72,13 +86,12 @@ class Tracker:
         self.rules = owners.Settings(early_loading=early_loading, local_registry=local_registry)
         self.stream_replicas = stream_replicas
         self.metrics = metrics or TrackerMetrics()
+        self.identity = identity or "tracker"  # for logs: every replica reads one consumer
         self.puller = Puller(bus.js, ConsumerSpec(
-            stream=subjects.KUBE_STREAM, durable=consumer_name(identity),
+            stream=subjects.KUBE_STREAM, durable=subjects.TRACKER_CONSUMER,
             filter_subject=subjects.KUBE_ALL, ack_wait=settings.ack_wait_seconds,
-            max_ack_pending=settings.batch_size,
-            inactive_threshold=settings.consumer_inactive_seconds if identity else 0.0))
+            max_ack_pending=settings.max_ack_pending))
         self.records: Records[OwnerRecord] | None = None
-        self.relists = owners.Relists()
         self._cache: dict[str, Versioned[OwnerRecord]] = {}
         self.ready = False
         self.applied = 0  # messages acked, for tests and the bench
@@ -131,8 +144,8 @@ class Tracker:
         """Apply a batch and ack it; False when stopped before all of it was stored.
 
         Events between two relist markers are applied concurrently across owners and in
-        order within one owner (different owners' records are independent); a marker waits
-        for everything before it, and everything after it waits for the marker.
+        order within one owner (different owners' records are independent, and fewer
+        conflicts this way); a marker waits for what this replica holds before it.
         """
         segment: list[tuple[Msg, KubeEvent]] = []
         for msg in messages:
@@ -149,28 +162,43 @@ class Tracker:
                 await msg.term()
                 continue
             if isinstance(item, KubeEvent):
-                self.relists.event(item)  # seen, whatever happens to its write
                 segment.append((msg, item))
                 continue
             if not await self._apply_segment(segment, stop):
                 return False
             segment = []
-            if not await self._retrying(functools.partial(self.apply_marker, item), stop):
+            concluded: list[bool] = []
+
+            async def marker(item: RelistMarker = item, msg: Msg = msg,
+                             concluded: list[bool] = concluded) -> None:
+                concluded.append(await self.apply_marker(
+                    item, sequence=msg.metadata.sequence.stream) is not None)
+
+            if not await self._retrying(marker, stop):
                 return False
-            await msg.ack()
-            self.applied += 1
+            if concluded[-1]:
+                await msg.ack()
+                self.applied += 1
+            else:
+                # messages before it are still out (with another replica, or to be
+                # redelivered): NATS hands the marker out again shortly, and this replica
+                # goes on with the rest, so whoever holds those messages can ack them
+                self.metrics.relist_waits.inc()
+                await msg.nak(delay=_MARKER_DELAY)
         return await self._apply_segment(segment, stop)
 
     async def _apply_segment(self, segment: list[tuple[Msg, KubeEvent]],
                              stop: asyncio.Event) -> bool:
-        groups: dict[str, list[KubeEvent]] = {}
-        for _, event in segment:
+        groups: dict[str, list[tuple[KubeEvent, int]]] = {}
+        for msg, event in segment:
             key = owners.owner_of(event)
-            groups.setdefault(key.uid if key else "", []).append(event)
+            groups.setdefault(key.uid if key else "", []).append(
+                (event, msg.metadata.sequence.stream))
 
-        async def in_order(events: list[KubeEvent]) -> bool:
-            for event in events:
-                if not await self._retrying(functools.partial(self.apply, event), stop):
+        async def in_order(events: list[tuple[KubeEvent, int]]) -> bool:
+            for event, sequence in events:
+                if not await self._retrying(
+                        functools.partial(self.apply, event, sequence=sequence), stop):
                     return False
             return True
 
@@ -207,8 +235,9 @@ class Tracker:
         self._cache[uid] = versioned
         return versioned
 
-    async def apply(self, event: KubeEvent) -> owners.Outcome:
-        """Apply one event to its owner's record, conflict-safe; the outcome."""
+    async def apply(self, event: KubeEvent, *, sequence: int = 0) -> owners.Outcome:
+        """Apply one event (stream sequence `sequence`) to its owner's record, conflict-safe;
+        the outcome."""
         assert self.records is not None
         key = owners.owner_of(event)
         if key is None:
@@ -217,7 +246,14 @@ class Tracker:
         fresh = False
         for _ in range(_CONFLICT_ATTEMPTS):
             current = await self._read(key.uid, fresh=fresh)
-            outcome = owners.handle(event, _stored(current), self.rules, now=time.time())
+            outcome = owners.handle(event, _stored(current), self.rules, now=time.time(),
+                                    sequence=sequence)
+            if (isinstance(outcome, owners.Skip) and not fresh and current.value is None
+                    and not current.deleted):
+                # nothing to write because the cache holds no record: another replica may
+                # have created it since (the template counts once a pod appeared)
+                fresh = True
+                continue
             try:
                 await self._execute(key.uid, outcome, current.revision)
             except ConflictError:
@@ -248,34 +284,68 @@ class Tracker:
                 self.metrics.owners.dec()
             self.metrics.kv_writes.labels("delete").inc()
 
-    async def apply_marker(self, marker: RelistMarker) -> list[str]:
-        """Apply a relist marker; at a completed relist, delete the owners it proved gone."""
+    async def apply_marker(self, marker: RelistMarker, *, sequence: int
+                           ) -> list[str] | None:
+        """Apply a relist marker (stream sequence `sequence`): at the end of a relist, delete
+        the owners it proved gone. None: not yet, messages before it are not all applied."""
         assert self.records is not None
-        end = self.relists.marker(marker)
+        end = owners.relist_end(marker, sequence=sequence)
         if end is None:
-            return []
-        # read KV itself, not the cache: another tracker may have written what we have not
+            return []  # a begin: the relist's state is the marks its SYNC events leave
+        if not await self._all_acked_before(sequence):
+            return None
+        # the bucket, not the cache: the other replicas wrote most of this relist's marks
         snapshot = await self.records.snapshot()
         self._cache = snapshot
         live = {uid: v.value for uid, v in snapshot.items() if v.value is not None}
-        gone = owners.dereferenced(end, live)
-        for uid in gone:
-            versioned = snapshot[uid]
-            try:
-                await self.records.delete(uid, revision=versioned.revision)
-            except ConflictError:
-                # changed since the snapshot: a newer event touched it, so it is not gone
-                self.metrics.conflicts.inc()
-                self._cache.pop(uid, None)
-                continue
-            self._cache[uid] = Versioned(None, 0, deleted=True)
-            self.metrics.kv_writes.labels("delete").inc()
-            self.metrics.dereferenced.labels(marker.kind).inc()
-            log.info("tracker: %s %s not in relist %s; dereferenced", end.owner_kind, uid,
-                     marker.relist)
+        gone = []
+        for uid in owners.dereferenced(end, live):
+            if await self._dereference(uid, end, snapshot[uid]):
+                gone.append(uid)
+                log.info("tracker %s: %s %s not in relist %s; dereferenced", self.identity,
+                         end.owner_kind, uid, marker.relist)
         self.metrics.relists.labels(marker.kind).inc()
         self._count_owners()
         return gone
+
+    async def _dereference(self, uid: str, end: owners.RelistEnd,
+                           versioned: Versioned[OwnerRecord]) -> bool:
+        """Delete a record the relist proved gone, unless a change since says otherwise."""
+        assert self.records is not None
+        for _ in range(_CONFLICT_ATTEMPTS):
+            if versioned.value is None or not owners.dereferenced(end, {uid: versioned.value}):
+                return False  # deleted meanwhile, or changed after the relist: not proof
+            try:
+                await self.records.delete(uid, revision=versioned.revision)
+            except ConflictError:
+                self.metrics.conflicts.inc()
+                versioned = await self._read(uid, fresh=True)
+                continue
+            self._cache[uid] = Versioned(None, 0, deleted=True)
+            self.metrics.kv_writes.labels("delete").inc()
+            self.metrics.dereferenced.labels(end.owner_kind.lower()).inc()
+            return True
+        raise RetryableError(f"owner {uid}: still conflicting after {_CONFLICT_ATTEMPTS} "
+                             "attempts")
+
+    async def _all_acked_before(self, sequence: int) -> bool:
+        """Whether every message before stream sequence `sequence` is acked (the consumer's
+        ack floor): applied by some replica, so their marks are in KV."""
+        for pause in (0.0, *_FLOOR_CHECKS):
+            if pause:
+                await asyncio.sleep(pause)
+            try:
+                # a request after this replica's acks on the same connection; the server may
+                # still be processing those, hence a few looks before putting the marker back
+                await self.bus.nc.flush()
+                info = await self.bus.js.consumer_info(subjects.KUBE_STREAM,
+                                                       subjects.TRACKER_CONSUMER)
+            except Exception as exc:
+                raise RetryableError(f"consumer {subjects.TRACKER_CONSUMER}: {exc}") from exc
+            floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            if floor >= sequence - 1:
+                return True
+        return False
 
     def _count_owners(self) -> None:
         self.metrics.owners.set(sum(1 for v in self._cache.values() if v.value is not None))

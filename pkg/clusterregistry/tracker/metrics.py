@@ -31,6 +31,11 @@ class TrackerMetrics:
             "clusterregistry_tracker_dereferenced_total",
             "Owners a completed relist proved gone (their DELETED event was missed)",
             ["kind"], registry=registry)
+        self.relist_waits = Counter(
+            "clusterregistry_tracker_relist_waits_total",
+            "Relist end markers put back because messages before them were still "
+            "unacknowledged (held by another replica, or awaiting redelivery)",
+            registry=registry)
         self.invalid = Counter(
             "clusterregistry_tracker_invalid_messages_total",
             "Messages that could not be decoded (terminated, never redelivered)",
