@@ -126,6 +126,10 @@ class SubprocessSweeper:
         return parse_summary(output, time.monotonic() - started)
 
 
+# the uid/gid the registry Deployment runs as (deploy/kustomize/base/registry.yaml)
+SWEEP_UID = 65532
+
+
 def sweep_job(run: str, *, namespace: str, image: str, volume_claim: str, config_map: str,
               storage_path: str, timeout: float, node_name: str = "") -> dict[str, Any]:
     """The batch/v1 Job that sweeps the registry volume once."""
@@ -140,7 +144,22 @@ def sweep_job(run: str, *, namespace: str, image: str, volume_claim: str, config
                 {"name": "storage", "mountPath": storage_path},
                 {"name": "config", "mountPath": "/etc/docker/registry", "readOnly": True},
             ],
+            # hardened as every clusterregistry container (restricted Pod Security)
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
         }],
+        # the registry's own uid and group, so the sweep can delete what the registry wrote
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SWEEP_UID,
+            "runAsGroup": SWEEP_UID,
+            "fsGroup": SWEEP_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "volumes": [
             {"name": "storage", "persistentVolumeClaim": {"claimName": volume_claim}},
             {"name": "config", "configMap": {"name": config_map}},
