@@ -251,7 +251,7 @@ async def resident_memory_below_the_hpa_target(prometheus: Prometheus, window: s
             f"{component}: {rss / 2**20:.0f} MiB resident, the HPA scales at "
             f"{limit / 2**20:.0f} MiB: raise its memory request")
         measured += 1
-    assert measured == 2  # webhook, mirror
+    assert measured == 3  # webhook, tracker, mirror
 
 
 def _timestamp(rfc3339: str) -> float:

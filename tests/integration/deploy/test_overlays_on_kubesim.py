@@ -163,7 +163,7 @@ async def test_the_ha_overlay_runs_on_kubesim(
         assert status["ready"] is True
 
     # the rest of the overlay was stored as sent
-    for kind, count in (("hpa", 3), ("pdb", 8), ("services", 9), ("pvc", 1),
+    for kind, count in (("hpa", 4), ("pdb", 8), ("services", 9), ("pvc", 1),
                         ("roles", 2), ("rolebindings", 2), ("configmaps", 4)):
         listed = (await kubectl.run("get", kind, "-n", NAMESPACE, "-o", "json")).json()
         assert len(listed["items"]) == count, kind

@@ -32,11 +32,11 @@ NAMESPACE = "clusterregistry"
 PROCESSES = ("webhook", "relay", "tracker", "reconciler", "mirror", "gc")
 DEPLOYMENTS = ("registry", *PROCESSES)
 WORKLOADS = (*DEPLOYMENTS, "nats")
-# AOSM's HPA covers the registry and the webhook; the mirror workers share a work queue and
-# scale the same way. Each tracker and reconciler replica reads every event (its own durable
-# consumer), the relay has one Lease holder and GC one fence holder: more replicas of those
-# add work or standbys, not capacity.
-AUTOSCALED = ("registry", "webhook", "mirror")
+# AOSM's HPA covers the registry and the webhook; the tracker (one shared durable consumer)
+# and the mirror workers (one work queue) split their work and scale the same way. Each
+# reconciler replica reconciles every Artifact, the relay has one Lease holder and GC one
+# fence holder: more replicas of those add work or standbys, not capacity.
+AUTOSCALED = ("registry", "webhook", "tracker", "mirror")
 BUILDS = ("base", "dev", "ha", "ha+components", "ha+large")
 # Kubernetes versions the objects are validated against: the oldest supported and the newest
 # kubernetes-validate ships
