@@ -19,7 +19,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from clusterregistry import config
+from clusterregistry import config, kinds
 from clusterregistry.config import DEFAULT_MATCH_CONDITION, parse_quantity
 from clusterregistry.gc.sweeping import sweep_job
 
@@ -181,9 +181,9 @@ def test_everything_lives_in_the_clusterregistry_namespace(build: Build, name: s
         else:
             assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
     labels = named(build(name), "Namespace", NAMESPACE)["metadata"]["labels"]
-    # Pod Security Admission: restricted everywhere but for GC's sweep Job (see
+    # Pod Security Admission enforces restricted (see
     # test_every_pod_passes_the_namespace_pod_security_level)
-    assert labels["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
     assert labels["pod-security.kubernetes.io/audit"] == "restricted"
 
@@ -422,7 +422,7 @@ EXPECTED_RBAC: dict[str, set[tuple[str, str, str, str, str]]] = {
     "gc": {
         *{("ClusterRole", "clusterregistry.io", "artifacts", v, "") for v in ("get", "delete")},
         ("ClusterRole", "clusterregistry.io", "artifacts/status", "patch", ""),
-        *{("Role", "batch", "jobs", v, "") for v in ("create", "delete")},
+        *{("Role", "batch", "jobs", v, "") for v in ("create", "list", "delete")},
         ("Role", "batch", "jobs/status", "get", ""),
     },
     "webhook": {
@@ -477,6 +477,64 @@ def test_rbac_is_least_privilege(build: Build, name: str) -> None:
         assert pod["automountServiceAccountToken"] is bool(EXPECTED_RBAC[w]), w
         if not EXPECTED_RBAC[w]:
             assert accounts[f"clusterregistry-{w}"]["automountServiceAccountToken"] is False
+
+
+# What the code calls, found in the source: kubernetes-asyncio's generated methods
+# (`<verb>_[namespaced_]<resource>[_status]`), the Artifacts adapter's methods, and the raw
+# list/watch of the kinds the relay relays. Each resource the code may name must be here.
+PKG = ROOT / "pkg" / "clusterregistry"
+_API_VERBS = {"read": "get", "list": "list", "create": "create", "patch": "patch",
+              "replace": "update", "delete": "delete"}
+_API_RESOURCES = {"lease": ("coordination.k8s.io", "leases"), "job": ("batch", "jobs"),
+                  "secret": ("", "secrets"), "pod": ("", "pods"), "pod_log": ("", "pods/log"),
+                  "config_map": ("", "configmaps"),
+                  "mutating_webhook_configuration": ("admissionregistration.k8s.io",
+                                                     "mutatingwebhookconfigurations")}
+_ARTIFACT_METHODS = {"get": "get", "list": "list", "create": "create", "delete": "delete",
+                     "patch_status": "patch"}
+
+
+def api_calls(process: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every Kubernetes API call a process's code makes, with
+    the kube/ adapters it imports."""
+    sources = [p.read_text() for p in (PKG / process).glob("*.py")]
+    own = "\n".join(sources)
+    for adapter in ("leasing", "secrets", "watching"):
+        if re.search(rf"clusterregistry\.kube\.{adapter}\b|from clusterregistry\.kube import "
+                     rf"[^\n]*\b{adapter}\b", own):
+            sources.append((PKG / "kube" / f"{adapter}.py").read_text())
+    text = "\n".join(sources)
+    calls = set()
+    verbs = "|".join(_API_VERBS)
+    found = re.findall(rf"\.({verbs})_namespaced_([a-z_]+?)(_status)?\(", text)
+    found += [("list", r, "") for r in re.findall(r"\.list_([a-z_]+?)_for_all_namespaces\(", text)]
+    found += re.findall(rf"\.({verbs})_(mutating_webhook_configuration|namespace|node|"
+                        rf"custom_resource_definition)(_status)?\(", text)
+    for verb, resource, status in found:
+        assert resource in _API_RESOURCES, f"{process} calls {verb} {resource}: add it here"
+        group, plural = _API_RESOURCES[resource]
+        calls.add((group, plural + ("/status" if status else ""), _API_VERBS[verb]))
+    if "Artifacts(" in own:
+        for method in re.findall(r"\bartifacts\.(get|list|create|patch_status|delete)\(", own):
+            resource = "artifacts/status" if method == "patch_status" else "artifacts"
+            calls.add((kinds.ARTIFACT_GROUP, resource, _ARTIFACT_METHODS[method]))
+    if re.search(r"\blist_page\(", own) and re.search(r"\bwatch\(", own):
+        for resource in kinds.WATCHED.values():
+            calls |= {(resource.group, resource.plural, v) for v in ("list", "watch")}
+    return calls
+
+
+def test_rbac_covers_every_api_call_the_code_makes(build: Build) -> None:
+    """A process that starts calling something new fails here, not in a cluster."""
+    objs = build("ha")
+    found_any = set()
+    for process in PROCESSES:
+        needed = api_calls(process)
+        rights = {(g, r, v) for _, g, r, v, _ in granted(objs, f"clusterregistry-{process}")}
+        assert needed <= rights, f"{process} calls {needed - rights} without the right"
+        found_any |= {process} if needed else set()
+    # the scan sees the calls the table was written from
+    assert found_any == {"relay", "reconciler", "mirror", "gc", "webhook"}
 
 
 def test_only_the_mirror_reads_secrets(build: Build) -> None:
