@@ -192,8 +192,10 @@ class Tracker:
         groups: dict[str, list[tuple[KubeEvent, int]]] = {}
         for msg, event in segment:
             key = owners.owner_of(event)
+            # the stream sequence only matters to a SYNC (the relist mark); parsing it from
+            # the reply subject for every message costs measurably
             groups.setdefault(key.uid if key else "", []).append(
-                (event, msg.metadata.sequence.stream))
+                (event, msg.metadata.sequence.stream if event.type == "SYNC" else 0))
 
         async def in_order(events: list[tuple[KubeEvent, int]]) -> bool:
             for event, sequence in events:
