@@ -353,6 +353,7 @@ async def webhook(*, quick: bool = False) -> dict[str, Any]:
                "CLUSTERREGISTRY_WEBHOOK_TLSCERTFILE": str(tmp / "tls.crt"),
                "CLUSTERREGISTRY_WEBHOOK_TLSKEYFILE": str(tmp / "tls.key"),
                "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
+               "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
                "CLUSTERREGISTRY_LOCALREGISTRY": LOCAL_REGISTRY,
                "CLUSTERREGISTRY_LOG_FORMAT": "json"}
         servers = {

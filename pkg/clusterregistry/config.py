@@ -285,6 +285,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     namespace: str = "clusterregistry"
     # /healthz, /readyz and /metrics of every process
     probe_port: int = 8080
+    # where they listen: every interface in a pod; 127.0.0.1 in the sandbox and the tests
+    probe_host: str = "0.0.0.0"
     # the in-cluster registry that images are rewritten to, host[:port]
     local_registry: str = "clusterregistry.clusterregistry.svc:5000"
 

@@ -118,14 +118,15 @@ async def serve(
     *,
     kubeconfig: str | None = None,
     identity: str | None = None,
-    probe_host: str = "0.0.0.0",
+    probe_host: str | None = None,
     metrics_registry: CollectorRegistry = REGISTRY,
 ) -> None:
     holder = identity or default_identity()
     bus = await connect(settings.nats.servers, name="clusterregistry-gc")
     collector, closing = await build(settings, bus, kubeconfig=kubeconfig, holder=holder,
                                      metrics=GcMetrics(metrics_registry))
-    probes = ProbeServer(probe_host, settings.probe_port, registry=metrics_registry)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port,
+                         registry=metrics_registry)
     ready = asyncio.Event()
     probes.add_check("nats", lambda: ready.is_set() and bus.nc.is_connected)
     await probes.start()

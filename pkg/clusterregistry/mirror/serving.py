@@ -38,7 +38,7 @@ async def serve(
     *,
     kubeconfig: str | None = None,
     identity: str | None = None,
-    probe_host: str = "0.0.0.0",
+    probe_host: str | None = None,
     metrics: MirrorMetrics | None = None,
 ) -> None:
     """Run one worker until `stop`. Without a Kubernetes configuration the worker still
@@ -62,7 +62,7 @@ async def serve(
         ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
         secrets=functools.partial(_read_secret, api) if api is not None else None,
         metrics=metrics or MirrorMetrics(), stream_replicas=replicas)
-    probes = ProbeServer(probe_host, settings.probe_port)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
     probes.add_check("nats", lambda: worker.ready and bus.nc.is_connected)
     await probes.start()
     try:

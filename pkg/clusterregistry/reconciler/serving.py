@@ -18,7 +18,7 @@ async def serve(
     *,
     kubeconfig: str | None = None,
     identity: str | None = None,
-    probe_host: str = "0.0.0.0",
+    probe_host: str | None = None,
 ) -> None:
     bus = await connect(settings.nats.servers, name="clusterregistry-reconciler")
     api = await api_client(kubeconfig)
@@ -26,7 +26,7 @@ async def serve(
         api=api, bus=bus, settings=settings.reconciler, local_registry=settings.local_registry,
         identity=identity, stream_replicas=settings.nats.stream_replicas,
         metrics=ReconcilerMetrics())
-    probes = ProbeServer(probe_host, settings.probe_port)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
     # ready once the streams, buckets and consumers exist and the owner records are loaded
     probes.add_check("nats", lambda: reconciler.ready and bus.nc.is_connected)
     probes.add_check("refs", lambda: reconciler.refs_loaded)

@@ -617,6 +617,7 @@ class System:
     def _service_env(self, spec: ServiceSpec, port: int) -> dict[str, str]:
         return {
             "CLUSTERREGISTRY_PROBEPORT": str(port),
+            "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
             "POD_NAME": spec.name,
             "POD_NAMESPACE": NAMESPACE,
             "KUBECONFIG": str(self.kubeconfig),

@@ -151,7 +151,7 @@ async def serve(
     stop: asyncio.Event,
     *,
     kubeconfig: str | None = None,
-    probe_host: str = "0.0.0.0",
+    probe_host: str | None = None,
     registry: CollectorRegistry = REGISTRY,
     started: asyncio.Future[WebhookServer] | None = None,
     freeze_heap: bool = True,
@@ -168,7 +168,7 @@ async def serve(
         view = ArtifactView(settings.nats.servers, metrics=metrics)
     admitter = build_admitter(settings, metrics=metrics, artifacts=view)
     certificate = ServingCertificate(metrics)
-    probes = ProbeServer(probe_host, settings.probe_port, registry=registry)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port, registry=registry)
     probes.add_check("tls", lambda: certificate.ready)
     tasks: list[asyncio.Task[None]] = []
     published = asyncio.Event()

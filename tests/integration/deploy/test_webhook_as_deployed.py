@@ -76,7 +76,8 @@ async def test_pods_are_rewritten_by_the_deployed_webhook(
         name="webhook", log_path=tmp_path / "webhook.log", cwd=ROOT,
         env={"CLUSTERREGISTRY_WEBHOOK_HOST": "127.0.0.1",
              "CLUSTERREGISTRY_WEBHOOK_PORT": str(WEBHOOK_PORT),
-             "CLUSTERREGISTRY_PROBEPORT": str(probe_port)})
+             "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
+             "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1"})
     await webhook.start()
     try:
         async with aiohttp.ClientSession() as session:

@@ -28,6 +28,7 @@ def _env(world: GcWorld, probe_port: int) -> dict[str, str]:
         "CLUSTERREGISTRY_NATS_SERVERS": world.nats.url,
         "CLUSTERREGISTRY_LOCALREGISTRY": world.registry.host,
         "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
+        "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
         "CLUSTERREGISTRY_CLUSTERREGISTRY_CLUSTERREGISTRYGCCADENCE": "",
         "CLUSTERREGISTRY_GC_GRACEPERIODSECONDS": "0",
         "CLUSTERREGISTRY_GC_LOCKTTLSECONDS": "2",

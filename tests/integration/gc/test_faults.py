@@ -96,6 +96,7 @@ async def test_gc_killed_while_sweeping_read_only_leaves_nothing_behind(
         "CLUSTERREGISTRY_NATS_SERVERS": world.nats.url,
         "CLUSTERREGISTRY_LOCALREGISTRY": world.registry.host,
         "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
+        "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
         "CLUSTERREGISTRY_CLUSTERREGISTRY_CLUSTERREGISTRYGCCADENCE": "",
         "CLUSTERREGISTRY_GC_GRACEPERIODSECONDS": "0",
         "CLUSTERREGISTRY_GC_LOCKTTLSECONDS": str(TTL),

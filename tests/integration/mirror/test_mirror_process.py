@@ -35,7 +35,8 @@ async def test_cmd_mirror_copies_serves_metrics_and_stops_cleanly(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env.update({"CLUSTERREGISTRY_NATS_SERVERS": mirror_world.nats.url,
-                "CLUSTERREGISTRY_PROBEPORT": str(port), "CLUSTERREGISTRY_LOG_FORMAT": "json",
+                "CLUSTERREGISTRY_PROBEPORT": str(port),
+                "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1", "CLUSTERREGISTRY_LOG_FORMAT": "json",
                 "POD_NAME": "mirror-0"})
     process = Process([sys.executable, str(ROOT / "cmd" / "mirror.py"),
                        "--config", str(tmp_path / "settings.yaml")],

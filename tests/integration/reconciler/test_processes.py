@@ -22,7 +22,8 @@ IMAGE = "acr.example.io/nf/upf:1.2"
 
 def _env(world: Services, port: int, **extra: str) -> dict[str, str]:
     return {**os.environ, "CLUSTERREGISTRY_NATS_SERVERS": world.nats.url,
-            "CLUSTERREGISTRY_PROBEPORT": str(port), "CLUSTERREGISTRY_LOG_FORMAT": "json",
+            "CLUSTERREGISTRY_PROBEPORT": str(port),
+            "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1", "CLUSTERREGISTRY_LOG_FORMAT": "json",
             "CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
             "CLUSTERREGISTRY_ENABLEEARLYLOADING": "true",
             "CLUSTERREGISTRY_LOCALREGISTRY": LOCAL_REGISTRY, **extra}

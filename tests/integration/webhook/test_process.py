@@ -42,6 +42,7 @@ async def test_cmd_webhook_self_signed_publishes_its_ca_and_rewrites(
            "CLUSTERREGISTRY_WEBHOOK_PORT": str(port),
            "CLUSTERREGISTRY_WEBHOOK_EXTRAHOSTS": "127.0.0.1",
            "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
+           "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
            "CLUSTERREGISTRY_LOCALREGISTRY": LOCAL,
            "CLUSTERREGISTRY_LOG_FORMAT": "json"}
     process = Process([sys.executable, str(ROOT / "cmd" / "webhook.py"),
