@@ -20,6 +20,14 @@ Baseline, same run, same server: a bare durable pull consumer of the same
 stream with the same batch size that decodes every message into a KubeEvent
 and acks it, nothing else: the floor of any consumer of this stream in
 Python. `ratio` is tracker throughput over baseline throughput.
+
+"two_replicas": the same stream read again from the start (consumer and
+bucket deleted) by two tracker processes sharing the one durable consumer,
+as two Deployment replicas do; timed from the moment both are started and
+warm until the consumer's ack floor reaches the stream's last message. Each
+reports what it applied and its own memory growth. `scaling` is their
+throughput over the single in-process tracker's (below 2 on a machine whose
+two cores also run nats-server and the bench).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import gc
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +57,7 @@ from clusterregistry.tracker.metrics import TrackerMetrics
 
 LOCAL = "clusterregistry.clusterregistry.svc:5000"
 SIDECAR = "docker.io/istio/proxyv2:1.20.0"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rss_bytes() -> int:
@@ -127,6 +137,7 @@ async def _tracker(url: str, total: int, settings: TrackerSettings) -> dict[str,
     registry = CollectorRegistry()
     tracker = Tracker(bus=bus, settings=settings, early_loading=True, local_registry=LOCAL,
                       identity="bench", metrics=TrackerMetrics(registry))
+    await tracker.prepare()  # bucket and consumer made, as the replicas below are
     gc.collect()
     rss_before = _rss_bytes()
     stop = asyncio.Event()
@@ -156,6 +167,79 @@ async def _tracker(url: str, total: int, settings: TrackerSettings) -> dict[str,
             "records_stored_mb": round(stored / 2**20, 2)}
 
 
+async def _replica(url: str) -> None:
+    """A tracker replica as its own process (`--replica URL`): warm, say so, wait for "go",
+    run until stdin closes, report as JSON."""
+    bus = await connect([url], name="bench-replica")
+    tracker = Tracker(bus=bus, settings=TrackerSettings(), early_loading=True,
+                      local_registry=LOCAL, identity=f"bench-{os.getpid()}",
+                      metrics=TrackerMetrics(CollectorRegistry()))
+    await tracker.prepare()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    gc.collect()
+    rss_before = _rss_bytes()
+    print("ready", flush=True)
+    await reader.readline()
+    cpu_started = time.process_time()
+    stop = asyncio.Event()
+    task = asyncio.create_task(tracker.run(stop))
+    await reader.readline()  # "stop", or EOF
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    print(json.dumps({"applied": tracker.applied,
+                      "cpu_seconds": round(time.process_time() - cpu_started, 3),
+                      "rss_growth_mb": round((_rss_bytes() - rss_before) / 2**20, 1)}),
+          flush=True)
+    await bus.close()
+
+
+async def _two_replicas(url: str, total: int) -> dict[str, Any]:
+    admin = await connect([url], name="bench-admin")
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        # from the start again: no consumer, no records
+        await admin.js.delete_consumer(subjects.KUBE_STREAM, subjects.TRACKER_CONSUMER)
+        await admin.js.delete_key_value(subjects.REFS_BUCKET)
+        for _ in range(2):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.tracker", "--replica", url, cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            children.append(child)
+        for child in children:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 120)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a replica did not start: {line!r}")
+        started = time.perf_counter()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        while True:
+            info = await admin.js.consumer_info(subjects.KUBE_STREAM,
+                                                subjects.TRACKER_CONSUMER)
+            if info.ack_floor is not None and info.ack_floor.stream_seq >= total:
+                break
+            await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - started
+        reports = []
+        for child in children:
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write(b"stop\n")
+            await child.stdin.drain()
+            reports.append(json.loads(await asyncio.wait_for(child.stdout.readline(), 60)))
+            await child.wait()
+        return {"seconds": round(seconds, 3), "replicas": reports}
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        await admin.close()
+
+
 async def tracker(*, quick: bool = False) -> dict[str, Any]:
     owners, pods = (500, 10_000) if quick else (5_000, 100_000)
     settings = TrackerSettings()  # the production batch size
@@ -176,6 +260,7 @@ async def tracker(*, quick: bool = False) -> dict[str, Any]:
             gc.collect()
             baseline_s = await _baseline(server.url, total, settings.batch_size)
             measured = await _tracker(server.url, total, settings)
+            two = await _two_replicas(server.url, total)
         finally:
             await server.stop()
     tracker_rate = total / measured["seconds"]
@@ -188,9 +273,14 @@ async def tracker(*, quick: bool = False) -> dict[str, Any]:
         "baseline_decode_and_ack": {"seconds": round(baseline_s, 3),
                                     "messages_per_second": round(baseline_rate)},
         "ratio": round(tracker_rate / baseline_rate, 3),
+        "two_replicas": {**two, "pod_events_per_second": round(pods / two["seconds"]),
+                         "scaling": round(measured["seconds"] / two["seconds"], 3)},
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(tracker(quick=True)), indent=2))
+    if sys.argv[1:2] == ["--replica"]:
+        asyncio.run(_replica(sys.argv[2]))
+    else:
+        print(json.dumps(asyncio.run(tracker(quick=True)), indent=2))
