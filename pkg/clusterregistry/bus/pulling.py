@@ -3,9 +3,10 @@
 A consumer is declared by the process that reads it (created or updated to
 the settings it needs, like streams), and read with explicit acks: a message
 is acked only once its effect is stored, so a crash in between redelivers it
-after `ack_wait`. `max_ack_pending` bounds what is out at once; with a
-single reader, setting it to the batch size keeps redeliveries in stream order,
-which readers of relist markers rely on.
+after `ack_wait`. `max_ack_pending` bounds what is out at once across every
+process pulling from the consumer (the tracker's replicas share one). Nothing
+here promises order across those processes: readers that need "everything
+before this message is done" (relist end markers) check the consumer's ack floor.
 """
 
 from __future__ import annotations

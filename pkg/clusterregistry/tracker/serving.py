@@ -16,14 +16,14 @@ async def serve(
     stop: asyncio.Event,
     *,
     identity: str | None = None,
-    probe_host: str = "0.0.0.0",
+    probe_host: str | None = None,
 ) -> None:
     bus = await connect(settings.nats.servers, name="clusterregistry-tracker")
     tracker = Tracker(
         bus=bus, settings=settings.tracker, early_loading=settings.enable_early_loading,
         local_registry=settings.local_registry, identity=identity,
         stream_replicas=settings.nats.stream_replicas, metrics=TrackerMetrics())
-    probes = ProbeServer(probe_host, settings.probe_port)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
     # ready once the consumer exists and its cache is warm
     probes.add_check("nats", lambda: tracker.ready and bus.nc.is_connected)
     await probes.start()

@@ -77,9 +77,9 @@ async def test_the_processes_serve_probes_reconcile_and_stop_cleanly(
         for process in (tracker, reconciler):
             await process.stop(grace=20)
             assert process.returncode == 0, process.tail_log()
-        # the tracker's consumer is its own, named by --identity, and survives the stop
+        # the tracker replicas' shared durable consumer survives the stop, nothing unacked
         info = await (await world.reader()).js.consumer_info(
-            "CLUSTERREGISTRY_KUBE", "clusterregistry-tracker-t0")
+            "CLUSTERREGISTRY_KUBE", "clusterregistry-tracker")
         assert info.num_ack_pending == 0
     finally:
         for process in (tracker, reconciler):

@@ -235,7 +235,8 @@ async def test_two_trackers_lose_no_update(services: Services) -> None:
 
 def _process_env(services: Services, port: int) -> dict[str, str]:
     return {**os.environ, "CLUSTERREGISTRY_NATS_SERVERS": services.nats.url,
-            "CLUSTERREGISTRY_PROBEPORT": str(port), "CLUSTERREGISTRY_LOG_FORMAT": "json",
+            "CLUSTERREGISTRY_PROBEPORT": str(port),
+            "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1", "CLUSTERREGISTRY_LOG_FORMAT": "json",
             "CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
             "CLUSTERREGISTRY_ENABLEEARLYLOADING": "true",
             "CLUSTERREGISTRY_LOCALREGISTRY": LOCAL_REGISTRY,
