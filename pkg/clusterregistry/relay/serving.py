@@ -25,7 +25,7 @@ async def serve(
     *,
     kubeconfig: str | None = None,
     identity: str | None = None,
-    probe_host: str = "0.0.0.0",
+    probe_host: str | None = None,
 ) -> None:
     bus = await connect(settings.nats.servers, name="clusterregistry-relay")
     api = await api_client(kubeconfig)
@@ -34,7 +34,7 @@ async def serve(
         identity=identity or default_identity(), stream_replicas=settings.nats.stream_replicas,
         metrics=RelayMetrics(),
     )
-    probes = ProbeServer(probe_host, settings.probe_port)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
     # ready once the stream exists; a standby relay is ready too (it can take over)
     probes.add_check("nats", lambda: relay.ready and bus.nc.is_connected)
     await probes.start()

@@ -24,6 +24,7 @@ async def test_cmd_relay_serves_probes_relays_and_stops_cleanly(world: World,
     env = {**os.environ,
            "CLUSTERREGISTRY_NATS_SERVERS": world.nats.url,
            "CLUSTERREGISTRY_PROBEPORT": str(port),
+           "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
            "CLUSTERREGISTRY_LOG_FORMAT": "json",
            "POD_NAME": "relay-0"}
     process = Process([sys.executable, str(ROOT / "cmd" / "relay.py"),
