@@ -115,7 +115,10 @@ class Reference(msgspec.Struct, frozen=True, kw_only=True):
     def familiar(self) -> str:
         """The short form people type: `nginx:latest` for `docker.io/library/nginx:latest`."""
         name = self.name
-        if self.domain == DEFAULT_DOMAIN:
+        first = self.path.split("/", 1)[0]
+        # `docker.io/a.b/c` must keep its domain: `a.b/c` would read back as registry `a.b`
+        # (distribution's FamiliarName drops it anyway, and so cannot round-trip this one)
+        if self.domain == DEFAULT_DOMAIN and "." not in first and first != "localhost":
             name = self.path
             if name.startswith(OFFICIAL_REPOSITORY_PREFIX) and name.count("/") == 1:
                 name = name[len(OFFICIAL_REPOSITORY_PREFIX):]

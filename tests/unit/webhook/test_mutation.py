@@ -284,7 +284,12 @@ _digest = st.sampled_from(["sha256:" + "0" * 64, DIGEST, "sha512:" + "e" * 128])
 
 @st.composite
 def image_refs(draw: st.DrawFn) -> str:
-    text = draw(_host) + "/".join(draw(st.lists(_component, min_size=1, max_size=3)))
+    host, path = draw(_host), draw(st.lists(_component, min_size=1, max_size=3))
+    if not host and ("." in path[0] or path[0] == "localhost"):
+        # without a host, a first component with a dot IS the registry (`a.b/c`); keep the
+        # generated image on Docker Hub as meant
+        host = "docker.io/"
+    text = host + "/".join(path)
     if draw(st.booleans()):
         text += ":" + draw(_tag)
     if draw(st.booleans()):
