@@ -180,6 +180,8 @@ class ReconcilerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="cam
     refresh_interval_seconds: float = 0.0
     # owners listed in an Artifact's status (the count is always exact)
     owners_listed: int = 20
+    # an Artifact event or mirror result a dead reconciler held is redelivered after this
+    ack_wait_seconds: float = 30.0
 
 
 class RegistryAccess(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -441,6 +443,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("reconciler.retryJitter: must be in [0, 1)")
     if reconciler.refresh_interval_seconds < 0:
         raise ConfigError("reconciler.refreshIntervalSeconds: must be >= 0 (0: never)")
+    if reconciler.ack_wait_seconds < 1:
+        raise ConfigError("reconciler.ackWaitSeconds: must be at least 1")
     if not 0 <= reconciler.owners_listed <= 20:
         raise ConfigError("reconciler.ownersListed: must be between 0 and 20 (the CRD's bound)")
     if not settings.local_registry or "/" in settings.local_registry:

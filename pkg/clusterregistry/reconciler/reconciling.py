@@ -102,12 +102,13 @@ class Reconciler:
             stream=subjects.KUBE_STREAM,
             durable=consumer_name(subjects.RECONCILER_ARTIFACTS_CONSUMER, identity),
             filter_subject=subjects.kube_kind("artifact"), deliver_new=True,
-            max_ack_pending=1000,
+            max_ack_pending=1000, ack_wait=settings.ack_wait_seconds,
             # a replica that is gone leaves nothing behind (it lists everything at start)
             inactive_threshold=_EVENTS_INACTIVE_SECONDS if identity else 0.0))
         self.results = Puller(bus.js, ConsumerSpec(
             stream=subjects.MIRROR_STREAM, durable=subjects.RECONCILER_RESULTS_CONSUMER,
-            filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000))
+            filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000,
+            ack_wait=settings.ack_wait_seconds))
         self.records: Records[ArtifactRecord] | None = None
         self._refs_kv: KeyValue | None = None
         # state

@@ -404,6 +404,7 @@ class System:
                 "retryMaxSeconds": 5.0,
                 "mirrorTimeoutSeconds": 20.0,
                 "resyncSeconds": 30.0,
+                "ackWaitSeconds": 5.0,
             },
             "mirror": {
                 # a killed worker's request goes to the other one within seconds
