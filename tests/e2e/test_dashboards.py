@@ -184,10 +184,11 @@ async def test_every_dashboard_query_returns_data(
     await scenario.delete_network_function()
     await scenario.collect_garbage()
 
-    # every process was scraped after the scenario's last step, and is up
+    # every process was scraped at least twice after the scenario's last step (a series the
+    # last step created needs two samples for rate() and increase()), and is up
     done = time.time()
-    await wait_for(lambda: scraped_after(done), timeout=30, interval=0.5,
-                   description="a scrape of every process after the scenario")
+    await wait_for(lambda: scraped_after(done + 2.5 * SCRAPE_INTERVAL), timeout=30,
+                   interval=0.5, description="two scrapes of every process after the scenario")
 
     # the time range a dashboard would show: the whole test
     window = f"{math.ceil(time.time() - began) + 5}s"
