@@ -192,10 +192,7 @@ async def test_every_dashboard_query_returns_data(
 
     # the time range a dashboard would show: the whole test
     window = f"{math.ceil(time.time() - began) + 5}s"
-    threshold = system.settings_tree().get("clusterRegistry", {}).get(
-        "clusterRegistryGCThreshold", 0)
-    variables = {"$__rate_interval": window, "$__range": window,
-                 "$gc_threshold": str(threshold)}
+    variables = {"$__rate_interval": window, "$__range": window}
     failures = []
     for title, query in dashboard_queries():
         expr = query

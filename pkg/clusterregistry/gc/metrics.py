@@ -42,6 +42,10 @@ class GcMetrics:
         self.capacity_bytes = Gauge(
             "clusterregistry_gc_storage_capacity_bytes", "Registry storage capacity",
             registry=registry)
+        self.threshold_percent = Gauge(
+            "clusterregistry_gc_threshold_percent",
+            "clusterRegistryGCThreshold: storage use (percent) above which a run collects",
+            registry=registry)
         self.last_success = Gauge(
             "clusterregistry_gc_last_success_timestamp_seconds",
             "When the last GC run finished successfully (UNIX time)", registry=registry)

@@ -123,8 +123,10 @@ async def serve(
 ) -> None:
     holder = identity or default_identity()
     bus = await connect(settings.nats.servers, name="clusterregistry-gc")
+    metrics = GcMetrics(metrics_registry)
+    metrics.threshold_percent.set(settings.cluster_registry.cluster_registry_gc_threshold)
     collector, closing = await build(settings, bus, kubeconfig=kubeconfig, holder=holder,
-                                     metrics=GcMetrics(metrics_registry))
+                                     metrics=metrics)
     probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port,
                          registry=metrics_registry)
     ready = asyncio.Event()
