@@ -674,8 +674,13 @@ class _OrderedReader:
     async def run(self, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
         backoff = _RETRY_FIRST
+        task = asyncio.current_task()
         try:
             while not self.stopping:
+                if task is not None and task.cancelling():
+                    # Ctrl-C cancelled us, but nats-py's fetch (asyncio.wait_for on Python
+                    # 3.11) can swallow a cancellation that races its timeout: honour it
+                    raise asyncio.CancelledError
                 if self._sub is None:
                     await self._recreate()
                     if self._sub is None:
