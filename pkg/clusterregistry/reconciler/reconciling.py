@@ -50,6 +50,7 @@ from clusterregistry.errors import (
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.reconciler import statuses
 from clusterregistry.reconciler.metrics import ReconcilerMetrics
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.schemas import ArtifactRecord, MirrorResult, OwnerRecord
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class Reconciler:
                 await self.prepare()
             except (RetryableError, PermanentError) as exc:
                 log.warning("reconciler cannot start yet: %s", exc)
-                if await _stopped(stop, delay):
+                if await sleep_unless_stopped(stop, delay):
                     return
                 delay = min(delay * 2, 10.0)
         loops: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
@@ -284,7 +285,7 @@ class Reconciler:
             except Exception as exc:  # the watch broke (NATS restarted): load everything again
                 log.warning("reconciler: watching %s: %s; watching again", subjects.REFS_BUCKET,
                             exc)
-                if await _stopped(stop, 1.0):
+                if await sleep_unless_stopped(stop, 1.0):
                     return
 
     async def _consume_events(self, stop: asyncio.Event) -> None:
@@ -294,7 +295,7 @@ class Reconciler:
                 messages = await self.events.fetch(256, timeout=1.0)
             except RetryableError as exc:
                 log.warning("reconciler: %s", exc)
-                if await _stopped(stop, 1.0):
+                if await sleep_unless_stopped(stop, 1.0):
                     return
                 continue
             for msg in messages:
@@ -332,7 +333,7 @@ class Reconciler:
                 messages = await self.results.fetch(64, timeout=1.0)
             except RetryableError as exc:
                 log.warning("reconciler: %s", exc)
-                if await _stopped(stop, 1.0):
+                if await sleep_unless_stopped(stop, 1.0):
                     return
                 continue
             for msg in messages:
@@ -399,7 +400,7 @@ class Reconciler:
         assert self._refs_kv is not None
         refs = Records(self._refs_kv, schemas.owner_record_decoder.decode,
                        name=subjects.REFS_BUCKET)
-        while not await _stopped(stop, self.settings.resync_seconds):
+        while not await sleep_unless_stopped(stop, self.settings.resync_seconds):
             try:
                 await self._relist_artifacts()
                 snapshot = await refs.snapshot()
@@ -427,7 +428,7 @@ class Reconciler:
             if not self.dirty or not self.refs_loaded:
                 self._wakeup.clear()
                 soonest = min(self.timers.values(), default=now + 1.0)
-                await _stopped(self._wakeup, max(0.01, min(soonest - now, 1.0)))
+                await sleep_unless_stopped(self._wakeup, max(0.01, min(soonest - now, 1.0)))
                 continue
             batch = sorted(self.dirty)[: self.settings.batch_size]
             self.dirty.difference_update(batch)
@@ -565,16 +566,3 @@ class Reconciler:
     def idle(self) -> bool:
         """Nothing queued (timers may be pending): for tests and the sandbox."""
         return self.refs_loaded and not self.dirty
-
-
-async def _stopped(stop: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` unless stopped first; True when stopped. (asyncio.wait, not wait_for:
-    Python 3.11's wait_for can swallow a cancellation, and a cancelled service must end.)"""
-    if stop.is_set():
-        return True
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        done, _ = await asyncio.wait({waiter}, timeout=delay)
-    finally:
-        waiter.cancel()
-    return bool(done)

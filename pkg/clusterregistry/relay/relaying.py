@@ -52,6 +52,7 @@ from clusterregistry.kube.watching import (
 )
 from clusterregistry.relay import translating
 from clusterregistry.relay.metrics import KindMetrics, RelayMetrics
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Relay:
                 await self.prepare()
             except RetryableError as exc:
                 log.warning("relay cannot prepare NATS: %s", exc)
-                if await _stopped(stop, 2.0):
+                if await sleep_unless_stopped(stop, 2.0):
                     return
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -341,9 +342,3 @@ class Relay:
                 await self._save_checkpoint(kind, resume)
                 resume = None
                 last_write = time.monotonic()
-
-
-async def _stopped(stop: asyncio.Event, timeout: float) -> bool:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout)
-    return stop.is_set()

@@ -79,6 +79,22 @@ async def _supervise(main: Main, name: str) -> int:
     return 128 + forced[0] if forced else EXIT_OK
 
 
+async def sleep_unless_stopped(stop: asyncio.Event, delay: float) -> bool:
+    """Sleep `delay` unless `stop` is set first; True when stopped.
+
+    asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+    races its timeout, and a cancelled service must end.
+    """
+    if stop.is_set():
+        return True
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=delay)
+    finally:
+        waiter.cancel()
+    return bool(done)
+
+
 async def wait_stopped(stop: asyncio.Event, *tasks: asyncio.Future[Any]) -> None:
     """Wait until `stop` is set or one of `tasks` fails; then cancel and await the others.
 

@@ -46,6 +46,7 @@ from clusterregistry.bus.pulling import ConsumerSpec, Puller
 from clusterregistry.bus.streams import ensure_bucket
 from clusterregistry.config import TrackerSettings
 from clusterregistry.errors import ConflictError, RetryableError
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.schemas import KubeEvent, OwnerRecord, RelistMarker
 from clusterregistry.tracker import owners
 from clusterregistry.tracker.metrics import TrackerMetrics
@@ -115,7 +116,7 @@ class Tracker:
                 await self.prepare()
             except RetryableError as exc:
                 log.warning("tracker cannot start consuming yet: %s", exc)
-                if await _stopped(stop, delay):
+                if await sleep_unless_stopped(stop, delay):
                     return
                 delay = min(delay * 2, self.settings.retry_max_seconds)
         purging = asyncio.create_task(self._purge_tombstones(stop), name="purge-tombstones")
@@ -126,7 +127,7 @@ class Tracker:
                 except RetryableError as exc:
                     log.warning("tracker fetch: %s", exc)
                     self.metrics.retries.inc()
-                    if await _stopped(stop, 1.0):
+                    if await sleep_unless_stopped(stop, 1.0):
                         return
                     continue
                 if messages:
@@ -223,7 +224,7 @@ class Tracker:
             except RetryableError as exc:
                 self.metrics.retries.inc()
                 log.warning("tracker: %s; retrying in %.1fs", exc, delay)
-                if await _stopped(stop, delay):
+                if await sleep_unless_stopped(stop, delay):
                     return False
                 delay = min(delay * 2, self.settings.retry_max_seconds)
 
@@ -356,21 +357,8 @@ class Tracker:
         """Tombstones only guard against late events of deleted owners; drop old ones."""
         assert self.records is not None
         interval = self.settings.tombstone_seconds / 2
-        while not await _stopped(stop, interval):
+        while not await sleep_unless_stopped(stop, interval):
             try:
                 await self.records.purge_tombstones(older_than=self.settings.tombstone_seconds)
             except RetryableError as exc:
                 log.warning("tracker: %s", exc)
-
-
-async def _stopped(stop: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` unless stopped first; True when stopped. (asyncio.wait, not wait_for:
-    Python 3.11's wait_for can swallow a cancellation, and a cancelled service must end.)"""
-    if stop.is_set():
-        return True
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        done, _ = await asyncio.wait({waiter}, timeout=delay)
-    finally:
-        waiter.cancel()
-    return bool(done)
