@@ -22,7 +22,6 @@ a stale cache.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -50,7 +49,7 @@ from clusterregistry.errors import (
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.reconciler import statuses
 from clusterregistry.reconciler.metrics import ReconcilerMetrics
-from clusterregistry.runtime.lifecycle import sleep_unless_stopped
+from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.schemas import ArtifactRecord, MirrorResult, OwnerRecord
 
 log = logging.getLogger(__name__)
@@ -181,11 +180,7 @@ class Reconciler:
                 if task is not stopping and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            for task in (*tasks, stopping):
-                task.cancel()
-            for task in (*tasks, stopping):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*tasks, stopping)
             await self.events.stop()
             await self.results.stop()
 

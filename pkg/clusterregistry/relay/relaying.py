@@ -23,7 +23,6 @@ absorbs the overlap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -52,7 +51,7 @@ from clusterregistry.kube.watching import (
 )
 from clusterregistry.relay import translating
 from clusterregistry.relay.metrics import KindMetrics, RelayMetrics
-from clusterregistry.runtime.lifecycle import sleep_unless_stopped
+from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ class Relay:
                 acquiring = asyncio.create_task(self.elector.acquire())
                 await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if stop.is_set():
-                    acquiring.cancel()
+                    await cancel_and_wait(acquiring)
                     break
                 self.metrics.leader.set(1)
                 log.info("relay %s leads", self.identity)
@@ -140,11 +139,7 @@ class Relay:
                         if task.exception() is not None:
                             raise task.exception()  # type: ignore[misc]
                 finally:
-                    for task in (*tasks, keeping):
-                        task.cancel()
-                    for task in (*tasks, keeping):
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                    await cancel_and_wait(*tasks, keeping)
                     self.metrics.leader.set(0)
                 if not stop.is_set():
                     log.warning("relay %s lost the lease; standing by", self.identity)
@@ -166,11 +161,7 @@ class Relay:
             for task in done:
                 task.result()
         finally:
-            for task in (watcher, acking):
-                task.cancel()
-            for task in (watcher, acking):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(watcher, acking)
             await pipeline.close()
 
     async def _load_checkpoint(self, kind: str) -> str | None:

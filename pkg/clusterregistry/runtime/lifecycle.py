@@ -20,7 +20,8 @@ from typing import Any
 from clusterregistry.errors import ConfigError
 from clusterregistry.runtime import logs
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "Main", "run", "wait_stopped"]
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "Main", "cancel_and_wait", "run",
+           "sleep_unless_stopped", "wait_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,27 @@ async def sleep_unless_stopped(stop: asyncio.Event, delay: float) -> bool:
     return bool(done)
 
 
+async def cancel_and_wait(*tasks: asyncio.Future[Any],
+                          nudge: float = 1.0) -> list[BaseException | None]:
+    """Cancel `tasks` and wait until every one has ended; each one's exception, if any.
+
+    One cancel is not always enough on Python 3.11: `asyncio.wait_for` (nats-py awaits
+    every request with it) returns its result when the awaited future completes in the
+    same loop iteration as the cancellation, and the cancellation is lost. A watch loop
+    that lost it runs on for ever and its process never stops. A task still running
+    `nudge` seconds after its cancel is cancelled again, until it ends.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=nudge)
+        for task in pending:
+            log.debug("%r still running after its cancellation; cancelling it again", task)
+            task.cancel()
+    return [None if task.cancelled() else task.exception() for task in tasks]
+
+
 async def wait_stopped(stop: asyncio.Event, *tasks: asyncio.Future[Any]) -> None:
     """Wait until `stop` is set or one of `tasks` fails; then cancel and await the others.
 
@@ -118,9 +140,6 @@ async def wait_stopped(stop: asyncio.Event, *tasks: asyncio.Future[Any]) -> None
                         raise error
     finally:
         stopped.cancel()
-        for task in pending:
-            task.cancel()
-        results = await asyncio.gather(stopped, *pending, return_exceptions=True)
-        for result in results[1:]:
-            if isinstance(result, Exception):
-                log.error("task failed while stopping", exc_info=result)
+        for error in await cancel_and_wait(stopped, *pending):
+            if isinstance(error, Exception):
+                log.error("task failed while stopping", exc_info=error)

@@ -236,3 +236,38 @@ async def test_cancelling_the_waiter_cancels_the_tasks() -> None:
         await waiter
     assert worker.cancelled()
     assert cleaned == ["worker"]
+
+
+async def test_cancel_and_wait_ends_a_task_whose_cancellation_wait_for_swallowed() -> None:
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[None]] = []
+    waiting = asyncio.Event()
+
+    async def worker() -> None:  # a loop of requests, as nats-py makes them
+        while True:
+            futures.append(loop.create_future())
+            waiting.set()
+            await asyncio.wait_for(futures[-1], timeout=60)
+
+    task = asyncio.create_task(worker())
+    await waiting.wait()
+    # the reply lands in the loop iteration of the cancellation: Python 3.11's wait_for
+    # returns the reply, drops the cancellation, and the worker runs on
+    loop.call_soon(futures[-1].set_result, None)
+    errors = await asyncio.wait_for(lifecycle.cancel_and_wait(task, nudge=0.05), timeout=30)
+    assert task.cancelled() and errors == [None]
+    if sys.version_info < (3, 12):
+        assert len(futures) == 2  # the first cancellation was lost
+
+
+async def test_cancel_and_wait_reports_exceptions_and_leaves_done_tasks_alone() -> None:
+    async def fail() -> None:
+        raise ValueError("boom")
+
+    failed = asyncio.create_task(fail())
+    finished = asyncio.create_task(asyncio.sleep(0))
+    sleeping = asyncio.create_task(asyncio.sleep(60))
+    await asyncio.wait({failed, finished})
+    errors = await lifecycle.cancel_and_wait(failed, finished, sleeping)
+    assert isinstance(errors[0], ValueError) and errors[1:] == [None, None]
+    assert not finished.cancelled() and sleeping.cancelled()
