@@ -160,10 +160,71 @@ def _split_domain(name: str) -> tuple[str, str]:
 def parse(text: str) -> Reference:
     """A normalised reference from what a pod spec says; `ReferenceError` when invalid.
 
-    distribution's ParseNormalizedNamed step by step: split the registry off the whole text
-    (splitDockerDomain), require a lower-case repository, then parse `domain/remainder` with
-    the anchored grammar (Parse); the 255-character limit applies to the path, not the domain.
-    Tag and digest are kept as given: no `:latest` is added (see `with_default_tag`).
+    Exactly `parse_whole` (distribution's grammar), only cheaper for the common case. The
+    grammar is `name [":" tag] ["@" digest]` and neither tag nor digest can hold `/` or
+    `@`, so the text splits into its three parts without parsing; the name, which repeats
+    across a cluster's images (a new version of a workload is a new tag of a known
+    repository), is parsed by the full grammar once and remembered. Tag and digest are
+    checked with their own patterns. Anything the fast path does not accept outright goes
+    to `parse_whole`, so an invalid reference gets distribution's error message.
+    """
+    if 0 < len(text) <= REFERENCE_LENGTH_MAX:
+        rest, at, digest = text.partition("@")
+        colon = rest.rfind(":")
+        tagged = colon > rest.rfind("/")
+        name, tag = (rest[:colon], rest[colon + 1:]) if tagged else (rest, "")
+        named = _names.get(name)
+        if named is None:
+            named = _parse_name(name)
+        # `nginx:` and `nginx@` are invalid: a separator needs what it separates
+        if (named is not None and (not tagged or _TAG_ONLY.fullmatch(tag))
+                and (not at or _digest_valid(digest))):
+            return Reference(domain=named.domain, path=named.path, tag=tag, digest=digest)
+    return parse_whole(text)
+
+
+# name text -> its parse without tag or digest; only valid names are kept, so the size of
+# the map is bounded by the images a cluster really uses (and cleared past a ceiling)
+_names: dict[str, Reference] = {}
+_NAMES_MAX: Final = 8192
+_TAG_ONLY = re.compile(_TAG, re.ASCII)
+_DIGEST_ONLY = re.compile(_DIGEST, re.ASCII)
+
+
+def _parse_name(name: str) -> Reference | None:
+    # `name` alone must be a whole valid reference without tag and digest; a 64-hex name
+    # is refused by parse_whole, as distribution refuses it
+    if not name or (len(name) == 64 and _ANCHORED_IDENTIFIER.fullmatch(name)):
+        return None
+    try:
+        named = parse_whole(name)
+    except ReferenceError:
+        return None
+    if named.tag or named.digest:  # cannot happen for a split name; never cache a surprise
+        return None
+    if len(_names) >= _NAMES_MAX:
+        _names.clear()
+    _names[name] = named
+    return named
+
+
+def _digest_valid(digest: str) -> bool:
+    if not _DIGEST_ONLY.fullmatch(digest):
+        return False
+    try:
+        _validate_digest(digest)
+    except ReferenceError:
+        return False
+    return True
+
+
+def parse_whole(text: str) -> Reference:
+    """distribution's ParseNormalizedNamed step by step, on the whole text.
+
+    Split the registry off the whole text (splitDockerDomain), require a lower-case
+    repository, then parse `domain/remainder` with the anchored grammar (Parse); the
+    255-character limit applies to the path, not the domain. Tag and digest are kept as
+    given: no `:latest` is added (see `with_default_tag`).
     """
     if not text:
         raise ReferenceError("repository name must have at least one component")

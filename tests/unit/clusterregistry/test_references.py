@@ -13,8 +13,10 @@ the same validity, tag and digest, and `familiar()` giving the input back (distr
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clusterregistry import references
@@ -494,3 +496,40 @@ def test_a_failing_match_does_not_backtrack_exponentially() -> None:
         references.parse("a" * 60 + "!")
     with pytest.raises(ReferenceError):
         references.parse("f" * 64 + "\n")
+
+
+# -- the fast path is the whole grammar ---------------------------------------------------------
+
+def _outcome(parse: Any, text: str) -> Reference | str:
+    try:
+        return parse(text)  # type: ignore[no-any-return]
+    except ReferenceError as exc:
+        return f"error: {exc}"
+
+
+# the alphabet where the grammar's decisions are: separators, case, hex, ports
+_near_grammar = st.text(alphabet="aA0f:/@._-+ ", max_size=40) | st.builds(
+    lambda ref, noise: ref + noise, valid_references(),
+    st.sampled_from(["", ":", "@", "/", ":x", "@sha256:", ":A:b", "/X", ".", "@sha256:ab"]))
+
+
+@settings(max_examples=400)
+@given(_near_grammar)
+def test_parse_is_parse_whole_on_text_near_the_grammar(text: str) -> None:
+    # twice: the second call meets the name cache the first one may have filled
+    assert _outcome(references.parse, text) == _outcome(references.parse_whole, text)
+    assert _outcome(references.parse, text) == _outcome(references.parse_whole, text)
+
+
+@given(st.text(max_size=60))
+def test_parse_is_parse_whole_on_any_text(text: str) -> None:
+    assert _outcome(references.parse, text) == _outcome(references.parse_whole, text)
+
+
+@pytest.mark.parametrize("text", [row[0] for row in REFERENCE_PARSE] + [
+    "localhost:5000", "localhost:5000@sha256:" + "a" * 64, "a" * 64, "a" * 64 + ":tag",
+    "Foo/bar:tag", "docker.io/Foo", "host:5000/a:b:c", "a/b@sha256:" + "A" * 64,
+    "a@md5:" + "0" * 32, "a:" + "t" * 129, "a/" + "b" * 260, "nginx:latest@", "nginx@",
+    "nginx:", "acr.io/a:", "acr.io:5000/a:", "a:@sha256:" + "a" * 64, "a::b", "a:b:"])
+def test_parse_is_parse_whole_on_distribution_cases(text: str) -> None:
+    assert _outcome(references.parse, text) == _outcome(references.parse_whole, text)
