@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -33,13 +34,17 @@ from clusterregistry.webhook.policies import (
     exclusion,
 )
 from clusterregistry.webhook.reviews import (
-    AdmissionRequest,
+    VIEWED_METADATA,
     AdmissionResponse,
     Container,
+    Pod,
     PodError,
+    RequestHead,
     ReviewError,
     decode_pod,
+    decode_pod_review,
     decode_review,
+    decode_user_info,
     encode_patch,
     encode_response,
 )
@@ -115,17 +120,29 @@ class Admitter:
         self.match = match
         self._keep = rules.policy == "Always"
         self._decisions: dict[tuple[Any, ...], Decision] = {}
+        # one decoding pass per review when the match condition (if any) reads no more of
+        # the object than the one-pass view keeps: AOSM's default reads namespace and labels
+        self._one_pass = match is None or match.reads_only_metadata(VIEWED_METADATA)
 
     def review(self, body: bytes) -> tuple[int, bytes]:
         """(HTTP status, body) for one request body."""
         started = time.perf_counter()
+        request: RequestHead
+        pod: Pod | PodError | None = None
+        metadata: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+        one_pass = decode_pod_review(body) if self._one_pass else None
+        if one_pass is not None:
+            request, pod, metadata = one_pass.request, one_pass.pod, one_pass.metadata
+            raw_object = None
+        else:
+            try:
+                full = decode_review(body)
+            except ReviewError as exc:
+                self.metrics.outcome[outcomes.BAD_REQUEST].inc()
+                return 400, bad_request(str(exc))
+            request, raw_object = full, full.object
         try:
-            request = decode_review(body)
-        except ReviewError as exc:
-            self.metrics.outcome[outcomes.BAD_REQUEST].inc()
-            return 400, bad_request(str(exc))
-        try:
-            decision = self._decide(request)
+            decision = self._decide(request, pod=pod, raw_object=raw_object, metadata=metadata)
         except Exception:  # a bug must not block pod creation: fail open, loudly
             log.exception("admission %s failed; allowed without a rewrite", request.uid)
             decision = _decision(outcomes.ERROR, ["internal error; image references left as "
@@ -135,7 +152,10 @@ class Admitter:
         self.metrics.latency.observe(time.perf_counter() - started)
         return 200, payload
 
-    def _decide(self, request: AdmissionRequest) -> Decision:
+    def _decide(self, request: RequestHead, *, pod: Pod | PodError | None,
+                raw_object: msgspec.Raw | None,
+                metadata: dict[str, Any] | msgspec.UnsetType | None) -> Decision:
+        """`pod` and `metadata` from the one-pass view, or `raw_object` to decode."""
         if (request.kind.kind != "Pod" or request.resource.group != ""
                 or request.resource.resource != "pods"
                 or request.sub_resource not in ("", "ephemeralcontainers")):
@@ -150,19 +170,38 @@ class Admitter:
         # a running container would restart it.
         if request.operation != ("UPDATE" if ephemeral else "CREATE"):
             return _decision(outcomes.UNCHANGED)
-        return self._decide_pod(request, ephemeral=ephemeral)
+        if pod is None:
+            assert raw_object is not None
+            try:
+                pod = decode_pod(raw_object)
+            except PodError as exc:
+                pod = exc
+        if isinstance(pod, PodError):
+            return _decision(outcomes.UNREADABLE_POD, [f"{pod}; nothing changed"])
+        return self._decide_pod(request, pod, raw_object=raw_object, metadata=metadata,
+                                ephemeral=ephemeral)
 
-    def _decide_pod(self, request: AdmissionRequest, *, ephemeral: bool) -> Decision:
-        try:
-            pod = decode_pod(request.object)
-        except PodError as exc:
-            return _decision(outcomes.UNREADABLE_POD, [f"{exc}; nothing changed"])
+    def _matches(self, request: RequestHead, *, raw_object: msgspec.Raw | None,
+                 metadata: dict[str, Any] | msgspec.UnsetType | None) -> bool | str:
+        assert self.match is not None
+        if raw_object is not None:
+            return self.match.evaluate_json(obj=raw_object, old_obj=request.old_object,
+                                            request=partial(_cel_request, request))
+        # the one-pass view: the expression reads nothing of the object but this metadata,
+        # and nothing of oldObject (reads_only_metadata)
+        obj = {} if metadata is msgspec.UNSET else {"metadata": metadata}
+        return self.match.evaluate(obj=obj, old_obj=None,
+                                   request=_cel_request(request) if self.match.reads("request")
+                                   else {})
+
+    def _decide_pod(self, request: RequestHead, pod: Pod, *, raw_object: msgspec.Raw | None,
+                    metadata: dict[str, Any] | msgspec.UnsetType | None,
+                    ephemeral: bool) -> Decision:
         namespace = request.namespace or pod.metadata.namespace
         reason = exclusion(pod.metadata.labels, namespace, own_namespace=self.own_namespace)
         warnings: list[str] = []
         if reason is None and self.match is not None:
-            matched = self.match.evaluate_json(obj=request.object, old_obj=request.old_object,
-                                               request=lambda: _cel_request(request))
+            matched = self._matches(request, raw_object=raw_object, metadata=metadata)
             if matched is False:
                 reason = MATCH_CONDITION
             elif isinstance(matched, str):
@@ -229,7 +268,7 @@ def _result_counts(result: Result) -> dict[str, Any]:
             "fallback": _tally(fallback)}
 
 
-def _cel_request(request: AdmissionRequest) -> dict[str, Any]:
+def _cel_request(request: RequestHead) -> dict[str, Any]:
     """The AdmissionRequest as CEL's `request` sees it: without object and oldObject."""
     out: dict[str, Any] = {
         "uid": request.uid,
@@ -238,7 +277,7 @@ def _cel_request(request: AdmissionRequest) -> dict[str, Any]:
         "name": request.name,
         "namespace": request.namespace,
         "operation": request.operation,
-        "userInfo": request.user_info,
+        "userInfo": decode_user_info(request.user_info),
         "dryRun": request.dry_run,
     }
     if request.sub_resource:

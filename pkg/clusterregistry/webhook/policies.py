@@ -273,6 +273,22 @@ class MatchCondition:
         return self._paths is None or any(
             (path[1] if path[0] == PRESENCE else path[0]) == root for path in self._paths)
 
+    def reads_only_metadata(self, members: frozenset[str]) -> bool:
+        """Whether the expression reads of the object only `object.metadata.<member>` (and
+        below) for these members, of the other variables at most `request`; False when
+        that cannot be told. Then the object can be given as just those members."""
+        if self._paths is None:
+            return False
+        for recorded in self._paths:
+            path = recorded[1:] if recorded[0] == PRESENCE else recorded
+            if path[0] == "request":
+                continue
+            if path[0] != "object" or len(path) < 3 or path[1] != "metadata":
+                return False
+            if path[2] not in members:
+                return False
+        return True
+
     def evaluate_json(self, *, obj: bytes, old_obj: bytes,
                       request: Callable[[], Mapping[str, Any]]) -> bool | str:
         """`evaluate` from the raw JSON of the objects, decoding only what is read."""

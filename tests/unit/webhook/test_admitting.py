@@ -6,8 +6,11 @@ import base64
 import json
 from typing import Any
 
+import hypothesis
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import config, kinds
@@ -317,3 +320,78 @@ def test_if_available_decisions_are_never_kept() -> None:
     the_admitter, _ = admitter(policy="IfAvailable")
     answer(the_admitter, review(pod("acr.io/a:1")))
     assert the_admitter._decisions == {}
+
+
+# -- one decoding pass answers as two do ---------------------------------------------------------
+
+# the same decision as AOSM's default, but reading object.spec too: the two-step path
+_DEFAULT = config.load(env={}).webhook.pod.mutation.match_condition_expression
+_TWO_STEP = f"({_DEFAULT}) && (has(object.spec) || !has(object.spec))"
+
+# the label maps and members the decision turns on (hypothesis combines them)
+_label_maps = st.sampled_from([None, {}, {"app": "commissioning"}, {"app": "descheduler"},
+                               {"name": "cert-exporter"}, {"app": "x", "tier": "y"},
+                               {kinds.MUTATE_LABEL: "false"}, {"app": 1}])
+_members = st.fixed_dictionaries({}, optional={
+    "name": st.sampled_from(["p", ""]) | st.none(),
+    "generateName": st.just("upf-"),
+    "namespace": st.sampled_from(["nf", "kube-system", "kube-system", "clusterregistry", ""]),
+    "labels": _label_maps,
+    "annotations": st.none() | st.just({kinds.ORIGINAL_IMAGES_ANNOTATION: "{}"}),
+    "ownerReferences": st.just([{"kind": "ReplicaSet", "name": "upf-1", "controller": True}]),
+})
+_image_texts = ["acr.io/a:1", "nginx", "edge.local:5000/acr.io/a:1", "UPPER:x",
+                "acr.io/b@sha256:" + "a" * 64]
+_images: st.SearchStrategy[list[str]] = st.lists(
+    st.sampled_from(_image_texts), min_size=1, max_size=3) | st.just([])
+
+
+@st.composite
+def _objects(draw: st.DrawFn) -> Any:
+    obj: dict[str, Any] = {"kind": draw(st.sampled_from(["Pod", "Pod", "Service"]))}
+    metadata = draw(st.one_of(_members, _members, _members, st.none(), st.just("not a map")))
+    if metadata != {} or draw(st.booleans()):
+        obj["metadata"] = metadata
+    obj["spec"] = {"containers": [{"name": f"c{i}", "image": image}
+                                  for i, image in enumerate(draw(_images))]}
+    return draw(st.sampled_from([obj, obj, obj, None]))
+
+
+_PAIRS = {
+    # AOSM's default expression, one pass; the same decision reading the spec, two steps
+    "default": ({}, {"pod": {"mutation": {"matchConditionExpression": _TWO_STEP}}}),
+    # no expression, one pass; an expression that is always true, two steps
+    "none": ({"enforceMatchCondition": False},
+             {"pod": {"mutation": {"matchConditionExpression": "has(object.spec) || true"}}}),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(_PAIRS))
+@hypothesis.settings(max_examples=150)
+@given(obj=_objects(), namespace=st.sampled_from(["nf", "kube-system", ""]),
+       operation=st.sampled_from(["CREATE", "CREATE", "UPDATE"]))
+def test_one_pass_answers_exactly_as_two_steps(pair: str, obj: Any, namespace: str,
+                                               operation: str) -> None:
+    one_pass, one_registry = admitter(**_PAIRS[pair][0])
+    two_step, two_registry = admitter(**_PAIRS[pair][1])
+    assert one_pass._one_pass and not two_step._one_pass  # what this test compares
+    body = review(obj, namespace=namespace, operation=operation)
+    assert _comparable(one_pass.review(body)) == _comparable(two_step.review(body))
+    assert _counts(one_registry) == _counts(two_registry)
+
+
+def _comparable(answer: tuple[int, bytes]) -> tuple[int, Any]:
+    """The answer, with an expression's failure quoted up to where the two texts differ."""
+    status, body = answer
+    decoded = json.loads(body)
+    response = decoded.get("response", {})
+    response["warnings"] = [w.split(" resulted in error")[0].split(": expression")[0]
+                            for w in response.get("warnings", [])]
+    return status, decoded
+
+
+def _counts(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every counter sample (outcomes, images rewritten and skipped by reason)."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in registry.collect() if family.type == "counter"
+            for sample in family.samples if sample.name.endswith("_total")}
