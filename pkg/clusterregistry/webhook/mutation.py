@@ -83,8 +83,11 @@ class Rules:
     artifacts: ArtifactIndex | None = None
     # IfAvailable while `artifacts` is not synced: rewrite anyway ("Always") or not ("Never")
     fallback: Literal["Always", "Never"] = "Always"
-    # image text -> Plan; the rules above never change, so neither does a plan
+    # image text -> Plan, and repository (domain, path) -> _Mapping; the rules above never
+    # change, so neither does a plan or a mapping
     plans: dict[str, Plan] = field(default_factory=dict, compare=False, repr=False)
+    mappings: dict[tuple[str, str], _Mapping] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
     def plan(self, image: str) -> Plan:
         plan = self.plans.get(image)
@@ -94,6 +97,25 @@ class Rules:
                 self.plans.clear()
             self.plans[image] = plan
         return plan
+
+    def mapping(self, source: Reference) -> _Mapping:
+        """What the rules say about a repository: a new tag of it needs no new decision."""
+        key = (source.domain, source.path)
+        mapping = self.mappings.get(key)
+        if mapping is None:
+            mapping = _make_mapping(source, self)
+            if len(self.mappings) >= _PLANS_MAX:
+                self.mappings.clear()
+            self.mappings[key] = mapping
+        return mapping
+
+
+class _Mapping(NamedTuple):
+    """The rules' decision for one repository, whatever its tag or digest."""
+
+    reason: str | None
+    detail: str
+    local_path: str  # "" unless rewritten
 
 
 class Rewritten(NamedTuple):
@@ -139,20 +161,33 @@ def _containers(pod: Pod, kind: ContainerKind) -> list[Container]:
     return pod.spec.ephemeral_containers
 
 
+def _make_mapping(source: Reference, rules: Rules) -> _Mapping:
+    reason = rules.sources.skip_reason(source)
+    if reason is not None:
+        return _Mapping(reason, "", "")
+    try:
+        local = references.to_local(source, rules.local_registry)
+    except ReferenceError as exc:
+        return _Mapping(UNMAPPABLE, str(exc), "")
+    return _Mapping(None, "", local.path)
+
+
 def _make_plan(image: str, rules: Rules) -> Plan:
     try:
         source = references.parse(image)
     except ReferenceError as exc:
         return Plan(None, INVALID, str(exc), None, "", "")
-    canonical = str(source.with_default_tag())
-    reason = rules.sources.skip_reason(source)
-    if reason is not None:
-        return Plan(source, reason, "", None, "", canonical)
-    try:
-        local = references.to_local(source, rules.local_registry)
-    except ReferenceError as exc:
-        return Plan(source, UNMAPPABLE, str(exc), None, "", canonical)
-    return Plan(source, None, "", local, str(local), canonical)
+    mapping = rules.mapping(source)
+    # str(Reference) spelled out: tag and digest exactly as written
+    version = (f":{source.tag}" if source.tag else "") + (
+        f"@{source.digest}" if source.digest else "")
+    canonical = f"{source.domain}/{source.path}{version or ':' + references.DEFAULT_TAG}"
+    if mapping.reason is not None:
+        return Plan(source, mapping.reason, mapping.detail, None, "", canonical)
+    local = Reference(domain=rules.local_registry, path=mapping.local_path, tag=source.tag,
+                      digest=source.digest)
+    return Plan(source, None, "", local, f"{rules.local_registry}/{mapping.local_path}{version}",
+                canonical)
 
 
 def _decide(plan: Plan, rules: Rules) -> tuple[str | None, bool]:

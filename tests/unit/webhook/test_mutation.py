@@ -319,3 +319,16 @@ def test_rewriting_is_reversible_from_the_annotation_and_keeps_digests(
     # and a second pass finds nothing to do
     again, _ = run(patched)
     assert again.patch == []
+
+
+@given(st.lists(image_refs(), min_size=1, max_size=6))
+def test_a_plan_spells_what_the_references_module_would(texts: list[str]) -> None:
+    # plans reuse a repository's mapping across its tags: the same strings as mapping anew
+    the_rules = rules()
+    for text in texts + texts:
+        plan = the_rules.plan(text)
+        source = references.parse(text)
+        assert plan.source == source
+        assert plan.canonical == references.canonical(text)
+        local = references.to_local(source, LOCAL)
+        assert (plan.local, plan.local_text) == (local, str(local))
