@@ -70,8 +70,7 @@ class Plan(NamedTuple):
     source: Reference | None  # None: not a valid reference
     reason: str | None  # why it is not rewritten, whatever the artifacts say
     detail: str  # the parse or mapping error
-    local: Reference | None
-    local_text: str
+    local_text: str  # where it is rewritten to ("" when it is not)
     canonical: str  # the key IfAvailable looks up
 
 
@@ -151,6 +150,7 @@ class Result:
 
 _KINDS: Final[tuple[ContainerKind, ...]] = ("containers", "initContainers",
                                             "ephemeralContainers")
+_EPHEMERAL: Final[tuple[ContainerKind, ...]] = ("ephemeralContainers",)
 
 
 def _containers(pod: Pod, kind: ContainerKind) -> list[Container]:
@@ -176,17 +176,15 @@ def _make_plan(image: str, rules: Rules) -> Plan:
     try:
         source = references.parse(image)
     except ReferenceError as exc:
-        return Plan(None, INVALID, str(exc), None, "", "")
+        return Plan(None, INVALID, str(exc), "", "")
     mapping = rules.mapping(source)
     # str(Reference) spelled out: tag and digest exactly as written
     version = (f":{source.tag}" if source.tag else "") + (
         f"@{source.digest}" if source.digest else "")
     canonical = f"{source.domain}/{source.path}{version or ':' + references.DEFAULT_TAG}"
     if mapping.reason is not None:
-        return Plan(source, mapping.reason, mapping.detail, None, "", canonical)
-    local = Reference(domain=rules.local_registry, path=mapping.local_path, tag=source.tag,
-                      digest=source.digest)
-    return Plan(source, None, "", local, f"{rules.local_registry}/{mapping.local_path}{version}",
+        return Plan(source, mapping.reason, mapping.detail, "", canonical)
+    return Plan(source, None, "", f"{rules.local_registry}/{mapping.local_path}{version}",
                 canonical)
 
 
@@ -222,40 +220,40 @@ def rewrite(pod: Pod, rules: Rules, *, ephemeral_only: bool = False,
     skipped: list[Skipped] = []
     warnings: list[str] = []
     patch: list[dict[str, Any]] = []
-    # container name -> its reference once patched (None: not a valid one), for the annotation
-    final: dict[str, Reference | None] = {}
-    kinds_to_rewrite = ("ephemeralContainers",) if ephemeral_only else _KINDS
-    for kind in _KINDS:
+    # container name -> the plan of the image it keeps (not rewritten), for the annotation
+    kept: dict[str, Plan] = {}
+    always = rules.policy == "Always"
+    plans = rules.plans
+    for kind in _EPHEMERAL if ephemeral_only else _KINDS:
         for index, container in enumerate(_containers(pod, kind)):
             image = container.image
-            plan = rules.plan(image)
-            final[container.name] = plan.source
-            if kind not in kinds_to_rewrite:
-                continue
+            plan = plans.get(image) or rules.plan(image)
             if kind == "ephemeralContainers" and container.name in existing:
                 skipped.append(Skipped(kind, index, container.name, image, EXISTING_EPHEMERAL))
+                kept[container.name] = plan
                 continue
-            reason, by_fallback = _decide(plan, rules)
+            reason, by_fallback = (plan.reason, False) if always else _decide(plan, rules)
             if reason is not None:
                 skipped.append(Skipped(kind, index, container.name, image, reason, plan.detail))
                 if plan.detail:
                     warnings.append(f"{kind}[{index}] ({container.name}): image "
                                     f"{image[:300]!r} left as it is: {plan.detail}")
+                kept[container.name] = plan
                 continue
             rewritten.append(Rewritten(kind, index, container.name, image, plan.local_text,
                                        by_fallback))
             patch.append({"op": "replace", "path": f"/spec/{kind}/{index}/image",
                           "value": plan.local_text})
-            final[container.name] = plan.local
+            kept.pop(container.name, None)
     if not ephemeral_only:
-        annotation_ops, annotation_warnings = _annotation(pod, rules, rewritten, final)
+        annotation_ops, annotation_warnings = _annotation(pod, rules, rewritten, kept)
         patch.extend(annotation_ops)
         warnings.extend(annotation_warnings)
     return Result(tuple(rewritten), tuple(skipped), patch, tuple(warnings))
 
 
 def _annotation(pod: Pod, rules: Rules, rewritten: list[Rewritten],
-                final: dict[str, Reference | None]) -> tuple[list[dict[str, Any]], list[str]]:
+                kept: dict[str, Plan]) -> tuple[list[dict[str, Any]], list[str]]:
     """The ops that make the annotation say the original of every local image, if needed.
 
     Recomputed from the pod: entries for local images are kept (or derived from the local
@@ -271,17 +269,17 @@ def _annotation(pod: Pod, rules: Rules, rewritten: list[Rewritten],
         except msgspec.DecodeError:
             warnings.append(f"annotation {kinds.ORIGINAL_IMAGES_ANNOTATION} was not a JSON "
                             "object of container name to image; it is rewritten")
-    new_originals = {r.name: r.original for r in rewritten}
-    wanted: dict[str, str] = {}
-    for name, ref in final.items():
-        if name in new_originals:
-            wanted[name] = new_originals[name]
-        elif ref is None or not references.is_local(ref, rules.local_registry):
+    wanted = {r.name: r.original for r in rewritten}
+    for name, plan in kept.items():
+        # only an image already in the local registry has an original to record (a name
+        # rewritten in another list of the same pod has its original already)
+        if (name in wanted or plan.source is None
+                or not references.is_local(plan.source, rules.local_registry)):
             continue
-        elif name in existing:
+        if name in existing:
             wanted[name] = existing[name]
         else:
-            original = _original_of(ref, rules.local_registry)
+            original = _original_of(plan.source, rules.local_registry)
             if original is not None:
                 wanted[name] = original
     if current_text is not None and not warnings and wanted == existing:
