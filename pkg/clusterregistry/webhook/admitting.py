@@ -69,7 +69,7 @@ class Decision(NamedTuple):
     """An answer without its uid, and what to count for it: replayable for an equal pod."""
 
     outcome: str
-    patch: str | None = None  # base64 JSONPatch
+    patch: bytes | None = None  # the JSONPatch document
     warnings: tuple[str, ...] = ()
     rewritten: tuple[tuple[str, int], ...] = ()  # (container kind, images)
     skipped: tuple[tuple[str, int], ...] = ()  # (reason, images)

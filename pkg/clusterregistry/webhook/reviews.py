@@ -10,7 +10,6 @@ rest of the object (env, volumes, status) without building it.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Final
 
 import msgspec
@@ -70,7 +69,8 @@ class AdmissionResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel
     uid: str
     # required, so omit_defaults never leaves it out (kube reads a missing `allowed` as false)
     allowed: bool
-    patch: str | None = None
+    # the JSONPatch document; msgspec writes bytes as base64, as the API wants it
+    patch: bytes | None = None
     patch_type: str | None = None
     warnings: list[str] = msgspec.field(default_factory=list)
     status: Status | None = None
@@ -300,9 +300,9 @@ def decode_user_info(raw: msgspec.Raw) -> dict[str, Any]:
 _any_decoder = msgspec.json.Decoder()
 
 
-def encode_patch(operations: list[dict[str, Any]]) -> str:
-    """A JSONPatch as the AdmissionResponse carries it: base64 of the JSON array."""
-    return base64.b64encode(_patch_encoder.encode(operations)).decode("ascii")
+def encode_patch(operations: list[dict[str, Any]]) -> bytes:
+    """A JSONPatch document (AdmissionResponse.patch, base64 on the wire)."""
+    return _patch_encoder.encode(operations)
 
 
 def encode_response(response: AdmissionResponse) -> bytes:
