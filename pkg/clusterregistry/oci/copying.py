@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BlobLedger", "Copier", "CopyOptions", "CopyReport", "MemoryLedger", "Progress"]
 
 MiB = 1 << 20
-# pieces at least this large are hashed off the event loop
+# batches at least this large are hashed off the event loop
 _THREAD_HASH_MIN = 64 * 1024
 
 
@@ -74,8 +74,13 @@ class CopyOptions:
     # blobs larger than this are uploaded in PATCH chunks of chunk_size
     chunked_threshold: int = 256 * MiB
     chunk_size: int = 64 * MiB
-    # bytes read from the source per piece
-    read_size: int = 1 * MiB
+    # True: hash in a worker thread (hashlib releases the GIL), overlapping the sha256 with
+    # this loop's I/O, `hash_batch` bytes per handoff. For a node where this process's core
+    # is what limits a copy (fast links, idle cores). Off by default: where the registry
+    # shares the cores (a small edge cluster, and bench/mirror.py on 2 cores) the handoffs
+    # and GIL round trips cost about 15% of the copier's CPU and buy no speed.
+    hash_in_thread: bool = False
+    hash_batch: int = 1 * MiB
     # tries of one blob on retryable errors (each a fresh upload)
     blob_attempts: int = 3
     retry_delay: float = 0.5
@@ -415,6 +420,13 @@ class _Job:
 class _Stream:
     """The source body as pieces for upload requests, verified on the way.
 
+    Pieces are passed on as the source connection delivered them (each is the HTTP
+    parser's own buffer): joining them into larger reads would copy every byte once
+    more, in a process whose CPU the destination registry needs (it hashes every
+    byte too, on the same cores in a small cluster). Each piece is hashed as it
+    passes, or, with `hash_in_thread`, in batches of about `hash_batch` bytes in a
+    worker thread, each batch strictly after the previous one.
+
     The very last piece is yielded only after the sha256 and size are proven, so
     a destination never receives a complete corrupt blob.
     """
@@ -427,16 +439,64 @@ class _Stream:
         self.failure = failure
         self.job = job
         self.received = 0
+        # what a piece held beyond the end of the previous upload chunk
+        self.spare: memoryview | None = None
+        self.batch: list[bytes | memoryview] = []
+        self.batched = 0
+        self.hashing: asyncio.Future[None] | None = None
 
-    async def _read(self, limit: int) -> bytes:
+    async def _read(self, limit: int) -> bytes | memoryview:
+        """The next piece, at most `limit` bytes; empty at the end of the body."""
+        piece: bytes | memoryview
+        if self.spare is not None:
+            piece, self.spare = self.spare, None
+        else:
+            piece = await self._receive()
+        if len(piece) > limit:
+            view = memoryview(piece)
+            piece, self.spare = view[:limit], view[limit:]
+        return piece
+
+    async def _receive(self) -> bytes:
+        content = self.response.content
         try:
-            return await self.response.content.read(min(limit, self.job.options.read_size))
+            while True:
+                data, end_of_http_chunk = await content.readchunk()
+                # (b"", True) marks a boundary of a chunked-encoded body, (b"", False) its end
+                if data or not end_of_http_chunk:
+                    return data
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryError(
                 f"blob {self.blob.digest}: the source connection broke after "
                 f"{self.received} of {self.blob.size} bytes ({type(exc).__name__})") from exc
 
-    async def pieces(self, length: int, *, last: bool) -> AsyncIterator[bytes]:
+    async def _hash(self, piece: bytes | memoryview, *, flush: bool) -> None:
+        """Feed the hash; with `flush`, return only once every byte so far is hashed."""
+        options = self.job.options
+        if not options.verify_locally:
+            return
+        if not options.hash_in_thread:
+            self.hasher.update(piece)
+            return
+        self.batch.append(piece)
+        self.batched += len(piece)
+        if self.batched < options.hash_batch and not flush:
+            return
+        if self.hashing is not None:
+            await self.hashing
+            self.hashing = None
+        batch, size = self.batch, self.batched
+        self.batch, self.batched = [], 0
+        if size < _THREAD_HASH_MIN:
+            _update(self.hasher, batch)
+        else:
+            self.hashing = asyncio.get_running_loop().run_in_executor(
+                None, _update, self.hasher, batch)
+        if flush and self.hashing is not None:
+            await self.hashing
+            self.hashing = None
+
+    async def pieces(self, length: int, *, last: bool) -> AsyncIterator[bytes | memoryview]:
         try:
             async for piece in self._pieces(length, last=last):
                 yield piece
@@ -444,15 +504,9 @@ class _Stream:
             self.failure.error = exc
             raise
 
-    async def _pieces(self, length: int, *, last: bool) -> AsyncIterator[bytes]:
+    async def _pieces(self, length: int, *, last: bool) -> AsyncIterator[bytes | memoryview]:
         remaining = length
-        held: bytes | None = None
         counters, progress = self.job.counters, self.job.progress
-        loop = asyncio.get_running_loop()
-        # hashlib releases the GIL on large buffers: a piece is hashed in a thread while the
-        # loop sends the previous one and serves the other blobs' sockets; pieces of one blob
-        # are still hashed strictly in order (each update awaited before the next starts)
-        hashing: asyncio.Future[None] | None = None
         while remaining > 0:
             piece = await self._read(remaining)
             if not piece:
@@ -461,39 +515,30 @@ class _Stream:
                     f"{self.blob.size} bytes")
             remaining -= len(piece)
             self.received += len(piece)
-            if hashing is not None:
-                await hashing
-                hashing = None
-            if not self.job.options.verify_locally:
-                pass
-            elif len(piece) >= _THREAD_HASH_MIN:
-                hashing = loop.run_in_executor(None, self.hasher.update, piece)
-            else:
-                self.hasher.update(piece)
-            if held is not None:
-                counters.bytes_copied += len(held)
-                if progress is not None:
-                    progress.advanced(len(held))
-                yield held
-            held = piece
-        if hashing is not None:
-            await hashing
-        if last:
-            extra = await self._read(1)
-            if extra:
-                raise DigestMismatchError(
-                    f"blob {self.blob.digest}: the source sent more than the {self.blob.size} "
-                    "bytes the manifest says")
-            actual = "sha256:" + self.hasher.hexdigest()
-            if self.job.options.verify_locally and actual != self.blob.digest:
-                raise DigestMismatchError(
-                    f"blob {self.blob.digest}: the source's bytes have digest {actual}; "
-                    "upload cancelled")
-        if held is not None:
-            counters.bytes_copied += len(held)
+            final = last and remaining == 0
+            await self._hash(piece, flush=final)
+            if final:
+                await self._verify()
+            counters.bytes_copied += len(piece)
             if progress is not None:
-                progress.advanced(len(held))
-            yield held
+                progress.advanced(len(piece))
+            yield piece
+
+    async def _verify(self) -> None:
+        if self.spare is not None or await self._receive():
+            raise DigestMismatchError(
+                f"blob {self.blob.digest}: the source sent more than the {self.blob.size} "
+                "bytes the manifest says")
+        actual = "sha256:" + self.hasher.hexdigest()
+        if self.job.options.verify_locally and actual != self.blob.digest:
+            raise DigestMismatchError(
+                f"blob {self.blob.digest}: the source's bytes have digest {actual}; "
+                "upload cancelled")
+
+
+def _update(hasher: hashlib._Hash, pieces: list[bytes | memoryview]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
 
 
 def _filtered_index(index: Manifest, children: Sequence[Descriptor]) -> Manifest:

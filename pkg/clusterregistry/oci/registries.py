@@ -421,7 +421,7 @@ class RegistryClient:
         return response.status == 201, _resolve(self.base, location)
 
     async def put_blob(self, location: URL, *, repository: str, digest: str, size: int,
-                       body: AsyncIterable[bytes] | bytes) -> None:
+                       body: AsyncIterable[bytes | memoryview] | bytes) -> None:
         """Finish an upload: the whole body in one PUT (or none after PATCHes, size 0)."""
         what = f"upload blob {repository}@{digest}"
         response = await self.request(
@@ -434,7 +434,7 @@ class RegistryClient:
         response.release()
 
     async def patch_blob(self, location: URL, *, repository: str, start: int, length: int,
-                         body: AsyncIterable[bytes] | bytes) -> URL:
+                         body: AsyncIterable[bytes | memoryview] | bytes) -> URL:
         """Append one chunk to an upload; returns the location for the next request."""
         what = f"upload chunk to {repository}"
         response = await self.request(

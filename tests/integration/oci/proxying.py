@@ -24,13 +24,19 @@ _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connec
 
 class RegistryProxy:
     """`corrupt_blobs`: flip one byte in the middle of every blob body served (GET).
+    `chunked_blobs`: serve blob bodies with chunked transfer-encoding (no Content-Length, as
+    some registries behind proxies do), in several chunks; `extra_blob_bytes`: append these
+    to every blob body (only a chunked body can carry them: a length would give them away).
     `midway`: awaited once, when half of the first blob body has been streamed: to kill
     the upstream (the client's connection is then dropped mid-body), or to stall."""
 
     def __init__(self, upstream: Registry, *, corrupt_blobs: bool = False,
+                 chunked_blobs: bool = False, extra_blob_bytes: bytes = b"",
                  midway: Callable[[], Awaitable[None]] | None = None) -> None:
         self.upstream = upstream
         self.corrupt_blobs = corrupt_blobs
+        self.chunked_blobs = chunked_blobs
+        self.extra_blob_bytes = extra_blob_bytes
         self.midway = midway
         self.port = free_port()
         # digest -> completed uploads (PUT ...?digest=), and mounts that linked a blob
@@ -81,9 +87,23 @@ class RegistryProxy:
                 if self.corrupt_blobs and blob and data:
                     middle = len(data) // 2
                     data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+                if blob and self.chunked_blobs:
+                    return await self._stream_chunked(request, out, data + self.extra_blob_bytes)
                 return web.Response(status=upstream.status, headers=out, body=data)
         except aiohttp.ClientConnectionError:
             return web.Response(status=502, text="upstream unreachable")
+
+    @staticmethod
+    async def _stream_chunked(request: web.Request, headers: dict[str, str],
+                              data: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        step = max(1, len(data) // 5)
+        for start in range(0, len(data), step):
+            await response.write(data[start:start + step])
+        await response.write_eof()
+        return response
 
     async def _stream_midway(self, request: web.Request, upstream: aiohttp.ClientResponse,
                              headers: dict[str, str]) -> web.StreamResponse:

@@ -60,13 +60,14 @@ async def test_copies_read_back_by_skopeo_with_the_source_digests(
     assert again.already_present and again.bytes_copied == 0 and again.manifests_pushed == 0
 
 
-@pytest.mark.parametrize(("verify_locally", "message"), [
-    (True, "the source's bytes have digest"),  # caught here, before the upload completes
-    (False, "rejected the content"),  # caught by the destination registry, not committed
+@pytest.mark.parametrize(("verify_locally", "hash_in_thread", "message"), [
+    (True, False, "the source's bytes have digest"),  # caught here, before the upload completes
+    (True, True, "the source's bytes have digest"),  # the same, hashed in a worker thread
+    (False, False, "rejected the content"),  # caught by the destination registry, not committed
 ])
 async def test_a_corrupted_blob_fails_with_a_digest_error_and_leaves_no_manifest(
     secure_registry: Registry, registry: Registry, build_image: BuildImage,
-    push_image: PushImage, verify_locally: bool, message: str,
+    push_image: PushImage, verify_locally: bool, hash_in_thread: bool, message: str,
 ) -> None:
     image = build_image("nf/smf", layer_sizes=(200_000,))
     await push_image(image, secure_registry, "nf/smf")
@@ -77,7 +78,8 @@ async def test_a_corrupted_blob_fails_with_a_digest_error_and_leaves_no_manifest
         source = RegistryClient(proxy.host, plain_http=True,
                                 credentials=Credentials(user, password))
         async with source, client_for(registry, actions="pull,push") as dst:
-            copier = Copier(CopyOptions(verify_locally=verify_locally))
+            copier = Copier(CopyOptions(verify_locally=verify_locally,
+                                        hash_in_thread=hash_in_thread, hash_batch=50_000))
             with pytest.raises(DigestMismatchError, match=message):
                 await copier.copy(source, "nf/smf", "latest", dst, "m/nf/smf", tag="latest")
             assert await dst.head_manifest("m/nf/smf", "latest") is None
@@ -86,6 +88,43 @@ async def test_a_corrupted_blob_fails_with_a_digest_error_and_leaves_no_manifest
                 assert await dst.head_blob("m/nf/smf", blob.digest) is None
     finally:
         await proxy.stop()
+
+
+async def test_chunk_encoded_source_bodies_are_copied_and_one_byte_too_many_is_refused(
+    secure_registry: Registry, registry: Registry, build_image: BuildImage,
+    push_image: PushImage,
+) -> None:
+    # Without a Content-Length only the stream itself tells where a blob ends. Pieces of
+    # ~60 kB cross the 64 kB PATCH chunks and the 50 kB hash batches of the worker thread.
+    image = build_image("nf/nrf", layer_sizes=(300_000, 5000))
+    await push_image(image, secure_registry, "nf/nrf")
+    user, password = secure_registry.credentials or ("", "")
+    options = CopyOptions(chunked_threshold=100_000, chunk_size=64_000, hash_in_thread=True,
+                          hash_batch=50_000)
+    for extra, repository in ((b"", "m/nf/nrf"), (b"!", "m/nf/nrf-extra")):
+        proxy = RegistryProxy(secure_registry, chunked_blobs=True, extra_blob_bytes=extra)
+        await proxy.start()
+        try:
+            source = RegistryClient(proxy.host, plain_http=True,
+                                    credentials=Credentials(user, password))
+            async with source, client_for(registry, actions="pull,push") as dst:
+                copier = Copier(options)
+                if not extra:
+                    report = await copier.copy(source, "nf/nrf", "latest", dst, repository,
+                                               tag="latest")
+                    assert report.digest == image.digest
+                    assert report.bytes_copied == sum(blob.size for blob in image.blobs)
+                    for blob in image.blobs:
+                        assert await dst.head_blob(repository, blob.digest) == blob.size
+                    continue
+                with pytest.raises(DigestMismatchError, match="sent more than"):
+                    await copier.copy(source, "nf/nrf", "latest", dst, repository,
+                                      tag="latest")
+                assert await dst.head_manifest(repository, "latest") is None
+                for blob in image.manifests[0].layers:
+                    assert await dst.head_blob(repository, blob.digest) is None
+        finally:
+            await proxy.stop()
 
 
 async def test_platform_selection_pushes_a_filtered_index_and_schema1_is_refused(
