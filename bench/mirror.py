@@ -250,6 +250,10 @@ async def _measure_image(source: Registry, registries: _Registries, repo: str,
         "source_read": {"seconds": round(reading, 3),
                         "MiB_per_s": round(total / MiB / reading, 1)},
         "ratio_vs_skopeo": round(skopeo_s / ours_s, 2),
+        # skopeo's time over ours within each round (the two ran seconds apart): steadier
+        # than the ratio of medians while other work on the machine comes and goes
+        "paired_ratios_vs_skopeo": sorted(round(t["seconds"] / o["seconds"], 2)
+                                          for o, t in zip(ours, theirs, strict=True)),
         # CPU seconds of all three processes per copy, skopeo's over ours: what the copies
         # cost the machine, steadier than wall time on a machine shared with other work
         "cpu_ratio_vs_skopeo": round(
