@@ -123,6 +123,7 @@ class Admitter:
         # one decoding pass per review when the match condition (if any) reads no more of
         # the object than the one-pass view keeps: AOSM's default reads namespace and labels
         self._one_pass = match is None or match.reads_only_metadata(VIEWED_METADATA)
+        self._reads_request = match is not None and match.reads("request")
 
     def review(self, body: bytes) -> tuple[int, bytes]:
         """(HTTP status, body) for one request body."""
@@ -191,7 +192,7 @@ class Admitter:
         # and nothing of oldObject (reads_only_metadata)
         obj = {} if metadata is msgspec.UNSET else {"metadata": metadata}
         return self.match.evaluate(obj=obj, old_obj=None,
-                                   request=_cel_request(request) if self.match.reads("request")
+                                   request=_cel_request(request) if self._reads_request
                                    else {})
 
     def _decide_pod(self, request: RequestHead, pod: Pod, *, raw_object: msgspec.Raw | None,
