@@ -55,6 +55,8 @@ TRACKER_CONSUMER: Final = "clusterregistry-tracker"
 RECONCILER_ARTIFACTS_CONSUMER: Final = "clusterregistry-reconciler-artifacts"
 RECONCILER_RESULTS_CONSUMER: Final = "clusterregistry-reconciler-results"
 MIRROR_CONSUMER: Final = "clusterregistry-mirror"
+# `clusterregistry trace`'s ephemeral consumers: this prefix and a random suffix each
+TRACE_CONSUMER_PREFIX: Final = "clusterregistry-trace-"
 # request-reply: ask the GC process for a run now (`clusterregistry gc run-once` over NATS)
 GC_RUN_REQUEST: Final = f"{PREFIX}.control.gc.run"
 

@@ -605,7 +605,7 @@ class _OrderedReader:
     async def create(self) -> None:
         """Create the consumer and bind to it; errors propagate."""
         await self.discard()
-        name = f"clusterregistry-trace-{secrets.token_hex(6)}"
+        name = subjects.TRACE_CONSUMER_PREFIX + secrets.token_hex(6)
         info = await self.js.add_consumer(self.source.stream, self._config(name))
         self.consumer = info.name
         # what the consumer counts as already delivered: for `new`, the stream's last
