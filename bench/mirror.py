@@ -173,7 +173,8 @@ async def _source_read(source: Registry, repo: str, image: BuiltImage) -> float:
             async with slots:
                 response = await client.open_blob(repo, digest)
                 async with response:
-                    async for _ in response.content.iter_chunked(MiB):
+                    # the pieces as received, unjoined, as the copier reads them
+                    async for _ in response.content.iter_chunks():
                         pass
 
         started = time.perf_counter()
