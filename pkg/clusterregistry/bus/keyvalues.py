@@ -18,16 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
+from clusterregistry.bus.connecting import Bus
 from clusterregistry.errors import ConflictError, RetryableError
 
 log = logging.getLogger(__name__)
@@ -162,3 +168,46 @@ class Records(Generic[T]):
             await self.kv.purge_deletes(olderthan=max(1, int(older_than)))
         except Exception as exc:
             raise RetryableError(f"{self.name}: purging tombstones: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One key as a bucket watch delivers it: its new value, or None when deleted or purged."""
+
+    key: str
+    value: bytes | None
+
+
+async def watch_bucket(bus: Bus, bucket: str, *, stop: asyncio.Event,
+                       poll: float) -> AsyncGenerator[Change | None, None]:
+    """Every key of `bucket`, then None once the initial values are all in, then every
+    change; until `stop` is set (looked at every `poll` seconds).
+
+    `RetryableError` when the bucket cannot be watched or NATS goes away: a view built
+    from this watch may then miss deletions and must be rebuilt from a new watch. Use
+    it under `contextlib.aclosing`, so the server-side consumer is removed at once.
+    """
+    try:
+        kv = await bus.js.key_value(bucket)
+        watcher = await kv.watchall()
+    except (nats.errors.Error, BucketNotFoundError, TimeoutError, OSError) as exc:
+        raise RetryableError(f"watch of {bucket}: {exc}") from exc
+    try:
+        while not stop.is_set():
+            try:
+                entry = await watcher.updates(timeout=poll)  # type: ignore[no-untyped-call]
+            except nats.errors.TimeoutError:
+                # nothing changed, or nothing can arrive: only the connection tells which
+                if not bus.nc.is_connected:
+                    raise RetryableError(f"watch of {bucket}: NATS disconnected") from None
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                raise RetryableError(f"watch of {bucket}: {exc}") from exc
+            if entry is None:  # nats-py's marker: the initial values are all delivered
+                yield None
+                continue
+            deleted = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
+            yield Change(entry.key, None if deleted else entry.value)
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()  # type: ignore[no-untyped-call]

@@ -22,12 +22,10 @@ import logging
 from collections.abc import Sequence
 
 import msgspec
-import nats.errors
-from nats.js.errors import BucketNotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.keyvalues import watch_bucket
 from clusterregistry.errors import RetryableError
 from clusterregistry.references import ReferenceError
 from clusterregistry.webhook.metrics import WebhookMetrics
@@ -112,8 +110,9 @@ class ArtifactView:
                         continue
                 try:
                     await self._watch(self.bus, stop)
-                except (nats.errors.Error, BucketNotFoundError, TimeoutError, OSError) as exc:
-                    log.warning("artifact view: watch of %s ended: %s", self._bucket, exc)
+                except RetryableError as exc:
+                    log.warning("artifact view: %s; the fallback applies until the view is "
+                                "rebuilt", exc)
                 finally:
                     self._set_synced(False)
                 await self._pause(stop)
@@ -130,32 +129,19 @@ class ArtifactView:
     async def _watch(self, bus: Bus, stop: asyncio.Event) -> None:
         if not bus.nc.is_connected:
             return
-        kv: KeyValue = await bus.js.key_value(self._bucket)
-        watcher = await kv.watchall()
-        try:
-            fresh = _Snapshot()
-            synced = False
-            while not stop.is_set():
-                try:
-                    entry = await watcher.updates(  # type: ignore[no-untyped-call]
-                        timeout=self._retry_seconds)
-                except nats.errors.TimeoutError:
-                    if not bus.nc.is_connected:
-                        log.warning("artifact view: NATS disconnected; the fallback applies "
-                                    "until the view is rebuilt")
-                        return
-                    continue
-                if entry is None:  # the initial values are all in: swap them in whole
+        fresh = _Snapshot()
+        synced = False
+        async with contextlib.aclosing(watch_bucket(bus, self._bucket, stop=stop,
+                                                    poll=self._retry_seconds)) as changes:
+            async for change in changes:
+                if change is None:  # the initial values are all in: swap them in whole
                     self._snapshot = fresh
                     synced = True
                     self._set_synced(True)
                     log.info("artifact view: in sync with %d records", self.size)
                     continue
                 target = self._snapshot if synced else fresh
-                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                    target.delete(entry.key)
+                if change.value is None:
+                    target.delete(change.key)
                 else:
-                    target.put(entry.key, entry.value)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                    target.put(change.key, change.value)
