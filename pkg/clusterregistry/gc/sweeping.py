@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from clusterregistry.errors import PermanentError, RetryableError
+from clusterregistry.errors import ClusterRegistryError, PermanentError, RetryableError
+from clusterregistry.kube.jobs import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class JobSweeper:
     def __init__(self, api: client.ApiClient, *, namespace: str, image: str, volume_claim: str,
                  config_map: str, storage_path: str, timeout: float, node_name: str = "",
                  poll_interval: float = 1.0) -> None:
-        self.batch = client.BatchV1Api(api)
+        self.jobs = Jobs(api, namespace)
         self.namespace = namespace
         self.image = image
         self.volume_claim = volume_claim
@@ -210,33 +210,27 @@ class JobSweeper:
     async def cleanup(self) -> int:
         """Delete sweep Jobs a previous GC left running (it was killed before its `finally`):
         a sweep must not outlive the lock it was started under. Returns how many."""
-        selector = ",".join(f"{k}={v}" for k, v in SWEEP_JOB_LABELS.items())
         try:
-            jobs = await self.batch.list_namespaced_job(self.namespace,
-                                                        label_selector=selector)
-            for job in jobs.items:
-                log.warning("deleting sweep Job %s left by a previous GC", job.metadata.name)
-                await self.batch.delete_namespaced_job(job.metadata.name, self.namespace,
-                                                       propagation_policy="Foreground")
-        except ApiException as exc:
-            raise RetryableError(f"cannot clean up sweep Jobs: {exc.status} {exc.reason}"
-                                 ) from exc
-        return len(jobs.items)
+            names = await self.jobs.names(SWEEP_JOB_LABELS)
+            for name in names:
+                log.warning("deleting sweep Job %s left by a previous GC", name)
+                await self.jobs.delete(name)
+        except ClusterRegistryError as exc:
+            raise RetryableError(f"cannot clean up sweep Jobs: {exc}") from exc
+        return len(names)
 
     async def sweep(self, *, run: str) -> SweepResult:
-        body: Any = self.job(run)  # a plain dict: the client serialises it as is
+        body = self.job(run)
         name = body["metadata"]["name"]
         started = time.monotonic()
         try:
-            await self.batch.create_namespaced_job(self.namespace, body)
-        except ApiException as exc:
-            raise RetryableError(f"cannot create sweep Job {name}: {exc.status} {exc.reason}"
-                                 ) from exc
+            await self.jobs.create(body)
+        except ClusterRegistryError as exc:
+            raise RetryableError(f"cannot create sweep Job {name}: {exc}") from exc
         try:
             async with asyncio.timeout(self.timeout):
                 while True:
-                    job = await self.batch.read_namespaced_job_status(name, self.namespace)
-                    conditions = {c.type: c.status for c in (job.status.conditions or [])}
+                    conditions = await self.jobs.conditions(name)
                     if conditions.get("Complete") == "True":
                         return SweepResult(blobs_marked=0, blobs_deleted=0,
                                            manifests_deleted=0,
@@ -251,6 +245,5 @@ class JobSweeper:
         finally:
             # Foreground propagation deletes its pod first; a cancelled GC must not leave a
             # sweep running unfenced
-            with contextlib.suppress(Exception):
-                await self.batch.delete_namespaced_job(
-                    name, self.namespace, propagation_policy="Foreground")
+            with contextlib.suppress(ClusterRegistryError):
+                await self.jobs.delete(name)

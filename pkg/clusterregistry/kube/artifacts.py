@@ -18,43 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from clusterregistry.errors import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    RetryableError,
-)
 from clusterregistry.kinds import ARTIFACT_GROUP, ARTIFACT_PLURAL, ARTIFACT_VERSION
+from clusterregistry.kube.clients import TRANSPORT_ERRORS as _TRANSPORT
+from clusterregistry.kube.clients import translate as _translate
 
 API_VERSION = f"{ARTIFACT_GROUP}/{ARTIFACT_VERSION}"
 KIND = "Artifact"
 _MERGE_PATCH = "application/merge-patch+json"
-
-
-def _reason(exc: ApiException) -> str:
-    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
-    return f"{exc.status} {exc.reason}: {(body or '')[:300]}"
-
-
-def _translate(exc: Exception, what: str) -> Exception:
-    """The project's error for a failed call; 404 is handled by the callers."""
-    if isinstance(exc, ApiException):
-        text = f"{what}: {_reason(exc)}"
-        if exc.status == 404:
-            return NotFoundError(text)
-        if exc.status == 409:
-            return ConflictError(text)
-        if exc.status == 429 or exc.status >= 500 or exc.status == 0:
-            return RetryableError(text)
-        return PermanentError(text)
-    return RetryableError(f"{what}: {exc}")
-
-
-_TRANSPORT = (ApiException, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class Artifacts:
