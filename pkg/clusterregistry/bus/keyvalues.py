@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import nats.errors
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
     APIError,
@@ -90,6 +91,29 @@ class Records(Generic[T]):
             return await self.kv.update(key, payload, last=revision)
         except KeyWrongLastSequenceError as exc:
             raise ConflictError(f"{self.name}: {key} changed since revision {revision}") from exc
+        except Exception as exc:
+            raise RetryableError(f"{self.name}: writing {key}: {exc}") from exc
+
+    async def create(self, key: str, record: msgspec.Struct) -> int:
+        """Store `record` only if the key holds no value: never written, or deleted (its
+        tombstone's revision is then the one expected). ConflictError when it holds one,
+        or when another writer got in first; the new revision otherwise."""
+        try:
+            return await self.write(key, record, revision=0)
+        except ConflictError:
+            current = await self.read(key)
+            if not current.deleted:
+                raise
+        return await self.write(key, record, revision=current.revision)
+
+    async def put(self, key: str, record: msgspec.Struct) -> int:
+        """Store `record` whatever the key holds (the last writer wins); the new revision.
+
+        Only for values that are hints, which no writer decides from: everything else
+        goes through `write` with the revision it read.
+        """
+        try:
+            return await self.kv.put(key, msgspec.json.encode(record))
         except Exception as exc:
             raise RetryableError(f"{self.name}: writing {key}: {exc}") from exc
 
@@ -168,6 +192,20 @@ class Records(Generic[T]):
             await self.kv.purge_deletes(olderthan=max(1, int(older_than)))
         except Exception as exc:
             raise RetryableError(f"{self.name}: purging tombstones: {exc}") from exc
+
+
+async def open_records(js: JetStreamContext, name: str,
+                       decode: Callable[[bytes], T]) -> Records[T] | None:
+    """The records of an existing bucket, or None when there is no such bucket (nobody has
+    written one yet); RetryableError when NATS cannot say. Creates nothing: for readers
+    whose reading must not decide a writer's bucket settings (replicas, history)."""
+    try:
+        kv = await js.key_value(name)
+    except BucketNotFoundError:
+        return None
+    except Exception as exc:
+        raise RetryableError(f"key-value bucket {name}: {exc}") from exc
+    return Records(kv, decode, name=name)
 
 
 @dataclass(frozen=True, slots=True)

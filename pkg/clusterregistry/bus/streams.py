@@ -8,6 +8,7 @@ updated, so an upgrade that changes a setting needs no manual step.
 from __future__ import annotations
 
 import logging
+from typing import TypeAlias
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -17,6 +18,10 @@ from nats.js.kv import KeyValue
 from clusterregistry.errors import RetryableError
 
 log = logging.getLogger(__name__)
+
+# The JetStream handle (`Bus.js`) as a service names it: something it hands to the
+# adapters here and in `keyvalues`, so that the service itself imports no nats-py.
+JetStream: TypeAlias = JetStreamContext
 
 
 async def ensure_stream(
@@ -70,13 +75,18 @@ async def ensure_stream(
 
 
 async def ensure_bucket(js: JetStreamContext, *, name: str, replicas: int = 1,
-                        history: int = 1) -> KeyValue:
-    """The key-value bucket, created when missing."""
+                        history: int = 1, ttl: float | None = None) -> KeyValue:
+    """The key-value bucket, created when missing.
+
+    `ttl`: seconds after which a key's value expires (None: never), set at creation only;
+    an existing bucket is opened as it is.
+    """
     try:
         try:
             return await js.key_value(name)
         except BucketNotFoundError:
             return await js.create_key_value(KeyValueConfig(
-                bucket=name, history=history, replicas=replicas, storage=StorageType.FILE))
+                bucket=name, history=history, replicas=replicas, storage=StorageType.FILE,
+                ttl=ttl))
     except Exception as exc:
         raise RetryableError(f"key-value bucket {name}: {exc}") from exc

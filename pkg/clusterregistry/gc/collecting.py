@@ -33,13 +33,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
-from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from clusterregistry import references, subjects
 from clusterregistry.bus.fencing import Fence
-from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.bus.keyvalues import Records, Versioned, open_records
+from clusterregistry.bus.streams import JetStream, ensure_stream
 from clusterregistry.config import GcSettings
 from clusterregistry.errors import (
     ConflictError,
@@ -72,7 +70,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["Collector", "read_records"]
+__all__ = ["Collector", "live_records"]
 
 
 @dataclass
@@ -108,23 +106,11 @@ async def _each(items: Iterable[T], act: Callable[[T], Awaitable[R]], *, limit: 
     return list(await asyncio.gather(*(one(item) for item in items)))
 
 
-async def read_records(kv: KeyValue) -> dict[str, tuple[bytes, int]]:
-    """Every live key of a bucket with its value and revision, in one ordered pass."""
-    watcher = await kv.watchall(ignore_deletes=True)
-    found: dict[str, tuple[bytes, int]] = {}
-    try:
-        while True:
-            entry = await watcher.updates(timeout=30)  # type: ignore[no-untyped-call]
-            if entry is None:
-                return found
-            if entry.operation in ("DEL", "PURGE"):
-                found.pop(entry.key, None)
-                continue
-            found[entry.key] = (entry.value or b"", entry.revision or 0)
-            if not entry.delta:  # nothing pending: the initial values are all here
-                return found
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+async def live_records(records: Records[T]) -> dict[str, Versioned[T]]:
+    """Every live key of a bucket with its value and revision, in one pass; tombstones left
+    out. A value of None: the key holds something that cannot be decoded."""
+    return {key: found for key, found in (await records.snapshot()).items()
+            if not found.deleted}
 
 
 class Collector:
@@ -133,7 +119,7 @@ class Collector:
     def __init__(
         self,
         *,
-        js: JetStreamContext,
+        js: JetStream,
         fence: Fence,
         registry: RegistryClient,
         settings: GcSettings,
@@ -160,21 +146,13 @@ class Collector:
         # manifests deleted and not swept yet: by this run, by a run whose sweep failed, or
         # (unknowable after a restart, so assumed) by a GC that died before sweeping
         self._sweep_pending = True
-        self._refs: KeyValue | None = None
-        self._records: KeyValue | None = None
+        self._refs: Records[OwnerRecord] | None = None
+        self._records: Records[ArtifactRecord] | None = None
 
     async def ensure(self) -> None:
         await ensure_stream(self.js, name=subjects.GC_STREAM, subjects=[subjects.GC_ALL],
                             replicas=self.stream_replicas, max_age=30 * 24 * 3600.0)
         await self.fence.ensure()
-
-    async def _bucket(self, name: str) -> KeyValue | None:
-        try:
-            return await self.js.key_value(name)
-        except BucketNotFoundError:
-            return None  # nobody wrote one yet: no owners, or no artifacts
-        except Exception as exc:
-            raise RetryableError(f"key-value bucket {name}: {exc}") from exc
 
     # -- events ------------------------------------------------------------------------------
 
@@ -314,29 +292,30 @@ class Collector:
     # -- choosing and soft-deleting -------------------------------------------------------------
 
     async def _owners(self) -> list[OwnerRecord]:
-        kv = self._refs = self._refs or await self._bucket(subjects.REFS_BUCKET)
-        if kv is None:
+        # no bucket: nobody wrote one yet, so no owners
+        refs = self._refs = self._refs or await open_records(
+            self.js, subjects.REFS_BUCKET, owner_record_decoder.decode)
+        if refs is None:
             return []
         owners = []
-        for key, (value, _) in (await read_records(kv)).items():
-            try:
-                owners.append(owner_record_decoder.decode(value))
-            except msgspec.DecodeError:
+        for key, found in (await live_records(refs)).items():
+            if found.value is None:
                 # unreadable: its images cannot be known, so nothing may be collected
-                raise RetryableError(f"owner record {key} cannot be decoded; not collecting"
-                                     ) from None
+                raise RetryableError(f"owner record {key} cannot be decoded; not collecting")
+            owners.append(found.value)
         return owners
 
     async def _artifact_records(self) -> dict[str, tuple[ArtifactRecord, int]]:
-        kv = self._records = self._records or await self._bucket(subjects.ARTIFACTS_BUCKET)
-        if kv is None:
-            return {}
+        records = self._records = self._records or await open_records(
+            self.js, subjects.ARTIFACTS_BUCKET, artifact_record_decoder.decode)
+        if records is None:
+            return {}  # nobody wrote the bucket yet: no artifacts
         found: dict[str, tuple[ArtifactRecord, int]] = {}
-        for key, (value, revision) in (await read_records(kv)).items():
-            try:
-                found[key] = (artifact_record_decoder.decode(value), revision)
-            except msgspec.DecodeError:
+        for key, current in (await live_records(records)).items():
+            if current.value is None:
                 log.warning("artifact record %s cannot be decoded; left alone", key)
+                continue
+            found[key] = (current.value, current.revision)
         return found
 
     async def _collect(self, run: _Run) -> list[str]:
@@ -379,8 +358,8 @@ class Collector:
         the record is GC's alone. Marking the record first would let the reconciler copy
         the Artifact's old phase back over it between the two writes.
         """
-        kv = self._records
-        assert kv is not None
+        records = self._records
+        assert records is not None
         item = _Held(record=record, revision=revision, previous_phase=record.phase)
         if self.artifacts is not None:
             outcome = await self._mark_artifact(record.name)
@@ -392,8 +371,8 @@ class Collector:
         if record.phase != "Deleting":
             marked = msgspec.structs.replace(record, phase="Deleting", updated=time.time())
             try:
-                item.revision = await kv.update(record.name, encode(marked), last=revision)
-            except KeyWrongLastSequenceError:
+                item.revision = await records.write(record.name, marked, revision=revision)
+            except ConflictError:
                 log.info("artifact record %s changed since it was read; deciding next run",
                          record.name)
                 await self._unmark(item)
@@ -422,13 +401,13 @@ class Collector:
         return "changed"
 
     async def _unmark(self, item: _Held) -> None:
-        kv = self._records
-        assert kv is not None
+        records = self._records
+        assert records is not None
         restored = msgspec.structs.replace(item.record, phase=item.previous_phase,
                                            unreferenced_since=0.0, updated=time.time())
         # a conflict: the reconciler has taken it over already
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await kv.update(item.record.name, encode(restored), last=item.revision)
+        with contextlib.suppress(ConflictError):
+            await records.write(item.record.name, restored, revision=item.revision)
         if item.cr_marked and self.artifacts is not None:
             # only while it is still ours: a reconciler that saw the new reference first has
             # already moved it on (Deleting -> Pending), and that must not be overwritten
@@ -506,11 +485,11 @@ class Collector:
             run.manifests += 1
             if self.metrics is not None:
                 self.metrics.manifests_deleted.inc()
-        kv = self._records
-        assert kv is not None
+        records = self._records
+        assert records is not None
         try:
-            await kv.delete(name, last=item.revision)
-        except KeyWrongLastSequenceError:
+            await records.delete(name, revision=item.revision)
+        except ConflictError:
             log.warning("artifact record %s changed while its manifests were deleted; the "
                         "reconciler will mirror it again", name)
         if self.artifacts is not None:

@@ -14,15 +14,12 @@ from __future__ import annotations
 import logging
 import time
 
-import msgspec
-from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
 from clusterregistry import subjects
-from clusterregistry.errors import RetryableError
-from clusterregistry.schemas import BlobLocation, blob_location_decoder, encode
+from clusterregistry.bus.keyvalues import Records
+from clusterregistry.bus.streams import JetStream
+from clusterregistry.bus.streams import ensure_bucket as ensure_kv_bucket
+from clusterregistry.errors import ConflictError, RetryableError
+from clusterregistry.schemas import BlobLocation, blob_location_decoder
 
 log = logging.getLogger(__name__)
 
@@ -32,43 +29,33 @@ def key(digest: str) -> str:
     return digest.replace(":", ".", 1)
 
 
-async def ensure_bucket(js: JetStreamContext, *, ttl_seconds: float,
-                        replicas: int = 1) -> KeyValue:
-    try:
-        try:
-            return await js.key_value(subjects.MIRROR_BLOBS_BUCKET)
-        except BucketNotFoundError:
-            return await js.create_key_value(KeyValueConfig(
-                bucket=subjects.MIRROR_BLOBS_BUCKET, history=1, ttl=ttl_seconds,
-                replicas=replicas, storage=StorageType.FILE))
-    except Exception as exc:
-        raise RetryableError(f"key-value bucket {subjects.MIRROR_BLOBS_BUCKET}: {exc}") from exc
+async def ensure_bucket(js: JetStream, *, ttl_seconds: float,
+                        replicas: int = 1) -> Records[BlobLocation]:
+    kv = await ensure_kv_bucket(js, name=subjects.MIRROR_BLOBS_BUCKET, replicas=replicas,
+                                ttl=ttl_seconds)
+    return Records(kv, blob_location_decoder.decode, name=subjects.MIRROR_BLOBS_BUCKET)
 
 
 class KvBlobLedger:
     """The `oci.copying.BlobLedger` of a mirror worker; failures of NATS degrade to uploads."""
 
-    def __init__(self, kv: KeyValue, *, holder: str, claim_seconds: float = 300.0) -> None:
-        self.kv = kv
+    def __init__(self, records: Records[BlobLocation], *, holder: str,
+                 claim_seconds: float = 300.0) -> None:
+        self.records = records
         self.holder = holder
         self.claim_seconds = claim_seconds
 
     async def _get(self, digest: str) -> tuple[BlobLocation, int] | None:
-        try:
-            entry = await self.kv.get(key(digest))
-        except KeyNotFoundError:
+        """The location and its revision; None when absent, deleted or unreadable."""
+        found = await self.records.read(key(digest))
+        if found.value is None:
             return None
-        if not entry.value:
-            return None
-        try:
-            return blob_location_decoder.decode(entry.value), int(entry.revision or 0)
-        except msgspec.DecodeError:
-            return None
+        return found.value, found.revision
 
     async def lookup(self, digest: str) -> str | None:
         try:
             found = await self._get(digest)
-        except Exception as exc:  # the ledger is a hint: no NATS means no mount
+        except RetryableError as exc:  # the ledger is a hint: no NATS means no mount
             log.debug("blob ledger lookup failed: %s", exc)
             return None
         if found is None or found[0].state != "stored":
@@ -76,12 +63,12 @@ class KvBlobLedger:
         return found[0].repository or None
 
     async def claim(self, digest: str) -> bool:
-        mine = encode(BlobLocation(state="claimed", holder=self.holder, updated=time.time()))
+        mine = BlobLocation(state="claimed", holder=self.holder, updated=time.time())
         try:
             try:
-                await self.kv.create(key(digest), mine)
+                await self.records.create(key(digest), mine)
                 return True
-            except KeyWrongLastSequenceError:
+            except ConflictError:
                 pass
             found = await self._get(digest)
             if found is None:
@@ -91,12 +78,12 @@ class KvBlobLedger:
                 time.time() - location.updated > self.claim_seconds
             ):
                 # the claimant died or stalls: take its claim over (one taker wins)
-                await self.kv.update(key(digest), mine, last=revision)
+                await self.records.write(key(digest), mine, revision=revision)
                 return True
             return False
-        except KeyWrongLastSequenceError:
+        except ConflictError:
             return False
-        except Exception as exc:
+        except RetryableError as exc:
             log.debug("blob ledger claim failed: %s", exc)
             return True  # without the ledger, upload: correct, if not frugal
 
@@ -104,8 +91,8 @@ class KvBlobLedger:
         stored = BlobLocation(state="stored", repository=repository, holder=self.holder,
                               updated=time.time())
         try:
-            await self.kv.put(key(digest), encode(stored))
-        except Exception as exc:
+            await self.records.put(key(digest), stored)
+        except RetryableError as exc:
             log.debug("blob ledger record failed: %s", exc)
 
     async def release(self, digest: str) -> None:
@@ -114,6 +101,6 @@ class KvBlobLedger:
             if found is not None and found[0].state == "claimed" and (
                 found[0].holder == self.holder
             ):
-                await self.kv.delete(key(digest), last=found[1])
-        except Exception as exc:
+                await self.records.delete(key(digest), revision=found[1])
+        except RetryableError as exc:  # a conflict too: someone else's claim now
             log.debug("blob ledger release failed: %s", exc)

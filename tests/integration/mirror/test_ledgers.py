@@ -39,3 +39,17 @@ async def test_claims_locations_and_takeover(nats_server: NatsServer) -> None:
         assert await patient.claim(other) is False
     finally:
         await bus.close()
+
+
+async def test_without_nats_the_ledger_only_stops_saving(nats_server: NatsServer) -> None:
+    bus = await connect([nats_server.url], name="ledger-gone")
+    kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=60)
+    ledger = ledgers.KvBlobLedger(kv, holder="a")
+    await ledger.record(DIGEST, "nf/upf")
+    assert await ledger.lookup(DIGEST) == "nf/upf"
+    await bus.close()
+    # a hint lost, never a failure: no mount, and every blob is uploaded
+    assert await ledger.lookup(DIGEST) is None
+    assert await ledger.claim(DIGEST) is True
+    await ledger.record(DIGEST, "nf/other")
+    await ledger.release(DIGEST)
