@@ -29,11 +29,10 @@ import uuid
 from dataclasses import dataclass
 
 from kubernetes_asyncio import client
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.publishing import Outgoing, Pipeline
 from clusterregistry.bus.streams import ensure_bucket, ensure_stream
 from clusterregistry.config import RelaySettings
@@ -95,7 +94,7 @@ class Relay:
             renew_deadline=settings.renew_deadline_seconds,
             retry_period=settings.retry_period_seconds,
         )
-        self._checkpoints: KeyValue | None = None
+        self._checkpoints: Records[schemas.Checkpoint] | None = None
         self._kind_metrics = {kind: KindMetrics(self.metrics, kind) for kind in kinds}
         self.ready = False
 
@@ -106,8 +105,10 @@ class Relay:
             replicas=self.stream_replicas, max_age=self.settings.stream_max_age_seconds,
             duplicate_window=self.settings.duplicate_window_seconds,
         )
-        self._checkpoints = await ensure_bucket(self.bus.js, name=subjects.RELAY_BUCKET,
-                                                replicas=self.stream_replicas)
+        kv = await ensure_bucket(self.bus.js, name=subjects.RELAY_BUCKET,
+                                 replicas=self.stream_replicas)
+        self._checkpoints = Records(kv, schemas.checkpoint_decoder.decode,
+                                    name=subjects.RELAY_BUCKET)
         self.ready = True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,24 +169,25 @@ class Relay:
         assert self._checkpoints is not None
         while True:
             try:
-                entry = await self._checkpoints.get(kind)
-            except KeyNotFoundError:
-                return None
-            except Exception as exc:
+                current = await self._checkpoints.read(kind)
+            except RetryableError as exc:
                 log.warning("reading the %s checkpoint: %s", kind, exc)
                 await asyncio.sleep(1.0)  # NATS unavailable: the checkpoint decides everything
                 continue
-            if not entry.value:
+            # none, deleted or unreadable (Records logs it): relist
+            if current.value is None:
                 return None
-            return schemas.checkpoint_decoder.decode(entry.value).resource_version or None
+            return current.value.resource_version or None
 
     async def _save_checkpoint(self, kind: str, rv: str) -> None:
         assert self._checkpoints is not None
-        value = schemas.encode(schemas.Checkpoint(kind=kind,  # type: ignore[arg-type]
-                                                  resource_version=rv, updated=time.time()))
+        checkpoint = schemas.Checkpoint(kind=kind,  # type: ignore[arg-type]
+                                        resource_version=rv, updated=time.time())
         try:
-            await self._checkpoints.put(kind, value)
-        except Exception as exc:  # the next batch writes a newer one; a restart replays more
+            # the last writer wins: only the Lease holder writes, and a checkpoint older than
+            # what was sent only makes a restart replay more (duplicates the window absorbs)
+            await self._checkpoints.put(kind, checkpoint)
+        except RetryableError as exc:  # the next batch writes a newer one; a restart replays more
             log.warning("writing the %s checkpoint: %s", kind, exc)
 
     async def _watch_loop(self, kind: str, pipeline: Pipeline[Item]) -> None:
