@@ -11,25 +11,22 @@ message (or, with `--json`, the message itself).
 
 The pure parts (decoding, filtering, rendering, parsing `--since`, planning
 which streams to read) are kept apart from the NATS I/O, which is one
-`follow()` coroutine. Each stream is read by an ordered, ephemeral pull
-consumer (ack none, memory storage, removed when idle): the reader checks
-that consumer sequences are contiguous and, on a gap or when the consumer
-vanished (a server restart, a long disconnect), recreates it from the next
-stream sequence, so nothing is lost or shown twice. A work-queue stream
-(`CLUSTERREGISTRY_MIRROR`) must not get a second consumer (it would take work
-away from the mirror, and the server refuses one without acks), so its
-subjects are followed with a plain subscription: live only, no sequences.
+`follow()` coroutine over the `bus.following` adapter. Each stream is read by
+an ordered, ephemeral consumer that is recreated after a gap or a server
+restart from the next stream sequence, so nothing is lost or shown twice. A
+work-queue stream (`CLUSTERREGISTRY_MIRROR`) must not get a second consumer
+(it would take work away from the mirror), so its subjects are followed with
+a plain subscription: live only, no sequences. How, and why, is told in
+`bus/following.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import fnmatch
 import os
 import re
-import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,21 +34,19 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
 import msgspec
-import nats.errors
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    SequenceInfo,
-)
-from nats.js.errors import APIError, FetchTimeoutError, NotFoundError
 
 from clusterregistry import config, schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.following import (
+    FETCH_WINDOW,
+    ConsumerRefusedError,
+    Delivered,
+    LiveTap,
+    NoStreamError,
+    OrderedReader,
+    Start,
+    list_streams,
+)
 from clusterregistry.errors import ClusterRegistryError, ConfigError, RetryableError
 
 __all__ = [
@@ -85,28 +80,14 @@ MIRROR: str = "mirror"
 GC: str = "gc"
 ALL_KINDS: tuple[str, ...] = (*subjects.KINDS, MIRROR, GC)
 
-# a pull request waits this long for messages; heartbeats inside it prove the consumer lives
-_FETCH_WINDOW = 2.0
-_FETCH_HEARTBEAT = 0.5
-_FETCH_BATCH = 256
-# the server removes a consumer nobody pulled from for this long (a crashed trace)
-_INACTIVE_THRESHOLD = 60.0
-# retries of consumer creation while NATS is away
-_RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
 # records between the readers and the printer: enough to batch, small enough to push back
 _QUEUE_SIZE = 1024
-# best-effort clean-up of our consumers at exit
-_CLEANUP_TIMEOUT = 2.0
 # how long the command waits for a first connection to NATS
 _CONNECT_DEADLINE = 10.0
 
 _SHORT_DIGEST = 12
 _SHORT_TRACE = 8
 _OTHER_WIDTH = 160
-
-
-class NoStreamError(ClusterRegistryError):
-    """No stream holds any subject the trace asked for: nothing to follow."""
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -525,27 +506,7 @@ def plan_sources(
     return sorted(sources, key=lambda s: (s.stream != subjects.KUBE_STREAM, s.stream))
 
 
-async def _list_streams(js: JetStreamContext) -> list[tuple[str, list[str], bool]]:
-    found: list[tuple[str, list[str], bool]] = []
-    while True:
-        page = await js.streams_info(offset=len(found))
-        if not page:
-            return found
-        for info in page:
-            cfg = info.config
-            found.append((cfg.name or "", list(cfg.subjects or []),
-                          cfg.retention == RetentionPolicy.WORK_QUEUE))
-
-
 # -- reading ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Start:
-    """Where a trace starts: `all`, `new`, or a time."""
-
-    from_start: bool = False
-    since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -556,200 +517,34 @@ class _Failed:
 Sink = Callable[[Record | _Failed], Awaitable[None]]
 
 
-class _OrderedReader:
-    """An ordered, ephemeral pull consumer on one stream.
-
-    Consumer sequences must run 1, 2, 3 ...; a gap (a message lost on a disconnect) or
-    a consumer the server no longer has makes a new consumer that starts right after
-    the last stream sequence delivered, whatever the original start was.
-    """
-
-    def __init__(self, bus: Bus, source: Source, *, start: _Start) -> None:
-        self.bus = bus
-        self.js = bus.js
-        self.source = source
-        self.start = start
-        self.consumer: str | None = None
-        # checked every round: a cancellation can be lost inside nats-py's fetch (Python
-        # 3.11's wait_for returns a result that arrived with the cancel), this cannot
-        self.stopping = False
-        self._sub: JetStreamContext.PullSubscription | None = None
-        self._last_stream_seq: int | None = None
-        self._last_consumer_seq = 0
-
-    def _config(self, name: str) -> ConsumerConfig:
-        cfg = ConsumerConfig(
-            name=name,
-            description="clusterregistry trace (ephemeral, ordered)",
-            ack_policy=AckPolicy.NONE,
-            mem_storage=True,
-            num_replicas=1,
-            inactive_threshold=_INACTIVE_THRESHOLD,
-        )
-        if len(self.source.subjects) == 1:
-            cfg.filter_subject = self.source.subjects[0]
-        else:
-            cfg.filter_subjects = list(self.source.subjects)
-        if self._last_stream_seq is not None:
-            cfg.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            cfg.opt_start_seq = self._last_stream_seq + 1
-        elif self.start.from_start:
-            cfg.deliver_policy = DeliverPolicy.ALL
-        elif self.start.since is not None:
-            cfg.deliver_policy = DeliverPolicy.BY_START_TIME
-            cfg.opt_start_time = self.start.since
-        else:
-            cfg.deliver_policy = DeliverPolicy.NEW
-        return cfg
-
-    async def create(self) -> None:
-        """Create the consumer and bind to it; errors propagate."""
-        await self.discard()
-        name = subjects.TRACE_CONSUMER_PREFIX + secrets.token_hex(6)
-        info = await self.js.add_consumer(self.source.stream, self._config(name))
-        self.consumer = info.name
-        # what the consumer counts as already delivered: for `new`, the stream's last
-        # sequence at creation; a recreation therefore never skips what came meanwhile
-        delivered = info.delivered or SequenceInfo(consumer_seq=0, stream_seq=0)
-        self._last_stream_seq = delivered.stream_seq
-        self._last_consumer_seq = delivered.consumer_seq
-        self._sub = await self.js.pull_subscribe_bind(
-            consumer=info.name, stream=self.source.stream
-        )
-
-    async def discard(self) -> None:
-        """Drop the subscription and (best effort) the consumer."""
-        sub, consumer = self._sub, self.consumer
-        self._sub, self.consumer = None, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                    await self.js.delete_consumer(self.source.stream, consumer)
-
-    async def _recreate(self) -> None:
-        delay = _RETRY_FIRST
-        while not self.stopping:
-            try:
-                await self.create()
-                return
-            except (nats.errors.Error, TimeoutError):
-                # NATS away or the stream gone for now: the connection reconnects forever
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
-
-    async def _alive(self) -> bool:
-        if self.consumer is None:
-            return False
-        try:
-            await self.js.consumer_info(self.source.stream, self.consumer)
-        except NotFoundError:
-            return False
-        except (nats.errors.Error, TimeoutError):
-            return True  # cannot tell (disconnected): keep the consumer, ask again later
-        return True
-
-    def _records(self, messages: list[Msg]) -> tuple[list[Record], bool]:
-        """The in-order records of a batch, and whether a gap was found."""
-        records: list[Record] = []
-        for msg in messages:
-            metadata = msg.metadata
-            if metadata.sequence.consumer != self._last_consumer_seq + 1:
-                return records, True
-            self._last_consumer_seq = metadata.sequence.consumer
-            self._last_stream_seq = metadata.sequence.stream
-            records.append(Record(
-                stream=self.source.stream,
-                subject=msg.subject,
-                seq=metadata.sequence.stream,
-                time=metadata.timestamp,
-                headers=dict(msg.headers or {}),
-                data=msg.data,
-                payload=decode(msg.subject, msg.data),
-            ))
-        return records, False
-
-    async def run(self, sink: Sink) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = _RETRY_FIRST
-        task = asyncio.current_task()
-        try:
-            while not self.stopping:
-                if task is not None and task.cancelling():
-                    # Ctrl-C cancelled us, but nats-py's fetch (asyncio.wait_for on Python
-                    # 3.11) can swallow a cancellation that races its timeout: honour it
-                    raise asyncio.CancelledError
-                if self._sub is None:
-                    await self._recreate()
-                    if self._sub is None:
-                        continue  # stopping
-                began = loop.time()
-                try:
-                    messages = await self._sub.fetch(
-                        _FETCH_BATCH, timeout=_FETCH_WINDOW, heartbeat=_FETCH_HEARTBEAT
-                    )
-                except FetchTimeoutError:
-                    continue  # heartbeats came: the consumer is there, the stream is quiet
-                except (nats.errors.Error, APIError, TimeoutError):
-                    if self.bus.nc.is_closed:
-                        raise
-                    messages = []
-                if not messages:
-                    # no answer at all: a server restart or a long disconnect may have
-                    # taken the consumer with it
-                    if not await self._alive():
-                        await self.discard()
-                    if loop.time() - began < _FETCH_WINDOW / 2:
-                        await asyncio.sleep(backoff)  # failed at once: do not spin
-                        backoff = min(backoff * 2, _RETRY_MAX)
-                    continue
-                backoff = _RETRY_FIRST
-                records, gap = self._records(messages)
-                for record in records:
-                    await sink(record)
-                if gap:
-                    await self.discard()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            await sink(_Failed(exc))
-            raise
+def _record(message: Delivered) -> Record:
+    return Record(
+        stream=message.stream,
+        subject=message.subject,
+        seq=message.seq,
+        time=message.time,
+        headers=message.headers,
+        data=message.data,
+        payload=decode(message.subject, message.data),
+    )
 
 
-class _LiveTap:
-    """A plain subscription on a work-queue stream's subjects: live only, no sequences."""
+async def _read(reader: OrderedReader, sink: Sink) -> None:
+    """Run `reader` into `sink`; a failure goes to the sink too, so the printer raises it."""
 
-    def __init__(self, bus: Bus, source: Source) -> None:
-        self.bus = bus
-        self.source = source
-        self._subs: list[Subscription] = []
+    async def deliver(message: Delivered) -> None:
+        await sink(_record(message))
 
-    async def start(self, sink: Sink) -> None:
-        async def received(msg: Msg) -> None:
-            await sink(Record(
-                stream=self.source.stream,
-                subject=msg.subject,
-                seq=None,
-                time=datetime.now(UTC),
-                headers=dict(msg.headers or {}),
-                data=msg.data,
-                payload=decode(msg.subject, msg.data),
-            ))
-
-        for subject in self.source.subjects:
-            self._subs.append(await self.bus.nc.subscribe(subject, cb=received))
-        await self.bus.nc.flush()
-
-    async def stop(self) -> None:
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._subs.clear()
+    try:
+        await reader.run(deliver)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        await sink(_Failed(exc))
+        raise
 
 
-def _describe(start: _Start) -> str:
+def _describe(start: Start) -> str:
     if start.from_start:
         return "from the start"
     if start.since is not None:
@@ -774,17 +569,15 @@ async def follow(
     or nothing arrived for `idle_timeout` seconds (forever when both are None).
 
     Notes (which streams, what cannot be followed) go to `err`. Returns how many records
-    were printed. Raises NoStreamError when no stream holds a wanted subject.
+    were printed. Raises NoStreamError when no stream holds a wanted subject (or the
+    streams cannot be listed), RetryableError when the connection is closed for good.
     """
     if from_start and since is not None:
         raise ValueError("from_start and since exclude each other")
-    start = _Start(from_start=from_start, since=since)
+    start = Start(from_start=from_start, since=since)
     notes = err if err is not None else sys.stderr
     wanted = interest(filters)
-    try:
-        streams = await _list_streams(bus.js)
-    except (nats.errors.Error, APIError, TimeoutError) as exc:
-        raise NoStreamError(f"cannot list JetStream streams: {exc}") from exc
+    streams = await list_streams(bus.js)
     sources = plan_sources(streams, wanted)
     kube_wanted = [w for w in wanted if w.startswith(f"{subjects.PREFIX}.kube.")]
     if kube_wanted and not any(w in s.subjects for s in sources for w in kube_wanted):
@@ -797,28 +590,32 @@ async def follow(
         )
 
     queue: asyncio.Queue[Record | _Failed] = asyncio.Queue(maxsize=_QUEUE_SIZE)
-    readers: list[_OrderedReader] = []
-    taps: list[_LiveTap] = []
+    readers: list[OrderedReader] = []
+    taps: list[LiveTap] = []
     tasks: list[asyncio.Task[None]] = []
     printed = 0
+
+    async def tapped(message: Delivered) -> None:
+        await queue.put(_record(message))
+
     try:
         for source in sources:
             what = f"{source.stream} [{', '.join(source.subjects)}]"
             if source.work_queue:
-                tap = _LiveTap(bus, source)
-                await tap.start(queue.put)
+                tap = LiveTap(bus, source.stream, source.subjects)
+                await tap.start(tapped)
                 taps.append(tap)
                 print(f"note: {what} is a work queue: following its live publishes only, "
                       "without stream sequences", file=notes)
                 continue
-            reader = _OrderedReader(bus, source, start=start)
+            reader = OrderedReader(bus, source.stream, source.subjects, start=start)
             try:
                 await reader.create()
-            except APIError as exc:
+            except ConsumerRefusedError as exc:
                 print(f"note: cannot follow {what}: {exc}", file=notes)
                 continue
             readers.append(reader)
-            tasks.append(asyncio.create_task(reader.run(queue.put)))
+            tasks.append(asyncio.create_task(_read(reader, queue.put)))
             print(f"tracing {what}, {_describe(start)}", file=notes)
         notes.flush()
         if not readers and not taps:
@@ -852,7 +649,7 @@ async def follow(
         while pending := [task for task in tasks if not task.done()]:
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending, timeout=_FETCH_WINDOW)
+            await asyncio.wait(pending, timeout=FETCH_WINDOW)
         for task in tasks:
             if not task.cancelled():
                 task.exception()  # retrieved: a failure was already raised via the queue
@@ -944,7 +741,7 @@ async def run(args: argparse.Namespace, *, out: TextIO | None = None,
         await follow(bus, filters=filters, since=since, from_start=args.from_start,
                      limit=args.limit, idle_timeout=args.timeout, as_json=args.json,
                      out=stdout, err=stderr, tz=UTC if args.utc else None)
-    except (NoStreamError, nats.errors.Error) as exc:
+    except ClusterRegistryError as exc:  # NoStreamError, or NATS lost for good
         print(f"clusterregistry trace: {exc}", file=stderr)
         return 1
     except BrokenPipeError:

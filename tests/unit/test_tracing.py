@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, DeliverPolicy
 
 from clusterregistry import schemas, subjects, tracing
+from clusterregistry.bus import following
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.tracing import Filters, Other, Record, Source
 
@@ -436,12 +437,13 @@ def _delivered(stream_seq: int, consumer_seq: int) -> Msg:
 
 def test_reader_stops_a_batch_at_a_consumer_sequence_gap() -> None:
     bus = cast(Bus, SimpleNamespace(js=None))
-    reader = tracing._OrderedReader(bus, Source(subjects.KUBE_STREAM, (subjects.KUBE_ALL,)),
-                                    start=tracing._Start())
-    records, gap = reader._records([_delivered(3, 1), _delivered(5, 2), _delivered(9, 4)])
+    reader = following.OrderedReader(bus, subjects.KUBE_STREAM, (subjects.KUBE_ALL,),
+                                     start=following.Start())
+    delivered, gap = reader._in_order([_delivered(3, 1), _delivered(5, 2), _delivered(9, 4)])
     assert gap
-    assert [r.seq for r in records] == [3, 5]  # stream sequences may skip, consumer ones not
-    assert records[0].time == datetime.fromtimestamp(10**9, UTC)
+    assert [d.seq for d in delivered] == [3, 5]  # stream sequences may skip, consumer ones not
+    assert delivered[0].time == datetime.fromtimestamp(10**9, UTC)
+    assert delivered[0].stream == subjects.KUBE_STREAM
     # the next consumer starts right after the last stream sequence shown
     assert reader._config("next").opt_start_seq == 6
 
@@ -450,15 +452,18 @@ def test_reader_config_for_each_start() -> None:
     source = Source(subjects.KUBE_STREAM,
                     (subjects.kube_kind("pod"), subjects.kube_kind("job")))
     bus = cast(Bus, SimpleNamespace(js=None))
-    new = tracing._OrderedReader(bus, source, start=tracing._Start())._config("c")
+    new = following.OrderedReader(bus, source.stream, source.subjects,
+                                  start=following.Start())._config("c")
     assert new.deliver_policy == DeliverPolicy.NEW
     assert new.ack_policy == AckPolicy.NONE
     assert new.mem_storage and new.inactive_threshold
     assert new.filter_subjects == list(source.subjects)
     assert new.filter_subject is None
-    everything = tracing._OrderedReader(bus, source, start=tracing._Start(from_start=True))
+    everything = following.OrderedReader(bus, source.stream, source.subjects,
+                                         start=following.Start(from_start=True))
     assert everything._config("c").deliver_policy == DeliverPolicy.ALL
-    timed = tracing._OrderedReader(bus, source, start=tracing._Start(since=WHEN))._config("c")
+    timed = following.OrderedReader(bus, source.stream, source.subjects,
+                                    start=following.Start(since=WHEN))._config("c")
     assert timed.deliver_policy == DeliverPolicy.BY_START_TIME
     assert timed.opt_start_time == WHEN
 

@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from clusterregistry.errors import RetryableError
@@ -33,16 +33,21 @@ async def ensure_stream(
     max_age: float = 7 * 24 * 3600.0,
     duplicate_window: float = 600.0,
     max_msgs_per_subject: int = -1,
-    retention: RetentionPolicy = RetentionPolicy.LIMITS,
+    work_queue: bool = False,
+    update: bool = True,
 ) -> StreamConfig:
     """Create the stream, or update it to these settings; returns the config in force.
 
-    `retention` cannot change on an existing stream (NATS refuses), so it is not compared.
+    `work_queue`: each message is removed once acked, and each subject may have one
+    consumer only (a queue of jobs, not a log). Retention cannot change on an existing
+    stream (NATS refuses), so it is not compared.
+    `update=False`: create the stream when missing, but leave an existing one as it is
+    (for a process that shares a stream whose settings another process owns).
     """
     wanted = StreamConfig(
         name=name,
         subjects=subjects,
-        retention=retention,
+        retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         num_replicas=replicas,
@@ -54,8 +59,19 @@ async def ensure_stream(
         try:
             info = await js.stream_info(name)
         except NotFoundError:
-            info = await js.add_stream(wanted)
-            log.info("created stream %s", name)
+            try:
+                info = await js.add_stream(wanted)
+            except BadRequestError as refused:
+                # created meanwhile by another process? NATS refuses a second creation with
+                # different settings (a stream name already in use): then use that one
+                try:
+                    info = await js.stream_info(name)
+                except NotFoundError:
+                    raise RetryableError(f"stream {name}: {refused}") from refused
+            else:
+                log.info("created stream %s", name)
+                return info.config
+        if not update:
             return info.config
         current = info.config
         if (

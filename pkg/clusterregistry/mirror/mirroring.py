@@ -29,19 +29,11 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import BadRequestError, NotFoundError
 
 from clusterregistry import errors, references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.streams import JetStream, ensure_stream
 from clusterregistry.config import MirrorSettings
 from clusterregistry.errors import (
     AuthenticationError,
@@ -157,30 +149,16 @@ def result_for(request: MirrorRequest, *, report: CopyReport | None,
 # -- the worker --------------------------------------------------------------------------------
 
 
-async def ensure_queue(js: JetStreamContext, *, replicas: int = 1) -> None:
+async def ensure_queue(js: JetStream, *, replicas: int = 1) -> None:
     """Create `CLUSTERREGISTRY_MIRROR` when missing, as the reconciler does; never update it.
 
     The reconciler owns its settings (its duplicate window follows its mirror timeout),
     so a worker only creates the stream when it starts first, and with the same subjects
     and retention: a work queue of requests and results, one consumer on each.
     """
-    try:
-        try:
-            await js.stream_info(subjects.MIRROR_STREAM)
-            return
-        except NotFoundError:
-            pass
-        try:
-            await js.add_stream(StreamConfig(
-                name=subjects.MIRROR_STREAM,
-                subjects=[subjects.MIRROR_REQUEST, subjects.MIRROR_RESULT_ALL],
-                retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
-                num_replicas=replicas, max_age=7 * 24 * 3600.0, duplicate_window=600.0))
-            log.info("created stream %s", subjects.MIRROR_STREAM)
-        except BadRequestError:
-            await js.stream_info(subjects.MIRROR_STREAM)  # created meanwhile by another
-    except Exception as exc:
-        raise RetryableError(f"stream {subjects.MIRROR_STREAM}: {exc}") from exc
+    await ensure_stream(js, name=subjects.MIRROR_STREAM,
+                        subjects=list(subjects.MIRROR_STREAM_SUBJECTS), replicas=replicas,
+                        work_queue=True, update=False)
 
 
 class Worker:
@@ -211,18 +189,16 @@ class Worker:
         self.ready = False
         self.handled = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # every worker pulls from one durable: each request goes to one of them at a time
+        self.requests = Puller(bus.js, ConsumerSpec(
+            stream=subjects.MIRROR_STREAM, durable=subjects.MIRROR_CONSUMER,
+            filter_subject=subjects.MIRROR_REQUEST, ack_wait=settings.ack_wait_seconds,
+            max_ack_pending=max(64, settings.concurrency * 16)))
 
     async def prepare(self) -> None:
         """The work-queue stream (the reconciler ensures the same) and the durable consumer."""
         await ensure_queue(self.bus.js, replicas=self.stream_replicas)
-        self._subscription = await self.bus.js.pull_subscribe(
-            subjects.MIRROR_REQUEST, durable=subjects.MIRROR_CONSUMER,
-            stream=subjects.MIRROR_STREAM,
-            config=ConsumerConfig(
-                durable_name=subjects.MIRROR_CONSUMER, filter_subject=subjects.MIRROR_REQUEST,
-                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                ack_wait=self.settings.ack_wait_seconds, max_deliver=-1,
-                max_ack_pending=max(64, self.settings.concurrency * 16)))
+        await self.requests.start()
         self.ready = True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -243,15 +219,15 @@ class Worker:
                     slots.release()
                     break
                 try:
-                    messages = await self._subscription.fetch(1, timeout=1.0)
-                except TimeoutError:
-                    slots.release()
-                    continue
-                except Exception as exc:  # NATS away: nats-py reconnects, we wait
+                    messages = await self.requests.fetch(1, timeout=1.0)
+                except RetryableError as exc:  # NATS away: nats-py reconnects, we wait
                     slots.release()
                     log.warning("mirror fetch failed: %s", exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
+                    continue
+                if not messages:
+                    slots.release()
                     continue
                 for msg in messages:
                     task = asyncio.create_task(self.process(msg))
@@ -268,8 +244,7 @@ class Worker:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+            await self.requests.stop()
 
     # -- one message ---------------------------------------------------------------------------
 

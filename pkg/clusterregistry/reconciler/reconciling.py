@@ -31,7 +31,6 @@ from typing import Any
 import msgspec
 from kubernetes_asyncio import client
 from nats.aio.msg import Msg
-from nats.js.api import RetentionPolicy
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from clusterregistry import references, schemas, subjects
@@ -136,7 +135,7 @@ class Reconciler:
                             replicas=self.stream_replicas,
                             max_age=7 * 24 * 3600.0,
                             duplicate_window=max(120.0, self.settings.mirror_timeout_seconds),
-                            retention=RetentionPolicy.WORK_QUEUE)
+                            work_queue=True)
         self._refs_kv = await ensure_bucket(js, name=subjects.REFS_BUCKET,
                                             replicas=self.stream_replicas)
         kv = await ensure_bucket(js, name=subjects.ARTIFACTS_BUCKET,
