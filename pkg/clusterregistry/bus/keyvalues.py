@@ -214,6 +214,7 @@ class Change:
 
     key: str
     value: bytes | None
+    revision: int = 0  # the change's sequence in the bucket: orders it against a snapshot
 
 
 async def watch_bucket(bus: Bus, bucket: str, *, stop: asyncio.Event,
@@ -245,7 +246,7 @@ async def watch_bucket(bus: Bus, bucket: str, *, stop: asyncio.Event,
                 yield None
                 continue
             deleted = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
-            yield Change(entry.key, None if deleted else entry.value)
+            yield Change(entry.key, None if deleted else entry.value, entry.revision or 0)
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]

@@ -22,6 +22,7 @@ a stale cache.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -31,11 +32,10 @@ from typing import Any
 import msgspec
 from kubernetes_asyncio import client
 from nats.aio.msg import Msg
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.bus.keyvalues import Records, Versioned
+from clusterregistry.bus.keyvalues import Records, Versioned, watch_bucket
 from clusterregistry.bus.pulling import ConsumerSpec, Puller
 from clusterregistry.bus.streams import ensure_bucket, ensure_stream
 from clusterregistry.config import ReconcilerSettings
@@ -109,7 +109,7 @@ class Reconciler:
             filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000,
             ack_wait=settings.ack_wait_seconds))
         self.records: Records[ArtifactRecord] | None = None
-        self._refs_kv: KeyValue | None = None
+        self.refs: Records[OwnerRecord] | None = None
         # state
         self.cache: dict[str, dict[str, Any]] = {}  # Artifact name -> object as last seen
         self._stale: set[str] = set()  # names to read again before deciding
@@ -136,8 +136,8 @@ class Reconciler:
                             max_age=7 * 24 * 3600.0,
                             duplicate_window=max(120.0, self.settings.mirror_timeout_seconds),
                             work_queue=True)
-        self._refs_kv = await ensure_bucket(js, name=subjects.REFS_BUCKET,
-                                            replicas=self.stream_replicas)
+        refs = await ensure_bucket(js, name=subjects.REFS_BUCKET, replicas=self.stream_replicas)
+        self.refs = Records(refs, schemas.owner_record_decoder.decode, name=subjects.REFS_BUCKET)
         kv = await ensure_bucket(js, name=subjects.ARTIFACTS_BUCKET,
                                  replicas=self.stream_replicas)
         self.records = Records(kv, schemas.artifact_record_decoder.decode,
@@ -245,38 +245,36 @@ class Reconciler:
 
     async def _watch_refs(self, stop: asyncio.Event) -> None:
         """Every owner record, then every change, from an ordered watch of the bucket."""
-        assert self._refs_kv is not None
         while not stop.is_set():
+            initial: dict[str, Versioned[OwnerRecord]] = {}
+            loading = True
             try:
-                watcher = await self._refs_kv.watchall()
-                initial: dict[str, Versioned[OwnerRecord]] = {}
-                loading = True
-                async for entry in watcher:
-                    if entry is None:
+                async with contextlib.aclosing(watch_bucket(
+                        self.bus, subjects.REFS_BUCKET, stop=stop, poll=1.0)) as changes:
+                    async for change in changes:
+                        if change is None:
+                            if loading:
+                                self._apply_refs(initial)
+                                loading = False
+                                self.refs_loaded = True
+                                # owners may have gone while no reconciler ran: recount them
+                                for name in list(self.cache):
+                                    self.mark(name)
+                            continue
+                        record: OwnerRecord | None = None
+                        if change.value is not None:
+                            try:
+                                record = schemas.owner_record_decoder.decode(change.value)
+                            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                                log.warning("refs: %s is unreadable: %s", change.key, exc)
+                        versioned = Versioned(record, change.revision,
+                                              deleted=change.value is None)
                         if loading:
-                            self._apply_refs(initial)
-                            loading = False
-                            self.refs_loaded = True
-                            # owners may have gone while no reconciler ran: recount them all
-                            for name in list(self.cache):
-                                self.mark(name)
-                        continue
-                    record: OwnerRecord | None = None
-                    deleted = entry.operation in (KV_DEL, KV_PURGE)
-                    if not deleted and entry.value:
-                        try:
-                            record = schemas.owner_record_decoder.decode(entry.value)
-                        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                            log.warning("refs: %s is unreadable: %s", entry.key, exc)
-                    versioned = Versioned(record, entry.revision or 0, deleted=deleted)
-                    if loading:
-                        initial[entry.key] = versioned
-                    else:
-                        self._apply_ref(entry.key, versioned)
+                            initial[change.key] = versioned
+                        else:
+                            self._apply_ref(change.key, versioned)
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch broke (NATS restarted): load everything again
+            except RetryableError as exc:  # the watch broke (NATS restarted): load it all again
                 log.warning("reconciler: watching %s: %s; watching again", subjects.REFS_BUCKET,
                             exc)
                 if await sleep_unless_stopped(stop, 1.0):
@@ -391,9 +389,8 @@ class Reconciler:
     async def _resync_loop(self, stop: asyncio.Event) -> None:
         """Level-based: every Artifact and every owner record read again, all reconciled
         (a watch that silently stopped, an event lost, cannot leave a status wrong for long)."""
-        assert self._refs_kv is not None
-        refs = Records(self._refs_kv, schemas.owner_record_decoder.decode,
-                       name=subjects.REFS_BUCKET)
+        refs = self.refs
+        assert refs is not None
         while not await sleep_unless_stopped(stop, self.settings.resync_seconds):
             try:
                 await self._relist_artifacts()
