@@ -106,3 +106,18 @@ async def ensure_bucket(js: JetStreamContext, *, name: str, replicas: int = 1,
                 ttl=ttl))
     except Exception as exc:
         raise RetryableError(f"key-value bucket {name}: {exc}") from exc
+
+
+async def publish(js: JetStreamContext, subject: str, payload: bytes, *,
+                  headers: dict[str, str] | None = None, timeout: float = 5.0) -> int:
+    """One message into the stream that captures `subject`, acknowledged by it; returns its
+    sequence (that of the first copy when a Nats-Msg-Id header made this one a duplicate).
+
+    RetryableError when no stream answers in `timeout` (NATS away, no stream captures the
+    subject) or the stream refuses it: the caller decides whether to ask again.
+    """
+    try:
+        ack = await js.publish(subject, payload, timeout=timeout, headers=headers)
+    except Exception as exc:
+        raise RetryableError(f"publishing to {subject}: {exc!r}") from exc
+    return int(ack.seq)

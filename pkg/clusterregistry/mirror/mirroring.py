@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from clusterregistry import errors, references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.pulling import ConsumerSpec, Puller
-from clusterregistry.bus.streams import JetStream, ensure_stream
+from clusterregistry.bus.streams import JetStream, ensure_stream, publish
 from clusterregistry.config import MirrorSettings
 from clusterregistry.errors import (
     AuthenticationError,
@@ -301,8 +301,9 @@ class Worker:
             if settlement.report:
                 result = result_for(request, report=report, error=error, settlement=settlement,
                                     worker=self.worker_id, duration=duration)
-                await self.bus.js.publish(
-                    subjects.mirror_result(request.artifact), schemas.encode(result),
+                await publish(
+                    self.bus.js, subjects.mirror_result(request.artifact),
+                    schemas.encode(result),
                     headers={subjects.TRACE_HEADER: request.trace_id} if request.trace_id
                     else None)
             if settlement.action == "ack":

@@ -37,7 +37,7 @@ from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.keyvalues import Records, Versioned, watch_bucket
 from clusterregistry.bus.pulling import ConsumerSpec, Puller
-from clusterregistry.bus.streams import ensure_bucket, ensure_stream
+from clusterregistry.bus.streams import ensure_bucket, ensure_stream, publish
 from clusterregistry.config import ReconcilerSettings
 from clusterregistry.errors import (
     ConflictError,
@@ -508,10 +508,10 @@ class Reconciler:
         assert request is not None
         msg_id = subjects.mirror_msg_id(request.artifact, request.generation, request.attempt)
         try:
-            await self.bus.js.publish(
-                subjects.MIRROR_REQUEST, schemas.encode(request), timeout=5.0,
+            await publish(
+                self.bus.js, subjects.MIRROR_REQUEST, schemas.encode(request), timeout=5.0,
                 headers={subjects.MSG_ID_HEADER: msg_id, subjects.TRACE_HEADER: msg_id})
-        except Exception as exc:
+        except RetryableError as exc:
             # the status already says Mirroring with a deadline: the timeout asks again
             log.warning("publishing the mirror request for %s: %s; the timeout will ask again",
                         request.artifact, exc)

@@ -12,7 +12,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from clusterregistry.bus.connecting import connect
-from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.bus.streams import ensure_stream, publish
 from clusterregistry.errors import RetryableError
 from clusterregistry.sandbox.natsservers import NatsServer
 
@@ -103,5 +103,22 @@ async def test_a_refused_creation_is_retryable_and_says_why(nats_server: NatsSer
         with pytest.raises(RetryableError, match="overlap") as caught:
             await ensure_stream(bus.js, name="B", subjects=["t.x"])
         assert caught.value.__cause__ is not None
+    finally:
+        await bus.close()
+
+
+async def test_publish_is_acknowledged_or_retryable(nats_server: NatsServer) -> None:
+    bus = await connect([nats_server.url], name="streams-publish")
+    try:
+        await ensure_stream(bus.js, name="P", subjects=["p.>"])
+        first = await publish(bus.js, "p.one", b"1", headers={"Nats-Msg-Id": "m1"})
+        second = await publish(bus.js, "p.two", b"2")
+        assert second == first + 1
+        # a duplicate (same Nats-Msg-Id within the window) is acked, not stored again
+        assert await publish(bus.js, "p.one", b"1", headers={"Nats-Msg-Id": "m1"}) == first
+        assert (await bus.js.stream_info("P")).state.messages == 2
+        # no stream captures the subject: no one acknowledges it
+        with pytest.raises(RetryableError, match="nowhere"):
+            await publish(bus.js, "nowhere.x", b"?", timeout=2.0)
     finally:
         await bus.close()
