@@ -37,7 +37,7 @@ import msgspec
 from clusterregistry import references, subjects
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records, Versioned, open_records
-from clusterregistry.bus.streams import JetStream, ensure_stream
+from clusterregistry.bus.streams import JetStream, ensure_stream, publish
 from clusterregistry.config import GcSettings
 from clusterregistry.errors import (
     ConflictError,
@@ -160,8 +160,8 @@ class Collector:
         message = GcEvent(run=run.id, event=event, dry_run=run.dry_run, time=time.time(),
                           **values)  # type: ignore[arg-type]
         try:
-            await self.js.publish(subjects.gc(event), encode(message))
-        except Exception as exc:  # an event lost is a gap in the trace, not a failed run
+            await publish(self.js, subjects.gc(event), encode(message))
+        except RetryableError as exc:  # an event lost is a gap in the trace, not a failed run
             log.warning("cannot publish gc %s event: %s", event, exc)
         return message
 
