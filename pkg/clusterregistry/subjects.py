@@ -59,6 +59,8 @@ MIRROR_CONSUMER: Final = "clusterregistry-mirror"
 TRACE_CONSUMER_PREFIX: Final = "clusterregistry-trace-"
 # request-reply: ask the GC process for a run now (`clusterregistry gc run-once` over NATS)
 GC_RUN_REQUEST: Final = f"{PREFIX}.control.gc.run"
+# the GC replicas' queue group on GC_RUN_REQUEST: each request reaches exactly one
+GC_QUEUE_GROUP: Final = "clusterregistry-gc"
 
 # -- headers ------------------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

@@ -32,6 +32,12 @@ class Bus:
     def max_payload(self) -> int:
         return int(self.nc.max_payload)
 
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def close(self, *, drain_timeout: float = 5.0) -> None:
         """Drain (deliver what is buffered) within `drain_timeout`, then close regardless."""
         if self.nc.is_closed:

@@ -15,12 +15,13 @@ import os
 import socket
 import time
 
-from nats.aio.msg import Msg
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from clusterregistry import subjects
+from clusterregistry.bus import replying
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.replying import Responder
 from clusterregistry.config import Settings
 from clusterregistry.errors import RetryableError
 from clusterregistry.gc.collecting import Collector
@@ -35,6 +36,7 @@ from clusterregistry.gc.sweeping import (
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.kube.clients import api_client
 from clusterregistry.oci.registries import RegistryClient
+from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
 from clusterregistry.schemas import (
     GcEvent,
@@ -45,8 +47,6 @@ from clusterregistry.schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-QUEUE_GROUP = "clusterregistry-gc"
 
 
 def default_identity() -> str:
@@ -132,26 +132,18 @@ async def serve(
     ready = asyncio.Event()
     probes.add_check("nats", lambda: ready.is_set() and bus.nc.is_connected)
     await probes.start()
-    running: set[asyncio.Task[None]] = set()
 
-    async def on_request(msg: Msg) -> None:
+    async def on_request(data: bytes) -> bytes:
         try:
-            request = gc_run_request_decoder.decode(msg.data or b"{}")
+            request = gc_run_request_decoder.decode(data or b"{}")
         except Exception as exc:
-            await msg.respond(encode(GcEvent(run="", event="failed", time=time.time(),
-                                             message=f"bad request: {exc}")))
-            return
+            return encode(GcEvent(run="", event="failed", time=time.time(),
+                                  message=f"bad request: {exc}"))
+        log.info("gc run requested by %s", request.requested_by or "someone")
+        return encode(await collector.run(dry_run=request.dry_run, force=request.force))
 
-        async def answer() -> None:
-            log.info("gc run requested by %s", request.requested_by or "someone")
-            result = await collector.run(dry_run=request.dry_run, force=request.force)
-            with contextlib.suppress(Exception):
-                await msg.respond(encode(result))
-
-        task = asyncio.create_task(answer())
-        running.add(task)
-        task.add_done_callback(running.discard)
-
+    responder = Responder(bus, subjects.GC_RUN_REQUEST, queue=subjects.GC_QUEUE_GROUP,
+                          handle=on_request)
     try:
         while not stop.is_set():
             try:
@@ -159,20 +151,16 @@ async def serve(
                 break
             except RetryableError as exc:
                 log.warning("gc cannot prepare its stream and bucket yet: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
+                await sleep_unless_stopped(stop, 2.0)
         if isinstance(collector.sweeper, JobSweeper):
             # a sweep Job of a GC killed mid-sweep would go on after its lock expired
             await collector.sweeper.cleanup()
-        subscription = await bus.nc.subscribe(subjects.GC_RUN_REQUEST, queue=QUEUE_GROUP,
-                                              cb=on_request)
+        await responder.start()
         ready.set()
         await _schedule_loop(collector, stop)
-        await subscription.unsubscribe()
-        for task in list(running):
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
     finally:
+        await responder.stop()
+        await cancel_and_wait(*responder.running)
         await probes.stop()
         await _close(closing)
         await bus.close()
@@ -189,9 +177,7 @@ async def _schedule_loop(collector: Collector, stop: asyncio.Event) -> None:
         assert due is not None
         log.info("next scheduled gc run at %s",
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due)))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, due - time.time()))
-        if stop.is_set():
+        if await sleep_unless_stopped(stop, max(0.0, due - time.time())):
             return
         await collector.run()
 
@@ -205,13 +191,13 @@ async def request_run(settings: Settings, *, dry_run: bool, force: bool,
         request = GcRunRequest(dry_run=dry_run, force=force,
                                requested_by=f"cli@{socket.gethostname()}")
         try:
-            reply = await bus.nc.request(subjects.GC_RUN_REQUEST, encode(request),
-                                         timeout=timeout)
-        except Exception as exc:
+            reply = await replying.request(bus, subjects.GC_RUN_REQUEST, encode(request),
+                                           timeout=timeout)
+        except RetryableError as exc:
             raise RetryableError(
                 f"no GC answered on {subjects.GC_RUN_REQUEST} within {timeout:g}s ({exc}); "
                 "is the gc process running? (--in-process runs one here)") from exc
-        return gc_event_decoder.decode(reply.data)
+        return gc_event_decoder.decode(reply)
     finally:
         await bus.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -44,33 +45,29 @@ async def serve(
     """Run one worker until `stop`. Without a Kubernetes configuration the worker still
     copies, but a request naming pull secrets fails (permanently) with a clear error."""
     worker_id = identity or settings.mirror.worker_id or default_identity()
-    clients = RegistryClients(settings.mirror, local_registry=settings.local_registry)
-    bus = await connect(settings.nats.servers, name=f"clusterregistry-mirror-{worker_id}")
-    api: client.ApiClient | None = None
-    try:
-        api = await api_client(kubeconfig)
-    except ConfigError:
-        if kubeconfig:
-            raise
-    replicas = settings.nats.stream_replicas
-    fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
-                  replicas=replicas)
-    kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds,
-                                     replicas=replicas)
-    worker = Worker(
-        bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
-        ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
-        secrets=functools.partial(_read_secret, api) if api is not None else None,
-        metrics=metrics or MirrorMetrics(), stream_replicas=replicas)
-    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
-    probes.add_check("nats", lambda: worker.ready and bus.nc.is_connected)
-    await probes.start()
-    try:
-        await fence.ensure()
-        await worker.run(stop)
-    finally:
-        await probes.stop()
-        await clients.close()
-        if api is not None:
-            await api.close()
-        await bus.close()
+    async with contextlib.AsyncExitStack() as closing:
+        clients = RegistryClients(settings.mirror, local_registry=settings.local_registry)
+        closing.push_async_callback(clients.close)
+        bus = await closing.enter_async_context(
+            await connect(settings.nats.servers, name=f"clusterregistry-mirror-{worker_id}"))
+        api: client.ApiClient | None = None
+        try:
+            api = await closing.enter_async_context(await api_client(kubeconfig))
+        except ConfigError:
+            if kubeconfig:
+                raise
+        replicas = settings.nats.stream_replicas
+        fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
+                      replicas=replicas)
+        kv = await ledgers.ensure_bucket(
+            bus.js, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds, replicas=replicas)
+        worker = Worker(
+            bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
+            ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
+            secrets=functools.partial(_read_secret, api) if api is not None else None,
+            metrics=metrics or MirrorMetrics(), stream_replicas=replicas)
+        probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
+        probes.add_check("nats", lambda: worker.ready and bus.nc.is_connected)
+        async with probes:
+            await fence.ensure()
+            await worker.run(stop)

@@ -20,20 +20,15 @@ async def serve(
     identity: str | None = None,
     probe_host: str | None = None,
 ) -> None:
-    bus = await connect(settings.nats.servers, name="clusterregistry-reconciler")
-    api = await api_client(kubeconfig)
-    reconciler = Reconciler(
-        api=api, bus=bus, settings=settings.reconciler, local_registry=settings.local_registry,
-        identity=identity, stream_replicas=settings.nats.stream_replicas,
-        metrics=ReconcilerMetrics())
-    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
-    # ready once the streams, buckets and consumers exist and the owner records are loaded
-    probes.add_check("nats", lambda: reconciler.ready and bus.nc.is_connected)
-    probes.add_check("refs", lambda: reconciler.refs_loaded)
-    await probes.start()
-    try:
-        await reconciler.run(stop)
-    finally:
-        await probes.stop()
-        await api.close()
-        await bus.close()
+    async with (await connect(settings.nats.servers, name="clusterregistry-reconciler") as bus,
+                await api_client(kubeconfig) as api):
+        reconciler = Reconciler(
+            api=api, bus=bus, settings=settings.reconciler,
+            local_registry=settings.local_registry, identity=identity,
+            stream_replicas=settings.nats.stream_replicas, metrics=ReconcilerMetrics())
+        probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
+        # ready once the streams, buckets and consumers exist and the owner records are loaded
+        probes.add_check("nats", lambda: reconciler.ready and bus.nc.is_connected)
+        probes.add_check("refs", lambda: reconciler.refs_loaded)
+        async with probes:
+            await reconciler.run(stop)

@@ -27,20 +27,15 @@ async def serve(
     identity: str | None = None,
     probe_host: str | None = None,
 ) -> None:
-    bus = await connect(settings.nats.servers, name="clusterregistry-relay")
-    api = await api_client(kubeconfig)
-    relay = Relay(
-        api=api, bus=bus, settings=settings.relay, namespace=settings.namespace,
-        identity=identity or default_identity(), stream_replicas=settings.nats.stream_replicas,
-        metrics=RelayMetrics(),
-    )
-    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
-    # ready once the stream exists; a standby relay is ready too (it can take over)
-    probes.add_check("nats", lambda: relay.ready and bus.nc.is_connected)
-    await probes.start()
-    try:
-        await relay.run(stop)
-    finally:
-        await probes.stop()
-        await api.close()
-        await bus.close()
+    async with (await connect(settings.nats.servers, name="clusterregistry-relay") as bus,
+                await api_client(kubeconfig) as api):
+        relay = Relay(
+            api=api, bus=bus, settings=settings.relay, namespace=settings.namespace,
+            identity=identity or default_identity(),
+            stream_replicas=settings.nats.stream_replicas, metrics=RelayMetrics(),
+        )
+        probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
+        # ready once the stream exists; a standby relay is ready too (it can take over)
+        probes.add_check("nats", lambda: relay.ready and bus.nc.is_connected)
+        async with probes:
+            await relay.run(stop)

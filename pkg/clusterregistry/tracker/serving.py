@@ -18,17 +18,13 @@ async def serve(
     identity: str | None = None,
     probe_host: str | None = None,
 ) -> None:
-    bus = await connect(settings.nats.servers, name="clusterregistry-tracker")
-    tracker = Tracker(
-        bus=bus, settings=settings.tracker, early_loading=settings.enable_early_loading,
-        local_registry=settings.local_registry, identity=identity,
-        stream_replicas=settings.nats.stream_replicas, metrics=TrackerMetrics())
-    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
-    # ready once the consumer exists and its cache is warm
-    probes.add_check("nats", lambda: tracker.ready and bus.nc.is_connected)
-    await probes.start()
-    try:
-        await tracker.run(stop)
-    finally:
-        await probes.stop()
-        await bus.close()
+    async with await connect(settings.nats.servers, name="clusterregistry-tracker") as bus:
+        tracker = Tracker(
+            bus=bus, settings=settings.tracker, early_loading=settings.enable_early_loading,
+            local_registry=settings.local_registry, identity=identity,
+            stream_replicas=settings.nats.stream_replicas, metrics=TrackerMetrics())
+        probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
+        # ready once the consumer exists and its cache is warm
+        probes.add_check("nats", lambda: tracker.ready and bus.nc.is_connected)
+        async with probes:
+            await tracker.run(stop)
