@@ -108,3 +108,20 @@ async def test_nats_failures_are_retryable(nats_server: NatsServer) -> None:
             await attempt
         # not a ConflictError: nothing says the key changed, NATS is just gone
         assert type(failed.value) is RetryableError
+
+
+async def test_a_delete_on_a_stale_revision_is_a_conflict_and_deletes_nothing(
+        nats_server: NatsServer) -> None:
+    # GC deletes an artifact record on the revision it decided on; a record the reconciler
+    # changed meanwhile must survive (nats-py reports this as a BadRequestError, 10071)
+    bus = await connect([nats_server.url], name="kv-stale-delete")
+    try:
+        records = Records(await ensure_bucket(bus.js, name="kv-stale-delete"), decode)
+        decided = await records.create("k", Note("decided"))
+        changed = await records.write("k", Note("changed"), revision=decided)
+        with pytest.raises(ConflictError):
+            await records.delete("k", revision=decided)
+        found = await records.read("k")
+        assert (found.value, found.revision, found.deleted) == (Note("changed"), changed, False)
+    finally:
+        await bus.close()
