@@ -48,6 +48,7 @@ from clusterregistry.bus.following import (
     list_streams,
 )
 from clusterregistry.errors import ClusterRegistryError, ConfigError, RetryableError
+from clusterregistry.runtime.lifecycle import cancel_and_wait
 
 __all__ = [
     "HELP",
@@ -646,13 +647,8 @@ async def follow(
     finally:
         for reader in readers:
             reader.stopping = True
-        while pending := [task for task in tasks if not task.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=FETCH_WINDOW)
-        for task in tasks:
-            if not task.cancelled():
-                task.exception()  # retrieved: a failure was already raised via the queue
+        # their failures were already raised through the queue
+        await cancel_and_wait(*tasks, nudge=FETCH_WINDOW)
         for tap in taps:
             await tap.stop()
         for reader in readers:

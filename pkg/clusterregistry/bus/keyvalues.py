@@ -73,6 +73,11 @@ class Records(Generic[T]):
                         key, exc)
             return None
 
+    def versioned(self, change: Change) -> Versioned[T]:
+        """A watched change as a read would give it (an unreadable value: absent)."""
+        return Versioned(self._value(change.key, change.value), change.revision,
+                         deleted=change.value is None)
+
     async def read(self, key: str) -> Versioned[T]:
         try:
             entry = await self.kv.get(key)

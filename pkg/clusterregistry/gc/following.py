@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.errors import RetryableError
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.schemas import FenceEntry
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,12 @@ async def follow(
                               loop.time() - last_read, exc)
                     lock = None
                 else:
-                    await _sleep(stop, poll_interval)
+                    await sleep_unless_stopped(stop, poll_interval)
                     continue
             if wants_read_only(lock) and read_only_for is None:
                 assert lock is not None
                 if lock.acquired == failed_for:
-                    await _sleep(stop, poll_interval)
+                    await sleep_unless_stopped(stop, poll_interval)
                     continue  # not again for this lock: GC gives up waiting, unswept
                 log.info("GC %s is sweeping: switching %s read-only", lock.holder, name)
                 try:
@@ -103,14 +104,10 @@ async def follow(
                         holder=name, purpose="read-only", acquired=read_only_for,
                         renewed=time.time()))
                     last_ack = loop.time()
-            await _sleep(stop, poll_interval)
+            await sleep_unless_stopped(stop, poll_interval)
     finally:
         if read_only_for is not None:
             await switch(False)
             with contextlib.suppress(RetryableError):
                 await fence.set_read_only_state(None)
 
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

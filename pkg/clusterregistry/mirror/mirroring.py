@@ -50,6 +50,7 @@ from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.oci.authenticating import Credentials, parse_docker_config
 from clusterregistry.oci.copying import BlobLedger, Copier, CopyReport
 from clusterregistry.runtime import logs
+from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.schemas import MirrorRequest, MirrorResult, SecretRef
 
 log = logging.getLogger(__name__)
@@ -207,9 +208,7 @@ class Worker:
                 await self.prepare()
             except RetryableError as exc:
                 log.warning("mirror cannot start consuming yet: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
-                if stop.is_set():
+                if await sleep_unless_stopped(stop, 2.0):
                     return
         slots = asyncio.Semaphore(self.settings.concurrency)
         try:
@@ -223,8 +222,7 @@ class Worker:
                 except RetryableError as exc:  # NATS away: nats-py reconnects, we wait
                     slots.release()
                     log.warning("mirror fetch failed: %s", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
+                    await sleep_unless_stopped(stop, 1.0)
                     continue
                 if not messages:
                     slots.release()
@@ -240,10 +238,7 @@ class Worker:
                     task.add_done_callback(done)
         finally:
             # copies in flight are abandoned and nak'ed: another worker starts them afresh
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(*self._tasks)
             await self.requests.stop()
 
     # -- one message ---------------------------------------------------------------------------

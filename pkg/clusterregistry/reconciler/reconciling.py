@@ -245,6 +245,8 @@ class Reconciler:
 
     async def _watch_refs(self, stop: asyncio.Event) -> None:
         """Every owner record, then every change, from an ordered watch of the bucket."""
+        refs = self.refs
+        assert refs is not None
         while not stop.is_set():
             initial: dict[str, Versioned[OwnerRecord]] = {}
             loading = True
@@ -261,14 +263,7 @@ class Reconciler:
                                 for name in list(self.cache):
                                     self.mark(name)
                             continue
-                        record: OwnerRecord | None = None
-                        if change.value is not None:
-                            try:
-                                record = schemas.owner_record_decoder.decode(change.value)
-                            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                                log.warning("refs: %s is unreadable: %s", change.key, exc)
-                        versioned = Versioned(record, change.revision,
-                                              deleted=change.value is None)
+                        versioned = refs.versioned(change)
                         if loading:
                             initial[change.key] = versioned
                         else:

@@ -26,7 +26,13 @@ import msgspec
 from clusterregistry.kinds import ORIGINAL_IMAGES_ANNOTATION
 from clusterregistry.webhook import metrics as outcomes
 from clusterregistry.webhook.metrics import WebhookMetrics
-from clusterregistry.webhook.mutation import AVAILABILITY_UNKNOWN, Result, Rules, rewrite
+from clusterregistry.webhook.mutation import (
+    AVAILABILITY_UNKNOWN,
+    Result,
+    Rules,
+    remember,
+    rewrite,
+)
 from clusterregistry.webhook.policies import (
     MATCH_CONDITION,
     MATCH_CONDITION_ERROR,
@@ -241,9 +247,7 @@ class Admitter:
             decision = _decision(outcomes.PATCHED, result.warnings,
                                  patch=encode_patch(result.patch), **counts)
         if key is not None:
-            if len(self._decisions) >= _DECISIONS_MAX:
-                self._decisions.clear()
-            self._decisions[key] = decision
+            remember(self._decisions, key, decision, limit=_DECISIONS_MAX)
         return decision
 
     def _count(self, decision: Decision) -> None:

@@ -28,6 +28,7 @@ from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.keyvalues import watch_bucket
 from clusterregistry.errors import RetryableError
 from clusterregistry.references import ReferenceError
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.webhook.metrics import WebhookMetrics
 from clusterregistry.webhook.mutation import AVAILABLE_PHASE
 
@@ -106,7 +107,7 @@ class ArtifactView:
                                                  first_connect_timeout=self._retry_seconds * 5)
                     except RetryableError as exc:
                         log.warning("artifact view: %s; the fallback applies", exc)
-                        await self._pause(stop)
+                        await sleep_unless_stopped(stop, self._retry_seconds)
                         continue
                 try:
                     await self._watch(self.bus, stop)
@@ -115,16 +116,12 @@ class ArtifactView:
                                 "rebuilt", exc)
                 finally:
                     self._set_synced(False)
-                await self._pause(stop)
+                await sleep_unless_stopped(stop, self._retry_seconds)
         finally:
             self._set_synced(False)
             if self.bus is not None:
                 await self.bus.close(drain_timeout=1.0)
                 self.bus = None
-
-    async def _pause(self, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), self._retry_seconds)
 
     async def _watch(self, bus: Bus, stop: asyncio.Event) -> None:
         if not bus.nc.is_connected:

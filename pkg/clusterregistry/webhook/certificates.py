@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime
 import ipaddress
 import logging
@@ -41,6 +40,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from clusterregistry.errors import ConfigError, PermanentError, RetryableError
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.webhook.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,7 @@ class ServingCertificate:
         while not stop.is_set():
             if self.changed(cert_file, key_file):
                 self.load_files(cert_file, key_file)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await sleep_unless_stopped(stop, interval)
 
 
 _BUNDLE_MAX = 8

@@ -23,8 +23,9 @@ source stays recoverable with `references.from_local`, the mapping's inverse.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -89,24 +90,26 @@ class Rules:
                                                       repr=False)
 
     def plan(self, image: str) -> Plan:
-        plan = self.plans.get(image)
-        if plan is None:
-            plan = _make_plan(image, self)
-            if len(self.plans) >= _PLANS_MAX:
-                self.plans.clear()
-            self.plans[image] = plan
-        return plan
+        return self.plans.get(image) or remember(self.plans, image, _make_plan(image, self))
 
     def mapping(self, source: Reference) -> _Mapping:
         """What the rules say about a repository: a new tag of it needs no new decision."""
         key = (source.domain, source.path)
-        mapping = self.mappings.get(key)
-        if mapping is None:
-            mapping = _make_mapping(source, self)
-            if len(self.mappings) >= _PLANS_MAX:
-                self.mappings.clear()
-            self.mappings[key] = mapping
-        return mapping
+        return self.mappings.get(key) or remember(self.mappings, key,
+                                                  _make_mapping(source, self))
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def remember(cache: dict[K, V], key: K, value: V, *, limit: int = _PLANS_MAX) -> V:
+    """Keep `value` under `key`, emptying the cache first when it holds `limit` entries
+    (pods of new workloads must not grow it without bound); returns `value`."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 class _Mapping(NamedTuple):

@@ -16,7 +16,6 @@ microseconds): it runs on the event loop, no executor hop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from typing import Literal, cast
@@ -27,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from clusterregistry.config import Settings
 from clusterregistry.errors import RetryableError
 from clusterregistry.kube.clients import api_client
-from clusterregistry.runtime.lifecycle import wait_stopped
+from clusterregistry.runtime.lifecycle import cancel_and_wait, wait_stopped
 from clusterregistry.runtime.probes import ProbeServer
 from clusterregistry.webhook.admitting import Admitter
 from clusterregistry.webhook.availability import ArtifactView
@@ -204,10 +203,6 @@ async def serve(
             started.set_result(server)
         await wait_stopped(stop, *tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks)
         await server.stop()
         await probes.stop()
