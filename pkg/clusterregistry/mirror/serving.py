@@ -5,23 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import socket
 
 from kubernetes_asyncio import client
 
-from clusterregistry.bus.connecting import connect
+from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.keyvalues import Records
 from clusterregistry.config import Settings
-from clusterregistry.errors import ConfigError
+from clusterregistry.errors import ConfigError, RetryableError
 from clusterregistry.kube.clients import api_client
 from clusterregistry.kube.secrets import docker_config
 from clusterregistry.mirror import ledgers
 from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import Worker
+from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
-from clusterregistry.schemas import SecretRef
+from clusterregistry.schemas import BlobLocation, SecretRef
+
+log = logging.getLogger(__name__)
 
 
 def default_identity() -> str:
@@ -59,15 +64,37 @@ async def serve(
         replicas = settings.nats.stream_replicas
         fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
                       replicas=replicas)
-        kv = await ledgers.ensure_bucket(
-            bus.js, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds, replicas=replicas)
-        worker = Worker(
-            bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
-            ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
-            secrets=functools.partial(_read_secret, api) if api is not None else None,
-            metrics=metrics or MirrorMetrics(), stream_replicas=replicas)
+        workers: list[Worker] = []  # the worker, once NATS let it be made
         probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
-        probes.add_check("nats", lambda: worker.ready and bus.nc.is_connected)
+        probes.add_check("nats", lambda: bool(workers) and workers[0].ready
+                         and bus.nc.is_connected)
         async with probes:
+            kv = await _prepare(bus, fence, settings, stop)
+            if kv is None:
+                return  # stopped before NATS was ready
+            workers.append(Worker(
+                bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
+                ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
+                secrets=functools.partial(_read_secret, api) if api is not None else None,
+                metrics=metrics or MirrorMetrics(), stream_replicas=replicas))
+            await workers[0].run(stop)
+
+
+async def _prepare(bus: Bus, fence: Fence, settings: Settings,
+                   stop: asyncio.Event) -> Records[BlobLocation] | None:
+    """The blob ledger's bucket and the fence's, retried until NATS has them (a JetStream
+    cluster still electing its leader answers with timeouts); None when stopped first."""
+    delay = 0.5
+    while True:
+        try:
+            kv = await ledgers.ensure_bucket(
+                bus.js, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds,
+                replicas=settings.nats.stream_replicas)
             await fence.ensure()
-            await worker.run(stop)
+        except RetryableError as exc:
+            log.warning("mirror cannot prepare NATS yet: %s", exc)
+            if await sleep_unless_stopped(stop, delay):
+                return None
+            delay = min(delay * 2, 10.0)
+            continue
+        return kv
