@@ -269,7 +269,9 @@ class _Job:
             await self._push_all(images)
             if top.is_index:
                 await self._push_manifest(to_push, to_push.digest)
-        if tag and await self.dst.head_manifest(self.dst_repo, tag) != to_push.digest:
+        # A manifest that was missing cannot be what the tag names already: no HEAD for it.
+        if tag and (not report.already_present
+                    or await self.dst.head_manifest(self.dst_repo, tag) != to_push.digest):
             await self._push_manifest(to_push, tag)
         counters = self.counters
         report.bytes_copied, report.blobs_copied = counters.bytes_copied, counters.copied

@@ -57,7 +57,11 @@ async def test_copies_read_back_by_skopeo_with_the_source_digests(
     async with client_for(secure_registry) as src, \
             client_for(registry, actions="pull,push") as dst:
         again = await Copier().copy(src, "nf/upf", "1.2", dst, "mirror/nf/upf", tag="1.2")
+        # present under another tag: only the new tag is pushed
+        retagged = await Copier().copy(src, "nf/upf", "1.2", dst, "mirror/nf/upf", tag="stable")
     assert again.already_present and again.bytes_copied == 0 and again.manifests_pushed == 0
+    assert retagged.already_present and retagged.manifests_pushed == 1
+    assert await inspect_digest(registry, f"{registry.host}/mirror/nf/upf:stable") == image.digest
 
 
 @pytest.mark.parametrize(("verify_locally", "hash_in_thread", "message"), [
