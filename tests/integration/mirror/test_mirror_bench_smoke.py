@@ -23,3 +23,10 @@ async def test_mirror_bench_copies_both_images_with_every_tool() -> None:
             assert image[tool]["seconds"] > 0
         assert image["ratio_vs_skopeo"] > 0 and image["cpu_ratio_vs_skopeo"] > 0
         assert image["profile"]["top_own_time"]
+        for tool in ("clusterregistry", "clusterregistry_registry_verified", "skopeo"):
+            waits = image[tool]["machine_waits_core_seconds"]
+            assert sorted(waits) == ["idle", "iowait"] and min(waits.values()) >= 0
+        budget = image["target_budget_core_seconds"]
+        # what this process and the waits took is its CPU plus the machine's idle time
+        assert budget["copier_and_waits_now"] >= image["clusterregistry"]["cpu_seconds"]["copier"]
+        assert budget["sha256_pass_alone"] == image["sha256"]["seconds"]
