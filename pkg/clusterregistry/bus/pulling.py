@@ -7,11 +7,18 @@ after `ack_wait`. `max_ack_pending` bounds what is out at once across every
 process pulling from the consumer (the tracker's replicas share one). Nothing
 here promises order across those processes: readers that need "everything
 before this message is done" (relist end markers) check the consumer's ack floor.
+
+Messages come out as `Pulled`, whose settlements (ack, nak, term, in progress)
+never raise a library error: a settlement lost on the way (the connection
+closed, the message already settled) only means JetStream hands the message
+out again after `ack_wait`, which every consumer here is written to tolerate,
+so the service is told (False) and goes on instead of dying on it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -22,6 +29,58 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from clusterregistry.errors import RetryableError
 
 log = logging.getLogger(__name__)
+
+
+class Pulled:
+    """One message from a pull consumer: its subject and data, and how to settle it."""
+
+    __slots__ = ("_msg", "data", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.subject: str = msg.subject
+        self.data: bytes = msg.data
+
+    def __repr__(self) -> str:
+        return f"Pulled({self.subject!r}, {len(self.data)} bytes)"
+
+    # parsed from the reply subject on each call: read them only where needed
+    @property
+    def stream_sequence(self) -> int:
+        return int(self._msg.metadata.sequence.stream)
+
+    @property
+    def delivered(self) -> int:
+        """How many times JetStream has handed this message out, this time included."""
+        return int(self._msg.metadata.num_delivered or 1)
+
+    async def ack(self, *, confirmed: bool = False) -> bool:
+        """Done with it. `confirmed`: wait for the server to record the ack (a work
+        queue removes the message then), not only send it."""
+        if confirmed:
+            return await self._settle("ack", self._msg.ack_sync)
+        return await self._settle("ack", self._msg.ack)
+
+    async def nak(self, *, delay: float | None = None) -> bool:
+        """Hand it out again, after `delay` seconds (None: at once)."""
+        return await self._settle("nak", lambda: self._msg.nak(delay=delay))
+
+    async def term(self) -> bool:
+        """Never hand it out again (it cannot be handled, ever)."""
+        return await self._settle("term", self._msg.term)
+
+    async def in_progress(self) -> bool:
+        """Still working on it: restart its `ack_wait` timer."""
+        return await self._settle("in progress", self._msg.in_progress)
+
+    async def _settle(self, what: str, send: Callable[[], Awaitable[object]]) -> bool:
+        try:
+            await send()
+        except Exception as exc:  # nats-py's errors, and timeouts of ack_sync
+            log.warning("%s of %s not delivered (it comes back after ack_wait): %s: %s",
+                        what, self.subject, type(exc).__name__, exc)
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -74,12 +133,12 @@ class Puller:
             raise RetryableError(
                 f"consumer {spec.durable} on {spec.stream}: {exc}") from exc
 
-    async def fetch(self, batch: int, *, timeout: float = 1.0) -> list[Msg]:
+    async def fetch(self, batch: int, *, timeout: float = 1.0) -> list[Pulled]:
         """Up to `batch` messages; [] when none arrived within `timeout`."""
         if self._sub is None:
             raise RuntimeError("Puller.start() first")
         try:
-            return await self._sub.fetch(batch, timeout=timeout)
+            return [Pulled(msg) for msg in await self._sub.fetch(batch, timeout=timeout)]
         except (nats.errors.TimeoutError, TimeoutError):
             return []
         except Exception as exc:

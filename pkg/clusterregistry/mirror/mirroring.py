@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import msgspec
-from nats.aio.msg import Msg
 
 from clusterregistry import errors, references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.bus.streams import JetStream, ensure_stream, publish
 from clusterregistry.config import MirrorSettings
 from clusterregistry.errors import (
@@ -243,7 +242,7 @@ class Worker:
 
     # -- one message ---------------------------------------------------------------------------
 
-    async def process(self, msg: Msg) -> None:
+    async def process(self, msg: Pulled) -> None:
         """Copy what one message asks, report, and settle the message."""
         try:
             request = schemas.mirror_request_decoder.decode(msg.data)
@@ -253,7 +252,7 @@ class Worker:
             self.metrics.failures.labels("invalid_request").inc()
             await msg.term()
             return
-        delivered = int(msg.metadata.num_delivered or 1)
+        delivered = msg.delivered
         started = time.perf_counter()
         report: CopyReport | None = None
         error: BaseException | None = None
@@ -262,8 +261,7 @@ class Worker:
         try:
             report = await self.mirror(request)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(msg.nak())
+            await asyncio.shield(msg.nak())
             raise
         except Exception as exc:  # every failure is settled below; none may kill the worker
             error = exc
@@ -301,25 +299,26 @@ class Worker:
                     schemas.encode(result),
                     headers={subjects.TRACE_HEADER: request.trace_id} if request.trace_id
                     else None)
+        except RetryableError as exc:
+            # the result did not make it: unsettled, the message comes back after ackWait,
+            # and the copy then finds the image complete and only reports again
+            log.warning("mirror: cannot report %s: %s", request.artifact, exc, extra=fields)
+        else:
+            # a settlement lost on the way ends the same way (Pulled logs it)
             if settlement.action == "ack":
-                await msg.ack_sync()
+                await msg.ack(confirmed=True)
             elif settlement.action == "term":
                 await msg.term()
             else:
                 await msg.nak(delay=settlement.delay)
-        except Exception as exc:
-            # the result or the ack did not make it: the message comes back after ackWait,
-            # and the copy then finds the image complete and only reports again
-            log.warning("mirror: cannot settle %s: %s", request.artifact, exc, extra=fields)
         self.handled += 1
 
-    async def _keep_alive(self, msg: Msg) -> None:
+    async def _keep_alive(self, msg: Pulled) -> None:
         """Tell JetStream the copy is still running, so it is not redelivered meanwhile."""
         interval = self.settings.ack_wait_seconds / 3
         while True:
             # at once too: the ack timer started when the server sent the message
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            await msg.in_progress()
             await asyncio.sleep(interval)
 
     async def _credentials(self, refs: Sequence[SecretRef]) -> dict[str, Credentials]:

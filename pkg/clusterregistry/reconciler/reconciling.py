@@ -31,12 +31,11 @@ from typing import Any
 
 import msgspec
 from kubernetes_asyncio import client
-from nats.aio.msg import Msg
 
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.keyvalues import Records, Versioned, watch_bucket
-from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.bus.streams import ensure_bucket, ensure_stream, publish
 from clusterregistry.config import ReconcilerSettings
 from clusterregistry.errors import (
@@ -326,7 +325,7 @@ class Reconciler:
             for msg in messages:
                 await self._result_message(msg)
 
-    async def _result_message(self, msg: Msg) -> None:
+    async def _result_message(self, msg: Pulled) -> None:
         try:
             result = schemas.mirror_result_decoder.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

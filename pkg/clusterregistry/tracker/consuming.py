@@ -37,12 +37,11 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import msgspec
-from nats.aio.msg import Msg
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.keyvalues import Records, Versioned
-from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.bus.streams import ensure_bucket
 from clusterregistry.config import TrackerSettings
 from clusterregistry.errors import ConflictError, RetryableError
@@ -141,14 +140,14 @@ class Tracker:
 
     # -- one message ---------------------------------------------------------------------------
 
-    async def _process(self, messages: list[Msg], stop: asyncio.Event) -> bool:
+    async def _process(self, messages: list[Pulled], stop: asyncio.Event) -> bool:
         """Apply a batch and ack it; False when stopped before all of it was stored.
 
         Events between two relist markers are applied concurrently across owners and in
         order within one owner (different owners' records are independent, and fewer
         conflicts this way); a marker waits for what this replica holds before it.
         """
-        segment: list[tuple[Msg, KubeEvent]] = []
+        segment: list[tuple[Pulled, KubeEvent]] = []
         for msg in messages:
             try:
                 if msg.subject.endswith("._relist"):
@@ -170,10 +169,10 @@ class Tracker:
             segment = []
             concluded: list[bool] = []
 
-            async def marker(item: RelistMarker = item, msg: Msg = msg,
+            async def marker(item: RelistMarker = item, msg: Pulled = msg,
                              concluded: list[bool] = concluded) -> None:
                 concluded.append(await self.apply_marker(
-                    item, sequence=msg.metadata.sequence.stream) is not None)
+                    item, sequence=msg.stream_sequence) is not None)
 
             if not await self._retrying(marker, stop):
                 return False
@@ -188,7 +187,7 @@ class Tracker:
                 await msg.nak(delay=_MARKER_DELAY)
         return await self._apply_segment(segment, stop)
 
-    async def _apply_segment(self, segment: list[tuple[Msg, KubeEvent]],
+    async def _apply_segment(self, segment: list[tuple[Pulled, KubeEvent]],
                              stop: asyncio.Event) -> bool:
         groups: dict[str, list[tuple[KubeEvent, int]]] = {}
         for msg, event in segment:
@@ -196,7 +195,7 @@ class Tracker:
             # the stream sequence only matters to a SYNC (the relist mark); parsing it from
             # the reply subject for every message costs measurably
             groups.setdefault(key.uid if key else "", []).append(
-                (event, msg.metadata.sequence.stream if event.type == "SYNC" else 0))
+                (event, msg.stream_sequence if event.type == "SYNC" else 0))
 
         async def in_order(events: list[tuple[KubeEvent, int]]) -> bool:
             for event, sequence in events:

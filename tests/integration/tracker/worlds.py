@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.keyvalues import Records
-from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.config import ReconcilerSettings, RelaySettings, TrackerSettings
 from clusterregistry.errors import RetryableError
 from clusterregistry.kinds import ARTIFACT_GROUP, ARTIFACT_PLURAL, ARTIFACT_VERSION
@@ -129,7 +128,7 @@ class FakeMirrorWorker:
             for msg in await self.puller.fetch(16, timeout=0.5):
                 await self._answer(msg)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Pulled) -> None:
         request = schemas.mirror_request_decoder.decode(msg.data)
         self.requests.append(request)
         result = self.respond(request)

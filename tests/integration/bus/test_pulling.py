@@ -1,0 +1,96 @@
+"""Pull consumers against a real nats-server: what a `Pulled` message says about itself,
+and settlements that never raise a library error (a lost one only means redelivery)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from clusterregistry.bus.connecting import connect
+from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
+from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry.sandbox.supervising import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def _one(puller: Puller) -> Pulled:
+    for _ in range(20):  # each fetch waits up to 0.5 s: 10 s in all
+        messages = await puller.fetch(1, timeout=0.5)
+        if messages:
+            (msg,) = messages
+            return msg
+    raise AssertionError("no message was delivered in 10 s")
+
+
+async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsServer) -> None:
+    bus = await connect([nats_server.url], name="pulling-settle")
+    try:
+        await ensure_stream(bus.js, name="Q", subjects=["q.>"], work_queue=True)
+        puller = Puller(bus.js, ConsumerSpec(stream="Q", durable="w", filter_subject="q.>",
+                                             ack_wait=30.0))
+        await puller.start()
+        await bus.js.publish("q.job", b"one")
+        first = await _one(puller)
+        assert (first.subject, first.data, first.stream_sequence, first.delivered) == (
+            "q.job", b"one", 1, 1)
+        # a nak hands it out again at once, counted as a second delivery
+        assert await first.nak() is True
+        again = await _one(puller)
+        assert (again.data, again.stream_sequence, again.delivered) == (b"one", 1, 2)
+        assert await again.in_progress() is True
+        for body in (b"two", b"three"):
+            await bus.js.publish("q.job", body)
+        # a confirmed ack returns once the work queue has dropped the message
+        assert await again.ack(confirmed=True) is True
+        assert (await bus.js.stream_info("Q")).state.messages == 2
+
+        second = await _one(puller)
+        assert (second.data, second.stream_sequence) == (b"two", 2)
+        assert await second.term() is True
+        third = await _one(puller)
+        assert await third.ack() is True
+
+        async def drained() -> bool:
+            return (await bus.js.stream_info("Q")).state.messages == 0
+
+        # a plain ack is sent, not confirmed: the server drops the message when it arrives
+        await wait_for(drained, timeout=10, description="the work queue to drain")
+    finally:
+        await bus.close()
+
+
+async def test_a_settlement_that_cannot_be_sent_is_reported_not_raised(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = await connect([nats_server.url], name="pulling-lost")
+    await ensure_stream(bus.js, name="L", subjects=["l.>"], work_queue=True)
+    puller = Puller(bus.js, ConsumerSpec(stream="L", durable="w", filter_subject="l.>",
+                                         ack_wait=2.0))
+    await puller.start()
+    await bus.js.publish("l.job", b"x")
+    msg = await _one(puller)
+    await bus.close()
+    caplog.set_level(logging.WARNING, logger="clusterregistry.bus.pulling")
+    # the connection is closed: nats-py raises, the service is only told False
+    assert await msg.ack() is False
+    assert await msg.nak(delay=1.0) is False
+    assert await msg.term() is False
+    assert await msg.in_progress() is False
+    assert await msg.ack(confirmed=True) is False
+    lost = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(lost) == 5 and all("l.job" in line for line in lost)
+
+    # nothing was settled: JetStream hands the message out again after ack_wait
+    bus = await connect([nats_server.url], name="pulling-lost-again")
+    try:
+        puller = Puller(bus.js, ConsumerSpec(stream="L", durable="w", filter_subject="l.>",
+                                             ack_wait=2.0))
+        await puller.start()
+        back = await _one(puller)
+        assert (back.data, back.delivered) == (b"x", 2)
+        assert await back.ack(confirmed=True) is True
+    finally:
+        await bus.close()
