@@ -29,9 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubernetes_asyncio import client
-
 from clusterregistry.errors import ClusterRegistryError, PermanentError, RetryableError
+from clusterregistry.kube.clients import ApiClient
 from clusterregistry.kube.jobs import Jobs
 
 log = logging.getLogger(__name__)
@@ -188,7 +187,7 @@ class JobSweeper:
     is deleted afterwards with its pod.
     """
 
-    def __init__(self, api: client.ApiClient, *, namespace: str, image: str, volume_claim: str,
+    def __init__(self, api: ApiClient, *, namespace: str, image: str, volume_claim: str,
                  config_map: str, storage_path: str, timeout: float, node_name: str = "",
                  poll_interval: float = 1.0) -> None:
         self.jobs = Jobs(api, namespace)

@@ -18,6 +18,9 @@ from clusterregistry.errors import (
     RetryableError,
 )
 
+# the client every kube adapter takes: services name it through this module, not the library
+ApiClient = client.ApiClient
+
 # what a call to the API server can raise: its answer, or the transport's failure
 TRANSPORT_ERRORS: Final = (ApiException, aiohttp.ClientError, OSError, TimeoutError)
 

@@ -9,14 +9,12 @@ import logging
 import os
 import socket
 
-from kubernetes_asyncio import client
-
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records
 from clusterregistry.config import Settings
 from clusterregistry.errors import ConfigError, RetryableError
-from clusterregistry.kube.clients import api_client
+from clusterregistry.kube.clients import ApiClient, api_client
 from clusterregistry.kube.secrets import docker_config
 from clusterregistry.mirror import ledgers
 from clusterregistry.mirror.clients import RegistryClients
@@ -34,7 +32,7 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def _read_secret(api: client.ApiClient, ref: SecretRef) -> bytes:
+async def _read_secret(api: ApiClient, ref: SecretRef) -> bytes:
     return await docker_config(api, ref.namespace, ref.name)
 
 
@@ -55,7 +53,7 @@ async def serve(
         closing.push_async_callback(clients.close)
         bus = await closing.enter_async_context(
             await connect(settings.nats.servers, name=f"clusterregistry-mirror-{worker_id}"))
-        api: client.ApiClient | None = None
+        api: ApiClient | None = None
         try:
             api = await closing.enter_async_context(await api_client(kubeconfig))
         except ConfigError:

@@ -30,7 +30,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
-from kubernetes_asyncio import client
 
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
@@ -45,6 +44,7 @@ from clusterregistry.errors import (
     RetryableError,
 )
 from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.kube.clients import ApiClient
 from clusterregistry.reconciler import statuses
 from clusterregistry.reconciler.metrics import ReconcilerMetrics
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
@@ -71,7 +71,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        api: client.ApiClient,
+        api: ApiClient,
         bus: Bus,
         settings: ReconcilerSettings,
         local_registry: str,

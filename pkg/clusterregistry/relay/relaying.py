@@ -28,8 +28,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from kubernetes_asyncio import client
-
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.keyvalues import Records
@@ -38,6 +36,7 @@ from clusterregistry.bus.streams import ensure_bucket, ensure_stream
 from clusterregistry.config import RelaySettings
 from clusterregistry.errors import RetryableError
 from clusterregistry.kinds import WATCHED
+from clusterregistry.kube.clients import ApiClient
 from clusterregistry.kube.leasing import LeaderElector
 from clusterregistry.kube.objects import KubeObject
 from clusterregistry.kube.watching import (
@@ -72,7 +71,7 @@ class Relay:
     def __init__(
         self,
         *,
-        api: client.ApiClient,
+        api: ApiClient,
         bus: Bus,
         settings: RelaySettings,
         namespace: str,

@@ -36,10 +36,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from clusterregistry.errors import ConfigError, PermanentError, RetryableError
+from clusterregistry.errors import ConfigError
+from clusterregistry.kube.admission import patch_ca_bundles
+from clusterregistry.kube.clients import ApiClient
 from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.webhook.metrics import WebhookMetrics
 
@@ -208,43 +208,14 @@ def merged_bundle(existing_b64: str | None, ca_pem: bytes, *, keep: int = _BUNDL
     return base64.b64encode(b"".join(kept)).decode("ascii")
 
 
-async def patch_ca_bundle(api: client.ApiClient, configuration: str, ca_pem: bytes) -> int:
+async def patch_ca_bundle(api: ApiClient, configuration: str, ca_pem: bytes) -> int:
     """Add `ca_pem` to every webhook's caBundle of a MutatingWebhookConfiguration.
 
     A JSON patch guarded by a `test` of the resourceVersion, so a concurrent change (another
     replica adding its CA) is never overwritten; the caller retries a RetryableError.
     Returns the number of webhooks patched.
     """
-    admission = client.AdmissionregistrationV1Api(api)
-    try:
-        current = await admission.read_mutating_webhook_configuration(configuration)
-        webhooks = current.webhooks or []
-        if not webhooks:
-            raise PermanentError(f"MutatingWebhookConfiguration {configuration} has no webhooks")
-        operations: list[dict[str, object]] = [
-            {"op": "test", "path": "/metadata/resourceVersion",
-             "value": current.metadata.resource_version}]
-        for index, webhook in enumerate(webhooks):
-            existing = webhook.client_config.ca_bundle if webhook.client_config else None
-            bundle = merged_bundle(existing, ca_pem)
-            if webhook.client_config is None:
-                operations.append({"op": "add", "path": f"/webhooks/{index}/clientConfig",
-                                   "value": {"caBundle": bundle}})
-            else:
-                operations.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
-                                   "value": bundle})
-        await admission.patch_mutating_webhook_configuration(configuration, operations)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise RetryableError(
-                f"MutatingWebhookConfiguration {configuration} does not exist (yet)") from exc
-        if exc.status in (403, 401):
-            raise PermanentError(
-                f"not allowed to patch MutatingWebhookConfiguration {configuration}: "
-                f"{exc.reason}") from exc
-        raise RetryableError(f"patching the caBundle of {configuration}: {exc.status} "
-                             f"{exc.reason}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise RetryableError(f"patching the caBundle of {configuration}: {exc}") from exc
-    log.info("caBundle of %s written (%d webhooks)", configuration, len(webhooks))
-    return len(webhooks)
+    patched = await patch_ca_bundles(api, configuration,
+                                     lambda existing: merged_bundle(existing, ca_pem))
+    log.info("caBundle of %s written (%d webhooks)", configuration, patched)
+    return patched

@@ -499,7 +499,7 @@ def api_calls(process: str) -> set[tuple[str, str, str]]:
     the kube/ adapters it imports."""
     sources = [p.read_text() for p in (PKG / process).glob("*.py")]
     own = "\n".join(sources)
-    for adapter in ("jobs", "leasing", "secrets", "watching"):
+    for adapter in ("admission", "jobs", "leasing", "secrets", "watching"):
         if re.search(rf"clusterregistry\.kube\.{adapter}\b|from clusterregistry\.kube import "
                      rf"[^\n]*\b{adapter}\b", own):
             sources.append((PKG / "kube" / f"{adapter}.py").read_text())
