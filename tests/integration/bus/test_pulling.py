@@ -7,13 +7,23 @@ import logging
 
 import pytest
 
-from clusterregistry.bus.connecting import connect
+from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.bus.streams import ensure_stream
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+async def _work_queue(bus: Bus, name: str, *, ack_wait: float) -> Puller:
+    """A work-queue stream `name` on `<name>.>` (kept if there), and its consumer `w`."""
+    prefix = name.lower()
+    await ensure_stream(bus.js, name=name, subjects=[f"{prefix}.>"], work_queue=True)
+    puller = Puller(bus.js, ConsumerSpec(stream=name, durable="w", filter_subject=f"{prefix}.>",
+                                         ack_wait=ack_wait))
+    await puller.start()
+    return puller
 
 
 async def _one(puller: Puller) -> Pulled:
@@ -28,10 +38,7 @@ async def _one(puller: Puller) -> Pulled:
 async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsServer) -> None:
     bus = await connect([nats_server.url], name="pulling-settle")
     try:
-        await ensure_stream(bus.js, name="Q", subjects=["q.>"], work_queue=True)
-        puller = Puller(bus.js, ConsumerSpec(stream="Q", durable="w", filter_subject="q.>",
-                                             ack_wait=30.0))
-        await puller.start()
+        puller = await _work_queue(bus, "Q", ack_wait=30.0)
         await bus.js.publish("q.job", b"one")
         first = await _one(puller)
         assert (first.subject, first.data, first.stream_sequence, first.delivered) == (
@@ -66,10 +73,7 @@ async def test_a_settlement_that_cannot_be_sent_is_reported_not_raised(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
     bus = await connect([nats_server.url], name="pulling-lost")
-    await ensure_stream(bus.js, name="L", subjects=["l.>"], work_queue=True)
-    puller = Puller(bus.js, ConsumerSpec(stream="L", durable="w", filter_subject="l.>",
-                                         ack_wait=2.0))
-    await puller.start()
+    puller = await _work_queue(bus, "L", ack_wait=2.0)
     await bus.js.publish("l.job", b"x")
     msg = await _one(puller)
     await bus.close()
@@ -86,9 +90,7 @@ async def test_a_settlement_that_cannot_be_sent_is_reported_not_raised(
     # nothing was settled: JetStream hands the message out again after ack_wait
     bus = await connect([nats_server.url], name="pulling-lost-again")
     try:
-        puller = Puller(bus.js, ConsumerSpec(stream="L", durable="w", filter_subject="l.>",
-                                             ack_wait=2.0))
-        await puller.start()
+        puller = await _work_queue(bus, "L", ack_wait=2.0)
         back = await _one(puller)
         assert (back.data, back.delivered) == (b"x", 2)
         assert await back.ack(confirmed=True) is True
