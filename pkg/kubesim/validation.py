@@ -19,7 +19,6 @@ field errors and name rules in kubesim.fielderrors.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -312,6 +311,10 @@ def _default_secret(obj: Obj) -> None:
         for key, value in string_data.items():
             if isinstance(value, str):
                 data[key] = base64.b64encode(value.encode()).decode()
+    data = obj.get("data")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            data[key] = canonical_bytes(value)
 
 
 _CONFIG_KEY_MSG = regex_error("a valid config key must consist of alphanumeric characters, "
@@ -334,20 +337,80 @@ def _config_key_errors(key: str) -> list[str]:
     return errs
 
 
+_BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_NEWLINES = frozenset(b"\r\n")
+
+
+def go_base64_error(text: str) -> int | None:
+    """Where Go's base64.StdEncoding refuses `text`, as the byte offset its
+    CorruptInputError carries; None when Go decodes it.
+
+    Go's JSON decoder reads a []byte field (Secret data, a webhook's caBundle) with
+    it, and kube-apiserver answers 400 "illegal base64 data at input byte N". Unlike
+    Python's strict decoder, Go skips CR and LF anywhere, wants the padding, and
+    stops at the first bad byte, which sets N.
+    """
+    src = text.encode()
+    si = 0
+    while si < len(src):
+        j = 0  # sextets of this quantum so far
+        while j < 4:
+            if si == len(src):
+                return None if j == 0 else si - j  # a quantum cut short: padding missing
+            c = src[si]
+            si += 1
+            if c in _BASE64:
+                j += 1
+                continue
+            if c in _NEWLINES:
+                continue
+            if c != ord("=") or j < 2:
+                return si - 1  # not base64, or padding too early
+            if j == 2:  # "==" expected: the second "=" may follow newlines
+                while si < len(src) and src[si] in _NEWLINES:
+                    si += 1
+                if si == len(src):
+                    return len(src)
+                if src[si] != ord("="):
+                    return si - 1
+                si += 1
+            while si < len(src) and src[si] in _NEWLINES:
+                si += 1
+            return si if si < len(src) else None  # anything after the padding is garbage
+    return None
+
+
+def canonical_bytes(value: Any) -> Any:
+    """A []byte field as kube serves it back: the decoded bytes in standard base64 (no
+    newlines, canonical padding bits). Anything Go would not decode is left for
+    validation to refuse."""
+    if type(value) is not str or go_base64_error(value) is not None:
+        return value
+    return base64.b64encode(base64.b64decode(value.replace("\r", "").replace("\n", ""))).decode()
+
+
+def _decode_bytes(errs: FieldErrors, value: Any, path: str) -> bytes | None:
+    """A []byte field's bytes, or None after recording the error kube would decode it with."""
+    if type(value) is not str:
+        errs.decode(path, value, "[]byte")
+        return None
+    offset = go_base64_error(value)
+    if offset is not None:
+        if errs.decode_error is None:
+            errs.decode_error = f"illegal base64 data at input byte {offset}"
+        return None
+    return base64.b64decode(value.replace("\r", "").replace("\n", ""))
+
+
 def _validate_secret(errs: FieldErrors, obj: Obj) -> None:
     data = get_dict(errs, obj, "data", path="")
     total = 0
     for key, value in data.items():
         for msg in _config_key_errors(key):
             errs.invalid(f"data[{key}]", key, msg)
-        if type(value) is not str:
-            errs.decode("data", value, "[]byte")
-            continue
-        try:
-            total += len(base64.b64decode(value, validate=True))
-        except (binascii.Error, ValueError):
-            if errs.decode_error is None:
-                errs.decode_error = "illegal base64 data at input byte 0"
+        decoded = _decode_bytes(errs, value, "data")
+        if decoded is not None:
+            total += len(decoded)
     if total > MAX_SECRET_SIZE:
         errs.too_long("data", MAX_SECRET_SIZE)
     kind = obj.get("type")
@@ -414,7 +477,10 @@ def _default_webhook_configuration(obj: Obj) -> None:
         for rule in hook.get("rules") or ():
             if isinstance(rule, dict) and rule.get("scope") is None:
                 rule["scope"] = "*"
-        service = (hook.get("clientConfig") or {}).get("service")
+        config = hook.get("clientConfig")
+        if isinstance(config, dict) and "caBundle" in config:
+            config["caBundle"] = canonical_bytes(config["caBundle"])
+        service = (config or {}).get("service")
         if isinstance(service, dict) and service.get("port") is None:
             service["port"] = 443
 
@@ -465,6 +531,8 @@ def _validate_webhook(errs: FieldErrors, hook: Obj, path: str) -> str:
         validate_label_selector(errs, hook.get(key), f"{path}.{key}")
     _not_in(errs, hook, "reinvocationPolicy", path=path, allowed=("IfNeeded", "Never"))
     config = get_dict(errs, hook, "clientConfig", path=path)
+    if config.get("caBundle") is not None:
+        _decode_bytes(errs, config["caBundle"], f"{path}.clientConfig.caBundle")
     url, service = config.get("url"), config.get("service")
     if (url is None) == (service is None):
         errs.required(f"{path}.clientConfig", "exactly one of url or service is required")

@@ -1115,3 +1115,50 @@ def test_configmap_keys() -> None:
     big = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("c"),
            "data": {"a": "x" * (1024 * 1024 + 1)}}
     assert create_errors("ConfigMap", big) == ["[]: Too long: may not be more than 1048576 bytes"]
+
+
+# --- []byte fields: base64 as Go's JSON decoder reads it -----------------------------------------
+
+@pytest.mark.parametrize(("text", "offset"), [
+    ("", None), ("b2xk", None), ("b2xk\r\nbmV3", None), ("ab==", None), ("abc=", None),
+    ("ab=\n=", None), ("ab==\n", None),
+    ("abc", 0), ("abcde", 4),  # a quantum cut short: where it started
+    ("ab!d", 2), ("+", 0),  # a byte outside the alphabet
+    ("a===", 1), ("ab=x", 2),  # padding too early, or half of it
+    ("ab=", 3),  # "==" expected, the input ended
+    ("abc=x", 4), ("YQ==YQ==", 4),  # anything after the padding
+])
+def test_base64_offsets_are_gos(text: str, offset: int | None) -> None:
+    assert validation.go_base64_error(text) == offset
+
+
+def bad_request(kind: str, obj: Obj) -> str:
+    validation.apply_defaults(R[kind], obj)
+    with pytest.raises(statuses.ApiError) as info:
+        validation.validate_create(R[kind], obj)
+    assert info.value.code == 400
+    return info.value.message
+
+
+def test_bytes_fields_are_decoded_like_kube_and_served_canonical() -> None:
+    def secret(value: str) -> Obj:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": meta("s"),
+                "data": {"key": value}}
+
+    assert bad_request("Secret", secret("ab!d")) == (
+        'Secret in version "v1" cannot be handled as a Secret: '
+        "illegal base64 data at input byte 2")
+    # Go skips newlines and ignores stray padding bits; kube serves the bytes back canonical
+    assert created("Secret", secret("b2xk\nbmV3"))["data"] == {"key": "b2xkbmV3"}
+    assert created("Secret", secret("YR=="))["data"] == {"key": "YQ=="}
+
+    def with_bundle(bundle: str) -> Obj:
+        hook = webhook()
+        hook["clientConfig"]["caBundle"] = bundle
+        return webhook_configuration(hook)
+
+    assert bad_request("MutatingWebhookConfiguration", with_bundle("b3RoZXI=+")) == (
+        'MutatingWebhookConfiguration in version "v1" cannot be handled as a '
+        "MutatingWebhookConfiguration: illegal base64 data at input byte 8")
+    stored = created("MutatingWebhookConfiguration", with_bundle("LS0t\nLS0t\n"))
+    assert stored["webhooks"][0]["clientConfig"]["caBundle"] == "LS0tLS0t"
