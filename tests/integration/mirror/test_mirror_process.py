@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import yaml
 
+from clusterregistry.sandbox.natsservers import NatsCluster
 from clusterregistry.sandbox.registries import Registry
 from clusterregistry.sandbox.supervising import Process, free_port, wait_for
 from tests.integration.mirror.conftest import MirrorWorld
@@ -69,3 +70,53 @@ async def test_cmd_mirror_copies_serves_metrics_and_stops_cleanly(
     finally:
         if process.running:
             await process.kill()
+
+
+async def test_cmd_mirror_waits_for_a_jetstream_quorum_then_serves(tmp_path: Path) -> None:
+    """One node of three up: JetStream has no meta leader and answers nothing, so the
+    mirror's buckets cannot be made. The process must keep trying, not ready, and serve
+    once the other nodes arrive (what a cluster whose NATS pods start late looks like)."""
+    cluster = NatsCluster(tmp_path / "nats", size=3)
+    first, *others = cluster.nodes
+    await first.spawn()
+    port = free_port()
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"localRegistry": "127.0.0.1:5000"}))
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update({"CLUSTERREGISTRY_NATS_SERVERS": ",".join(cluster.servers),
+                "CLUSTERREGISTRY_NATS_STREAMREPLICAS": "3",
+                "CLUSTERREGISTRY_PROBEPORT": str(port), "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
+                "CLUSTERREGISTRY_LOG_FORMAT": "json", "POD_NAME": "mirror-0"})
+    process = Process([sys.executable, str(ROOT / "cmd" / "mirror.py"),
+                       "--config", str(tmp_path / "settings.yaml")],
+                      name="mirror", log_path=tmp_path / "mirror.log", env=env)
+    await process.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def readiness() -> int | None:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        return resp.status
+                except aiohttp.ClientError:
+                    return None
+
+            async def retried() -> bool:
+                log = tmp_path / "mirror.log"
+                return log.exists() and log.read_text().count(
+                    "mirror cannot prepare NATS yet") >= 2
+
+            await wait_for(retried, timeout=90, description="two failed tries to prepare NATS")
+            assert process.running and await readiness() == 503
+            for node in others:
+                await node.spawn()
+            await cluster.wait_for_meta_leader(timeout=60)
+
+            async def ready() -> bool:
+                return await readiness() == 200
+
+            await wait_for(ready, timeout=90, description="mirror /readyz once NATS has quorum")
+        await process.stop(grace=20)
+        assert process.returncode == 0
+    finally:
+        if process.running:
+            await process.kill()
+        await cluster.stop()
