@@ -21,6 +21,21 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def mirror_process(tmp_path: Path, settings: dict[str, object], *, nats: str, probe_port: int,
+                   **env_extra: str) -> Process:
+    """cmd/mirror.py as its pod runs it: a settings file, NATS and the probes from the
+    environment, JSON logs in tmp_path/mirror.log, no Kubernetes configuration."""
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update({"CLUSTERREGISTRY_NATS_SERVERS": nats,
+                "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
+                "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1", "CLUSTERREGISTRY_LOG_FORMAT": "json",
+                "POD_NAME": "mirror-0", **env_extra})
+    return Process([sys.executable, str(ROOT / "cmd" / "mirror.py"),
+                    "--config", str(tmp_path / "settings.yaml")],
+                   name="mirror", log_path=tmp_path / "mirror.log", env=env)
+
+
 async def test_cmd_mirror_copies_serves_metrics_and_stops_cleanly(
     mirror_world: MirrorWorld, secure_registry: Registry, registry: Registry,
     build_image: BuildImage, push_image: PushImage, tmp_path: Path,
@@ -32,16 +47,8 @@ async def test_cmd_mirror_copies_serves_metrics_and_stops_cleanly(
     settings = {"localRegistry": registry.host, "mirror": {"registries": [{
         "host": secure_registry.host, "caFile": str(secure_registry.ca_path),
         "username": user, "passwordFile": str(tmp_path / "password")}]}}
-    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.update({"CLUSTERREGISTRY_NATS_SERVERS": mirror_world.nats.url,
-                "CLUSTERREGISTRY_PROBEPORT": str(port),
-                "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1", "CLUSTERREGISTRY_LOG_FORMAT": "json",
-                "POD_NAME": "mirror-0"})
-    process = Process([sys.executable, str(ROOT / "cmd" / "mirror.py"),
-                       "--config", str(tmp_path / "settings.yaml")],
-                      name="mirror", log_path=tmp_path / "mirror.log", env=env)
+    process = mirror_process(tmp_path, settings, nats=mirror_world.nats.url, probe_port=port)
     await process.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -80,15 +87,9 @@ async def test_cmd_mirror_waits_for_a_jetstream_quorum_then_serves(tmp_path: Pat
     first, *others = cluster.nodes
     await first.spawn()
     port = free_port()
-    (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"localRegistry": "127.0.0.1:5000"}))
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.update({"CLUSTERREGISTRY_NATS_SERVERS": ",".join(cluster.servers),
-                "CLUSTERREGISTRY_NATS_STREAMREPLICAS": "3",
-                "CLUSTERREGISTRY_PROBEPORT": str(port), "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",
-                "CLUSTERREGISTRY_LOG_FORMAT": "json", "POD_NAME": "mirror-0"})
-    process = Process([sys.executable, str(ROOT / "cmd" / "mirror.py"),
-                       "--config", str(tmp_path / "settings.yaml")],
-                      name="mirror", log_path=tmp_path / "mirror.log", env=env)
+    process = mirror_process(tmp_path, {"localRegistry": "127.0.0.1:5000"},
+                             nats=",".join(cluster.servers), probe_port=port,
+                             CLUSTERREGISTRY_NATS_STREAMREPLICAS="3")
     await process.start()
     try:
         async with aiohttp.ClientSession() as session:
