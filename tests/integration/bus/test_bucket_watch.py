@@ -26,9 +26,8 @@ decode = msgspec.json.Decoder(Note).decode
 
 
 async def test_changes_carry_their_revisions(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="kv-watch")
     stop = asyncio.Event()
-    try:
+    async with await connect([nats_server.url], name="kv-watch") as bus:
         records = Records(await ensure_bucket(bus.js, name="kv-watch"), decode)
         a = await records.write("a", Note("a"), revision=0)
         b = await records.write("b", Note("b"), revision=0)
@@ -51,17 +50,12 @@ async def test_changes_carry_their_revisions(nats_server: NatsServer) -> None:
             Change("a", msgspec.json.encode(Note("a2")), a2),
             Change("b", None, b_deleted),
         ]
-    finally:
-        await bus.close()
 
 
 async def test_a_missing_bucket_is_retryable(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="kv-watch-missing")
-    try:
+    async with await connect([nats_server.url], name="kv-watch-missing") as bus:
         with pytest.raises(RetryableError):
             async with contextlib.aclosing(watch_bucket(bus, "kv-none", stop=asyncio.Event(),
                                                         poll=0.2)) as changes:
                 async for _ in changes:
                     pass
-    finally:
-        await bus.close()

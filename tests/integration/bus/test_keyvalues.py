@@ -24,8 +24,7 @@ decode = msgspec.json.Decoder(Note).decode
 
 
 async def test_open_records_only_opens(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="kv-open")
-    try:
+    async with await connect([nats_server.url], name="kv-open") as bus:
         assert await open_records(bus.js, "kv-notes", decode) is None
         # opening did not create it
         assert await open_records(bus.js, "kv-notes", decode) is None
@@ -37,13 +36,10 @@ async def test_open_records_only_opens(nats_server: NatsServer) -> None:
         assert opened.name == "kv-notes"
         found = await opened.read("a")
         assert (found.value, found.revision, found.deleted) == (Note("one"), revision, False)
-    finally:
-        await bus.close()
 
 
 async def test_create_only_where_no_value(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="kv-create")
-    try:
+    async with await connect([nats_server.url], name="kv-create") as bus:
         records = Records(await ensure_bucket(bus.js, name="kv-create"), decode)
         first = await records.create("k", Note("first"))
         assert first > 0
@@ -61,13 +57,10 @@ async def test_create_only_where_no_value(nats_server: NatsServer) -> None:
         assert (found.value, found.revision, found.deleted) == (Note("again"), again, False)
         with pytest.raises(ConflictError):
             await records.create("k", Note("late"))
-    finally:
-        await bus.close()
 
 
 async def test_put_overwrites_whatever_is_there(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="kv-put")
-    try:
+    async with await connect([nats_server.url], name="kv-put") as bus:
         records = Records(await ensure_bucket(bus.js, name="kv-put"), decode)
         created = await records.create("k", Note("claimed"))
         stored = await records.put("k", Note("stored"))
@@ -79,19 +72,14 @@ async def test_put_overwrites_whatever_is_there(nats_server: NatsServer) -> None
         assert (found.value, found.revision) == (Note("stored"), stored)
         fresh = await records.put("other", Note("new"))
         assert (await records.read("other")).revision == fresh
-    finally:
-        await bus.close()
 
 
 async def test_bucket_ttl_is_set_at_creation(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="kv-ttl")
-    try:
+    async with await connect([nats_server.url], name="kv-ttl") as bus:
         await ensure_bucket(bus.js, name="kv-ttl", ttl=90.0)
         await ensure_bucket(bus.js, name="kv-forever")
         assert (await bus.js.stream_info("KV_kv-ttl")).config.max_age == 90.0
         assert not (await bus.js.stream_info("KV_kv-forever")).config.max_age
-    finally:
-        await bus.close()
 
 
 async def test_nats_failures_are_retryable(nats_server: NatsServer) -> None:
@@ -114,8 +102,7 @@ async def test_a_delete_on_a_stale_revision_is_a_conflict_and_deletes_nothing(
         nats_server: NatsServer) -> None:
     # GC deletes an artifact record on the revision it decided on; a record the reconciler
     # changed meanwhile must survive (nats-py reports this as a BadRequestError, 10071)
-    bus = await connect([nats_server.url], name="kv-stale-delete")
-    try:
+    async with await connect([nats_server.url], name="kv-stale-delete") as bus:
         records = Records(await ensure_bucket(bus.js, name="kv-stale-delete"), decode)
         decided = await records.create("k", Note("decided"))
         changed = await records.write("k", Note("changed"), revision=decided)
@@ -123,5 +110,3 @@ async def test_a_delete_on_a_stale_revision_is_a_conflict_and_deletes_nothing(
             await records.delete("k", revision=decided)
         found = await records.read("k")
         assert (found.value, found.revision, found.deleted) == (Note("changed"), changed, False)
-    finally:
-        await bus.close()

@@ -36,8 +36,7 @@ async def _one(puller: Puller) -> Pulled:
 
 
 async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="pulling-settle")
-    try:
+    async with await connect([nats_server.url], name="pulling-settle") as bus:
         puller = await _work_queue(bus, "Q", ack_wait=30.0)
         await bus.js.publish("q.job", b"one")
         first = await _one(puller)
@@ -65,8 +64,6 @@ async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsSe
 
         # a plain ack is sent, not confirmed: the server drops the message when it arrives
         await wait_for(drained, timeout=10, description="the work queue to drain")
-    finally:
-        await bus.close()
 
 
 async def test_a_settlement_that_cannot_be_sent_is_reported_not_raised(
@@ -88,11 +85,8 @@ async def test_a_settlement_that_cannot_be_sent_is_reported_not_raised(
     assert len(lost) == 5 and all("l.job" in line for line in lost)
 
     # nothing was settled: JetStream hands the message out again after ack_wait
-    bus = await connect([nats_server.url], name="pulling-lost-again")
-    try:
+    async with await connect([nats_server.url], name="pulling-lost-again") as bus:
         puller = await _work_queue(bus, "L", ack_wait=2.0)
         back = await _one(puller)
         assert (back.data, back.delivered) == (b"x", 2)
         assert await back.ack(confirmed=True) is True
-    finally:
-        await bus.close()

@@ -20,8 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_work_queue_retention_is_set_at_creation(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="streams-retention")
-    try:
+    async with await connect([nats_server.url], name="streams-retention") as bus:
         queue = await ensure_stream(bus.js, name="Q", subjects=["q.>"], work_queue=True)
         log = await ensure_stream(bus.js, name="L", subjects=["l.>"])
         assert queue.retention == RetentionPolicy.WORK_QUEUE
@@ -33,13 +32,10 @@ async def test_work_queue_retention_is_set_at_creation(nats_server: NatsServer) 
         (msg,) = await sub.fetch(1, timeout=5.0)
         await msg.ack_sync()
         assert (await bus.js.stream_info("Q")).state.messages == 0
-    finally:
-        await bus.close()
 
 
 async def test_update_false_leaves_an_existing_stream_as_it_is(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="streams-update")
-    try:
+    async with await connect([nats_server.url], name="streams-update") as bus:
         await ensure_stream(bus.js, name="S", subjects=["s.>"], duplicate_window=120.0)
         kept = await ensure_stream(bus.js, name="S", subjects=["s.>"], duplicate_window=600.0,
                                    update=False)
@@ -53,8 +49,6 @@ async def test_update_false_leaves_an_existing_stream_as_it_is(nats_server: Nats
         # the owner's call still brings it to its settings
         await ensure_stream(bus.js, name="S", subjects=["s.>"], duplicate_window=600.0)
         assert (await bus.js.stream_info("S")).config.duplicate_window == 600.0
-    finally:
-        await bus.close()
 
 
 class _Rival:
@@ -77,8 +71,7 @@ class _Rival:
 
 
 async def test_losing_a_creation_race_uses_the_winners_stream(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="streams-race")
-    try:
+    async with await connect([nats_server.url], name="streams-race") as bus:
         winner = StreamConfig(name="R", subjects=["r.>"], duplicate_window=120.0,
                               retention=RetentionPolicy.WORK_QUEUE)
         js = cast(JetStreamContext, _Rival(bus.js, winner))
@@ -91,25 +84,19 @@ async def test_losing_a_creation_race_uses_the_winners_stream(nats_server: NatsS
             name="O", subjects=["o.>"], duplicate_window=120.0)))
         owned = await ensure_stream(js, name="O", subjects=["o.>"], duplicate_window=600.0)
         assert owned.duplicate_window == 600.0
-    finally:
-        await bus.close()
 
 
 async def test_a_refused_creation_is_retryable_and_says_why(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="streams-refused")
-    try:
+    async with await connect([nats_server.url], name="streams-refused") as bus:
         await ensure_stream(bus.js, name="A", subjects=["t.>"])
         # overlapping subjects: refused, and no stream "B" exists to fall back on
         with pytest.raises(RetryableError, match="overlap") as caught:
             await ensure_stream(bus.js, name="B", subjects=["t.x"])
         assert caught.value.__cause__ is not None
-    finally:
-        await bus.close()
 
 
 async def test_publish_is_acknowledged_or_retryable(nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="streams-publish")
-    try:
+    async with await connect([nats_server.url], name="streams-publish") as bus:
         await ensure_stream(bus.js, name="P", subjects=["p.>"])
         first = await publish(bus.js, "p.one", b"1", headers={"Nats-Msg-Id": "m1"})
         second = await publish(bus.js, "p.two", b"2")
@@ -120,5 +107,3 @@ async def test_publish_is_acknowledged_or_retryable(nats_server: NatsServer) -> 
         # no stream captures the subject: no one acknowledges it
         with pytest.raises(RetryableError, match="nowhere"):
             await publish(bus.js, "nowhere.x", b"?", timeout=2.0)
-    finally:
-        await bus.close()
