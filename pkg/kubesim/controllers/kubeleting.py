@@ -1,16 +1,23 @@
 """The simulated kubelet: runs the pods bound to each node, pulling for real.
 
 One logical kubelet per Node (all served by one manager sharing a worker
-pool, an aiohttp session and a manifest cache). Before a container may run,
-its image reference is really resolved against the registry it names, with
-the pod's imagePullSecrets, so a missing image, wrong credentials or an
-unreachable registry show up exactly as on a node: the container waits with
-ErrImagePull and the registry's error, then ImagePullBackOff while the
-kubelet's back-off (per pod and image, doubling from backoff_initial to
-backoff_max) runs, and the pod stays Pending until a retry succeeds.
+pool and an aiohttp session). Before a container may run, its image is
+really pulled from the registry it names, with the pod's imagePullSecrets,
+into the node's own content store (`pulling.py`, `contents.py`): manifest,
+config and every layer, verified, as containerd does. So a missing image, a
+missing or corrupt layer, wrong credentials or an unreachable registry show
+up exactly as on a node: the container waits with ErrImagePull and
+containerd's error, then ImagePullBackOff while the kubelet's back-off (per
+pod and image, 10 s doubling to 300 s by default) runs, and the pod stays
+Pending until a retry succeeds. Pulls on one node run one at a time
+(serializeImagePulls) unless configured otherwise.
 
-Images are "present" per node once resolved (IfNotPresent skips the
-registry, Always re-resolves the tag, Never requires presence). Pods with
+An image is present on a node only while its manifest and all its blobs are
+in that node's store: IfNotPresent then skips the registry, Always resolves
+the tag again and fetches only missing blobs, Never requires presence. The
+kubelet records the events a real one does (Pulling, Pulled, Failed,
+BackOff, Created, Started, Killing) and reports the node's images in
+Node status.images. Pods with
 restartPolicy Never/OnFailure run for `kubesim.io/run-seconds` (or
 KubeletSettings.job_run_seconds) and exit with `kubesim.io/exit-code` (0).
 A pod being deleted is killed: it gets a terminal status, then is deleted
@@ -27,9 +34,13 @@ import datetime as dt
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from kubesim.controllers.backoff import Backoff
 from kubesim.controllers.caching import NODES, PODS
@@ -56,7 +67,7 @@ from kubesim.controllers.objects import (
     set_condition,
     uid_of,
 )
-from kubesim.controllers.pulling import Platform, PullError, RegistryClient
+from kubesim.controllers.pulling import Platform, Puller, PullError, RegistryClient
 from kubesim.controllers.queueing import Controller
 from kubesim.controllers.references import ImageRef, InvalidReferenceError, parse_reference
 from kubesim.controllers.workloads import delete_ignoring_missing, write_status
@@ -87,17 +98,42 @@ class KubeletSettings:
     ca_files: Sequence[str] = ()
     # registries (host:port) reached over plain HTTP, as containerd's `http://` endpoints
     insecure_registries: Sequence[str] = ()
-    # image pull back-off: the kubelet's 10 s doubling to 300 s
+    # image pull back-off: the kubelet's 10 s doubling to 300 s. It is also how soon a pod
+    # whose sync failed is synced again (the pod worker's backOffPeriod, 10 s on a node).
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
     # how long a run-to-completion container runs (annotation kubesim.io/run-seconds wins)
     job_run_seconds: float = 0.0
     # one manifest request's time limit
     pull_timeout: float = 30.0
+    # a blob download that makes no progress this long fails (containerd's
+    # image_pull_progress_timeout, 5 minutes)
+    pull_progress_timeout: float = 300.0
     # the platform of nodes without kubernetes.io/os and kubernetes.io/arch labels
     default_platform: str = "linux/amd64"
-    # pods synced concurrently (pulls of different pods overlap)
+    # pods synced concurrently (pulls on different nodes overlap)
     workers: int = 16
+    # the kubelet's serializeImagePulls (true by default): one pull at a time per node;
+    # when false, maxParallelImagePulls bounds them (0: no bound)
+    serialize_image_pulls: bool = True
+    max_parallel_image_pulls: int = 0
+    # where the nodes' content stores live (<state_dir>/nodes/<node>/); None: a temporary
+    # directory removed when the kubelets stop
+    state_dir: str | None = None
+    # how soon a change of the node's images reaches Node status.images (the kubelet's
+    # nodeStatusUpdateFrequency)
+    node_status_update_frequency: float = 10.0
+    # the clock the image pull back-off reads (tests inject one to check its timing)
+    clock: Callable[[], float] = time.monotonic
+    # the kubelet keeps at most this many images in Node status (nodeStatusMaxImages)
+    node_status_max_images: int = 50
+
+
+class EventRecorder(Protocol):
+    """What the kubelet needs of an event recorder (see recording.py)."""
+
+    def event(self, obj: Obj, event_type: str, reason: str, message: str, *,
+              field_path: str = "") -> None: ...
 
 
 @dataclass
@@ -183,7 +219,13 @@ class Kubelet(Controller):
 
     name = "kubelet"
 
-    def __init__(self, ctx: Any, settings: KubeletSettings) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        settings: KubeletSettings,
+        *,
+        recorder_for: Callable[[str], EventRecorder] | None = None,
+    ) -> None:
         super().__init__(ctx)
         self.settings = settings
         self.workers = max(1, settings.workers)
@@ -191,12 +233,26 @@ class Kubelet(Controller):
             ca_files=settings.ca_files,
             insecure_registries=settings.insecure_registries,
             timeout=settings.pull_timeout,
+            progress_timeout=settings.pull_progress_timeout,
         )
-        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        if settings.state_dir:
+            root = Path(settings.state_dir) / "nodes"
+            self._owned_root: Path | None = None
+        else:
+            root = self._owned_root = Path(tempfile.mkdtemp(prefix="kubesim-nodes-"))
+        self.puller = Puller(
+            self.registry,
+            root,
+            serialize=settings.serialize_image_pulls,
+            max_parallel=settings.max_parallel_image_pulls,
+        )
+        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, clock=settings.clock)
         self.crash_backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self._runtimes: dict[str, PodRuntime] = {}  # pod uid -> runtime
-        # node -> reference (and name@digest) -> imageID: the node's image store
-        self.images: dict[str, dict[str, str]] = {}
+        self._recorder_for = recorder_for
+        self._recorders: dict[str, EventRecorder] = {}
+        self._status_timers: dict[str, asyncio.TimerHandle] = {}
+        self._status_tasks: set[asyncio.Task[None]] = set()
         self._ip_counter = 1
 
     # -- events ------------------------------------------------------------------------------
@@ -221,7 +277,7 @@ class Kubelet(Controller):
             assert node is not None
             name = name_of(node)
             if new is None:
-                self.images.pop(name, None)
+                self.puller.forget(name)
                 return
             was = bool(((old or {}).get("spec") or {}).get("unschedulable"))
             now_unschedulable = bool((new.get("spec") or {}).get("unschedulable"))
@@ -234,8 +290,65 @@ class Kubelet(Controller):
             self.backoff.forget_prefix(f"{uid}_")
             self.crash_backoff.reset(uid)
 
+    def start(self) -> None:
+        super().start()
+        # A kubelet restarted on a node that keeps its content reports the images it finds.
+        for node in self.cache.all(NODES):
+            if self.puller.store(name_of(node)).records():
+                self._images_changed(name_of(node))
+
     async def close(self) -> None:
+        for timer in self._status_timers.values():
+            timer.cancel()
+        self._status_timers.clear()
+        for task in list(self._status_tasks):
+            task.cancel()
+        await asyncio.gather(*self._status_tasks, return_exceptions=True)
         await self.registry.close()
+        if self._owned_root is not None:
+            shutil.rmtree(self._owned_root, ignore_errors=True)
+
+    # -- events and node status --------------------------------------------------------------
+
+    def _record(self, pod: Obj, event_type: str, reason: str, message: str, *,
+                field_path: str = "") -> None:
+        """An event on the pod from this node's kubelet (source: kubelet, host: the node)."""
+        if self._recorder_for is None:
+            return
+        node = node_name_of(pod)
+        recorder = self._recorders.get(node)
+        if recorder is None:
+            recorder = self._recorders[node] = self._recorder_for(node)
+        recorder.event(pod, event_type, reason, message, field_path=field_path)
+
+    def _images_changed(self, node: str) -> None:
+        """Post the node's images after nodeStatusUpdateFrequency (changes coalesce)."""
+        if node in self._status_timers:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._status_timers.pop(node, None)
+            task = loop.create_task(self._post_images(node))
+            self._status_tasks.add(task)
+            task.add_done_callback(self._status_tasks.discard)
+
+        self._status_timers[node] = loop.call_later(
+            self.settings.node_status_update_frequency, fire)
+
+    async def _post_images(self, node: str) -> None:
+        # kubelet's setter: largest first, at most nodeStatusMaxImages
+        present = sorted(self.puller.store(node).images(), key=lambda image: -image[1])
+        images = [{"names": names, "sizeBytes": size}
+                  for names, size in present[: self.settings.node_status_max_images]]
+        try:
+            await self.api.patch(self.ctx.resource(NODES), namespace=None, name=node,
+                                 patch={"status": {"images": images}},
+                                 patch_type="application/merge-patch+json",
+                                 subresource="status")
+        except ApiError as err:
+            if err.code != 404:
+                log.warning("kubelet %s: posting node images: %s", node, err)
 
     # -- sync --------------------------------------------------------------------------------
 
@@ -332,7 +445,7 @@ class Kubelet(Controller):
         except InvalidReferenceError:
             return False
         policy = container.get("imagePullPolicy") or default_pull_policy(ref)
-        present = str(ref) in self.images.get(node_name, {})
+        present = self.puller.present(node_name, ref) is not None
         return policy == "Always" or (policy == "IfNotPresent" and not present)
 
     def _credentials(self, pod: Obj) -> list[Credential]:
@@ -356,65 +469,69 @@ class Kubelet(Controller):
     async def _ensure_image(
         self, pod: Obj, node: Obj, *, container: Obj, credentials: list[Credential]
     ) -> Outcome:
-        """kuberuntime's EnsureImageExists for one container."""
+        """kuberuntime's EnsureImageExists for one container, with its events."""
         name = str(container.get("name"))
         image = str(container.get("image") or "")
+        field_path = _field_path(pod, name)
+
+        def record(event_type: str, reason: str, message: str) -> None:
+            self._record(pod, event_type, reason, message, field_path=field_path)
+
         try:
             ref = parse_reference(image)
         except InvalidReferenceError as err:
-            return Outcome(
-                name,
-                image,
-                False,
-                reason="InvalidImageName",
-                message=f'Failed to apply default image tag "{image}": couldn\'t parse image '
-                f'name "{image}": {err}',
-            )
+            message = (f'Failed to apply default image tag "{image}": couldn\'t parse image '
+                       f'name "{image}": {err}')
+            record("Warning", "InspectFailed", message)
+            record("Warning", "Failed", "Error: InvalidImageName")
+            return Outcome(name, image, False, reason="InvalidImageName", message=message)
         node_name = name_of(node)
-        store = self.images.setdefault(node_name, {})
         policy = container.get("imagePullPolicy") or default_pull_policy(ref)
-        present = store.get(str(ref))
+        present = self.puller.present(node_name, ref)
+        if present is not None and policy != "Always":
+            record("Normal", "Pulled", f'Container image "{image}" already present on machine')
+            return Outcome(name, image, True, str(ref), ref.with_digest(present.digest))
         if policy == "Never":
-            if present is not None:
-                return Outcome(name, image, True, str(ref), present)
-            return Outcome(
-                name,
-                image,
-                False,
-                reason="ErrImageNeverPull",
-                message=f'Container image "{image}" is not present with pull policy of Never',
-            )
-        if policy == "IfNotPresent" and present is not None:
-            return Outcome(name, image, True, str(ref), present)
+            message = f'Container image "{image}" is not present with pull policy of Never'
+            record("Warning", "ErrImageNeverPull", message)
+            record("Warning", "Failed", "Error: ErrImageNeverPull")
+            return Outcome(name, image, False, reason="ErrImageNeverPull", message=message)
         backoff_key = f"{uid_of(pod)}_{image}"
         runtime = self._runtimes[uid_of(pod)]
         if self.backoff.in_backoff(backoff_key):
+            record("Normal", "BackOff", f'Back-off pulling image "{image}"')
+            record("Warning", "Failed", "Error: ImagePullBackOff")
             last = runtime.last_errors.get(image, "")
             message = f'Back-off pulling image "{image}"'
             if last:
                 message += f": ErrImagePull: {last}"
+            # The pod worker syncs a failed pod again after its backOffPeriod (10 s on a
+            # node, like the image back-off's start), or sooner if the back-off ends first.
             return Outcome(
                 name,
                 image,
                 False,
                 reason="ImagePullBackOff",
                 message=message,
-                retry_in=self.backoff.remaining(backoff_key),
+                retry_in=min(self.backoff.remaining(backoff_key), self.settings.backoff_initial),
             )
+        record("Normal", "Pulling", f'Pulling image "{image}"')
         try:
-            resolved = await self.registry.resolve(
+            pulled = await self.puller.pull(
+                node_name,
                 ref,
                 credentials=matching_credentials(ref, credentials),
                 platform=node_platform(node, self.settings.default_platform),
             )
         except PullError as err:
             self.backoff.next(backoff_key)
-            code = "NotFound" if err.not_found else "Unknown"
             message = (
-                f"rpc error: code = {code} desc = failed to pull and unpack image "
+                f"rpc error: code = {err.code} desc = failed to pull and unpack image "
                 f'"{ref}": {err.message}'
             )
             runtime.last_errors[image] = message
+            record("Warning", "Failed", f'Failed to pull image "{image}": {message}')
+            record("Warning", "Failed", "Error: ErrImagePull")
             # The pod worker resyncs a failed pod after backoff_initial; by then the
             # image back-off has usually grown longer, hence ImagePullBackOff.
             return Outcome(
@@ -425,11 +542,16 @@ class Kubelet(Controller):
                 message=message,
                 retry_in=self.settings.backoff_initial,
             )
-        image_id = ref.with_digest(resolved.digest)
-        store[str(ref)] = image_id
-        store[image_id] = image_id
+        self._images_changed(node_name)
+        record(
+            "Normal",
+            "Pulled",
+            f'Successfully pulled image "{image}" in {go_duration(pulled.pull_seconds)} '
+            f"({go_duration(pulled.total_seconds)} including waiting). "
+            f"Image size: {pulled.size} bytes.",
+        )
         runtime.last_errors.pop(image, None)
-        return Outcome(name, image, True, str(ref), image_id)
+        return Outcome(name, image, True, str(ref), pulled.repo_digest)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -484,6 +606,7 @@ class Kubelet(Controller):
         if all_ok:
             if not runtime.started_at:
                 runtime.started_at = stamp
+                self._containers_started(pod, [o.name for o in outcomes])
             phase = "Running"
             running = True
             if _run_to_completion(pod) and runtime.finished is None:
@@ -498,6 +621,7 @@ class Kubelet(Controller):
                 elif runtime.crash_until:
                     runtime.crash_until = 0.0
                     runtime.started_at = stamp
+                    self._containers_started(pod, [o.name for o in main_outcomes])
                 if running:
                     started = parse_time(runtime.started_at) or at
                     left = (started + dt.timedelta(seconds=run_for) - at).total_seconds()
@@ -516,6 +640,12 @@ class Kubelet(Controller):
                         }
                         runtime.restarts += 1
                         delay = self.crash_backoff.next(runtime.uid)
+                        for outcome in main_outcomes:
+                            self._record(
+                                pod, "Warning", "BackOff",
+                                f"Back-off restarting failed container {outcome.name} in pod "
+                                f"{name_of(pod)}_{namespace_of(pod)}({uid_of(pod)})",
+                                field_path=_field_path(pod, outcome.name))
                         runtime.crash_until = self._loop_time() + delay
                         running = False
                         waiting_reason = "CrashLoopBackOff"
@@ -612,6 +742,12 @@ class Kubelet(Controller):
         if terminal:
             retry_in = None
         return status, retry_in
+
+    def _containers_started(self, pod: Obj, names: list[str]) -> None:
+        for name in names:
+            path = _field_path(pod, name)
+            self._record(pod, "Normal", "Created", f"Created container {name}", field_path=path)
+            self._record(pod, "Normal", "Started", f"Started container {name}", field_path=path)
 
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()
@@ -711,6 +847,11 @@ class Kubelet(Controller):
         """Stop the pod's containers, report it terminal, and finish the deletion."""
         pods = self.ctx.resource(PODS)
         if pod_phase(pod) not in TERMINAL_PHASES:
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                if "running" in (cs.get("state") or {}):
+                    name = str(cs.get("name"))
+                    self._record(pod, "Normal", "Killing", f"Stopping container {name}",
+                                 field_path=_field_path(pod, name))
             stamp = rfc3339(now())
             status = dict(pod.get("status") or {})
 
@@ -810,3 +951,31 @@ def _kubelet_relevant(old: Obj, new: Obj) -> bool:
         old_meta.get(k) != new_meta.get(k)
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "annotations")
     )
+
+
+def _field_path(pod: Obj, container: str) -> str:
+    """The object reference's fieldPath the kubelet gives a container's events."""
+    spec = pod.get("spec") or {}
+    for kind in ("initContainers", "containers"):
+        if any(c.get("name") == container for c in spec.get(kind) or []):
+            return f"spec.{kind}{{{container}}}"
+    return ""
+
+
+def go_duration(seconds: float) -> str:
+    """Go's time.Duration.String() of a duration truncated to milliseconds (the kubelet's
+    Pulled message): 512ms, 1.234s, 2m3.5s."""
+    millis = int(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(millis, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    text = f"{secs}s"
+    if minutes or hours:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return text

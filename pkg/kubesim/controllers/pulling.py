@@ -1,20 +1,34 @@
-"""Resolving image manifests from real registries, as containerd does before a pull.
+"""Pulling images from real registries into a node's content store, as containerd does.
 
-The simulated kubelet does not download layers, but it does everything that
-decides whether a real pull would succeed: it asks the registry the
-reference names for the manifest (OCI and Docker media types), follows the
-registry's 401 challenge (Basic with the pod's pull-secret credentials, or
-the Bearer token flow with realm/service/scope), picks the node's platform
-out of an index and resolves that child manifest too. Errors carry
-containerd's wording so a pod's ErrImagePull message reads as on a node.
+A pull is what containerd's CRI plugin does for the kubelet's PullImage:
+
+1. resolve: `HEAD /v2/<repo>/manifests/<tag or digest>` with the manifest media
+   types in Accept; the digest comes from Docker-Content-Digest (a GET when the
+   registry sends none);
+2. fetch the manifest (or index) by digest, unless the node already holds it;
+   for an index, pick the node's platform (containerd's platforms.Only) and
+   fetch that manifest too;
+3. fetch the config and every layer the node does not hold yet, three at a
+   time (containerd's max_concurrent_downloads), verifying size and sha256
+   while streaming, committing each blob only once it is verified;
+4. record the image names (`host/repo:tag` and `host/repo@digest`).
+
+Registry auth follows the 401 challenge (Basic with the pod's pull-secret
+credentials, or the Bearer token flow with realm/service/scope), and the
+Authorization that worked is reused for the repository, as containerd's
+authorizer does. Errors carry containerd's wording so a pod's ErrImagePull
+message and the Failed event read as on a node.
 
 Connections: HTTPS verified against the system roots plus extra CA files,
 plain HTTP for hosts configured as insecure (containerd's hosts.toml
 `http://` endpoints), one shared aiohttp session so connections are reused.
+Per node, pulls run one at a time (the kubelet's serializeImagePulls: true)
+or up to maxParallelImagePulls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
 import hashlib
@@ -25,10 +39,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from kubesim.controllers.contents import CommitError, ContentStore, ImageRecord, blobs_of
 from kubesim.controllers.credentials import Credential
 from kubesim.controllers.references import ImageRef
 
@@ -39,17 +55,23 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST, "*/*"))
+# containerd's [plugins."io.containerd.grpc.v1.cri"] max_concurrent_downloads default
+CONCURRENT_DOWNLOADS = 3
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 class PullError(Exception):
-    """A failed resolution; `not_found` maps to gRPC NotFound in the kubelet's message."""
+    """A failed pull; `code` is the gRPC code the CRI returns to the kubelet."""
 
-    def __init__(self, message: str, *, not_found: bool = False) -> None:
+    def __init__(self, message: str, *, code: str = "Unknown") -> None:
         super().__init__(message)
         self.message = message
-        self.not_found = not_found
+        self.code = code
+
+    @property
+    def not_found(self) -> bool:
+        return self.code == "NotFound"
 
 
 @dataclass(frozen=True)
@@ -72,14 +94,15 @@ class Platform:
 
 
 @dataclass(frozen=True)
-class Resolved:
-    """The outcome of resolving a reference: the digest a tag pointed at, and for an
-    index the platform manifest chosen from it."""
+class Pulled:
+    """A pull's outcome, with what the kubelet reports in its Pulled event."""
 
-    digest: str  # of what the reference resolved to (index or manifest): the repo digest
-    media_type: str
-    manifest_digest: str  # of the platform manifest (== digest for a plain manifest)
-    config_digest: str
+    record: ImageRecord
+    repo_digest: str  # host/repo@sha256:... (the container status' imageID)
+    size: int  # containerd's image size: the target, the platform manifest, config, layers
+    fetched: int  # bytes downloaded (blobs the node did not hold yet)
+    pull_seconds: float  # the pull itself
+    total_seconds: float  # including the wait behind other pulls on the node
 
 
 @dataclass(frozen=True)
@@ -133,7 +156,7 @@ def select_platform(index: dict[str, Any], platform: Platform) -> dict[str, Any]
 
 
 class RegistryClient:
-    """Resolves references against registries; caches manifests by (registry, repo, digest)."""
+    """Talks to registries for every node's pulls; one session, tokens cached by scope."""
 
     def __init__(
         self,
@@ -141,17 +164,20 @@ class RegistryClient:
         ca_files: Sequence[str] = (),
         insecure_registries: Iterable[str] = (),
         timeout: float = 30.0,
+        progress_timeout: float = 300.0,
     ) -> None:
         self.ca_files = tuple(ca_files)
         self.insecure = frozenset(insecure_registries)
         self.timeout = timeout
+        # containerd's image_pull_progress_timeout: a blob read that stalls this long fails
+        self.progress_timeout = progress_timeout
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | None = None
-        # (host, repo, digest) -> (media type, parsed body)
-        self.manifests: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
         # (host, scope, credential key) -> (token, expiry)
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self.requests = 0  # manifest GETs sent, for tests and curiosity
+        # (host, repo, credential key) -> the Authorization header that was accepted last
+        self._accepted: dict[tuple[str, str, str], str] = {}
+        self.requests = 0  # HTTP requests sent, for tests and curiosity
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -164,10 +190,9 @@ class RegistryClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(
-                    total=self.timeout, sock_connect=min(10.0, self.timeout)
-                ),
                 connector=aiohttp.TCPConnector(ssl=self._context(), limit=64),
+                # Registries answer gzip-free; containerd does not ask for compression.
+                auto_decompress=False,
             )
         return self._session
 
@@ -179,89 +204,247 @@ class RegistryClient:
     def scheme(self, host: str) -> str:
         return "http" if host in self.insecure else "https"
 
-    async def resolve(
+    # -- the pull ----------------------------------------------------------------------------
+
+    async def pull(
         self,
         image: ImageRef,
         *,
+        store: ContentStore,
         credentials: Sequence[Credential] = (),
         platform: Platform = Platform(),
-    ) -> Resolved:
-        host = image.api_host
-        repo = image.path
+    ) -> tuple[ImageRecord, int, int]:
+        """Pull `image` into `store`: (the image record, its size, bytes downloaded)."""
         try:
-            media_type, body, digest = await self._manifest(
-                host, repo, reference=image.reference, credentials=credentials, image=image
-            )
-            if media_type in INDEX_TYPES:
-                child = select_platform(body, platform)
-                if child is None:
-                    raise PullError(
-                        f"no match for platform in manifest {digest}: not found", not_found=True
-                    )
-                _, child_body, child_digest = await self._manifest(
-                    host,
-                    repo,
-                    reference=str(child.get("digest")),
-                    credentials=credentials,
-                    image=image,
-                )
-                config = (child_body.get("config") or {}).get("digest", "")
-                return Resolved(digest, media_type, child_digest, str(config))
-            config = (body.get("config") or {}).get("digest", "")
-            return Resolved(digest, media_type, digest, str(config))
+            digest, media_type = await self._resolve(image, credentials=credentials)
         except PullError as err:
-            raise PullError(
-                f'failed to resolve reference "{image}": {err.message}', not_found=err.not_found
-            ) from None
+            raise PullError(f'failed to resolve reference "{image}": {err.message}',
+                            code=err.code) from None
+        target = await self._fetch_manifest(image, digest, credentials=credentials, store=store)
+        size = store.blob_path(digest).stat().st_size
+        manifest_digest, manifest = digest, target
+        if media_type in INDEX_TYPES or "manifests" in target:
+            child = select_platform(target, platform)
+            if child is None:
+                raise PullError(f"no match for platform in manifest {digest}: not found",
+                                code="NotFound")
+            manifest_digest = str(child.get("digest"))
+            manifest = await self._fetch_manifest(
+                image, manifest_digest, credentials=credentials, store=store)
+            size += store.blob_path(manifest_digest).stat().st_size
+        if not isinstance(manifest.get("config"), dict):
+            raise PullError(f"unsupported manifest media type in {manifest_digest}: "
+                            "no config descriptor")
+        blobs = blobs_of(manifest)
+        size += sum(int(d.get("size") or 0) for d in blobs)
+        fetched = await self._fetch_blobs(image, blobs, credentials=credentials, store=store)
+        names = [image.with_digest(digest)]
+        if image.digest is None:
+            names.append(str(image))
+        store.record(names, digest=digest, media_type=media_type, size=size,
+                     manifest=manifest_digest)
+        return store.records()[names[-1]], size, fetched
 
-    async def _manifest(
-        self,
-        host: str,
-        repo: str,
-        *,
-        reference: str,
-        credentials: Sequence[Credential],
-        image: ImageRef,
-    ) -> tuple[str, dict[str, Any], str]:
-        if reference.startswith("sha256:"):
-            cached = self.manifests.get((host, repo, reference))
-            if cached is not None:
-                return cached[0], cached[1], reference
-        url = f"{self.scheme(host)}://{host}/v2/{repo}/manifests/{reference}"
-        status, headers, body = await self._get_authorized(
-            url, host=host, repo=repo, credentials=credentials
-        )
+    async def _resolve(
+        self, image: ImageRef, *, credentials: Sequence[Credential]
+    ) -> tuple[str, str]:
+        """containerd's docker resolver: HEAD the manifest, read Docker-Content-Digest."""
+        host, repo = image.api_host, image.path
+        url = f"{self.scheme(host)}://{host}/v2/{repo}/manifests/{image.reference}"
+        for method in ("HEAD", "GET"):
+            status, headers, body = await self._small(
+                method, url, host=host, repo=repo, credentials=credentials)
+            if status == 404:
+                raise PullError(f"{image}: not found", code="NotFound")
+            if status == 401:
+                raise PullError(
+                    "pull access denied, repository does not exist or may require "
+                    f"authorization: {self._server_message(body)}")
+            if status == 405 and method == "HEAD":
+                continue  # a registry without HEAD on manifests: GET it
+            if status != 200:
+                raise PullError(
+                    f"unexpected status from {method} request to {url}: "
+                    f"{status} {_reason(status)}")
+            media_type = headers.get("Content-Type", "").split(";")[0].strip()
+            digest = headers.get("Docker-Content-Digest", "")
+            if method == "GET":
+                digest = sha256_digest(body)
+            elif not digest:
+                continue  # no digest header: containerd GETs the manifest to compute it
+            if image.digest is not None and digest != image.digest:
+                raise PullError(f"content digest {digest} does not match {image.digest}",
+                                code="FailedPrecondition")
+            return digest, media_type
+        raise PullError(f"unexpected status from GET request to {url}")  # not reached
+
+    async def _fetch_manifest(
+        self, image: ImageRef, digest: str, *, credentials: Sequence[Credential],
+        store: ContentStore,
+    ) -> dict[str, Any]:
+        """A manifest or index by digest: from the node's store if it holds it."""
+        held = store.read_json(digest)
+        if held is not None:
+            return held
+        host, repo = image.api_host, image.path
+        url = f"{self.scheme(host)}://{host}/v2/{repo}/manifests/{digest}"
+        status, _, body = await self._small("GET", url, host=host, repo=repo,
+                                            credentials=credentials)
         if status == 404:
-            raise PullError(f"{image}: not found", not_found=True)
-        if status == 401:
-            raise PullError(
-                "pull access denied, repository does not exist or may require authorization: "
-                f"{self._server_message(body)}"
-            )
+            raise PullError(f"{image.name}@{digest}: not found", code="NotFound")
         if status != 200:
             raise PullError(
-                f"unexpected status from GET request to {url}: {status} {_reason(status)}"
-            )
-        digest = sha256_digest(body)
-        if reference.startswith("sha256:") and digest != reference:
-            raise PullError(f"content digest {digest} does not match {reference}")
+                f"unexpected status from GET request to {url}: {status} {_reason(status)}")
         try:
-            parsed = json.loads(body)
-        except ValueError:
-            raise PullError(f"failed to decode manifest {digest}: invalid JSON") from None
-        if not isinstance(parsed, dict):
-            raise PullError(f"failed to decode manifest {digest}: not an object")
-        content_type = headers.get("Content-Type", "").split(";")[0].strip()
-        media_type = str(parsed.get("mediaType") or content_type)
-        if media_type not in INDEX_TYPES and media_type not in MANIFEST_TYPES:
-            if "manifests" in parsed:
-                media_type = OCI_INDEX
-            elif "config" in parsed and "layers" in parsed:
-                media_type = OCI_MANIFEST
-            else:
-                raise PullError(f"unsupported manifest media type {media_type!r}")
-        self.manifests[(host, repo, digest)] = (media_type, parsed)
-        return media_type, parsed, digest
+            store.put(digest, body)
+        except CommitError as err:
+            raise PullError(str(err), code="FailedPrecondition") from None
+        parsed = store.read_json(digest)
+        if parsed is None:
+            raise PullError(f"failed to decode manifest {digest}: invalid JSON")
+        return parsed
+
+    async def _fetch_blobs(
+        self, image: ImageRef, blobs: list[dict[str, Any]], *,
+        credentials: Sequence[Credential], store: ContentStore,
+    ) -> int:
+        missing = [d for d in blobs
+                   if not store.has(str(d.get("digest")), int(d.get("size", -1)))]
+        if not missing:
+            return 0
+        gate = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
+
+        async def one(descriptor: dict[str, Any]) -> int:
+            async with gate:
+                return await self._fetch_blob(image, descriptor, credentials=credentials,
+                                              store=store)
+
+        tasks = [asyncio.ensure_future(one(d)) for d in missing]
+        try:
+            return sum(await asyncio.gather(*tasks))
+        finally:
+            # the first failure fails the pull (containerd cancels its other fetches)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _fetch_blob(
+        self, image: ImageRef, descriptor: dict[str, Any], *,
+        credentials: Sequence[Credential], store: ContentStore,
+    ) -> int:
+        digest = str(descriptor.get("digest"))
+        size = int(descriptor.get("size", -1))
+        host, repo = image.api_host, image.path
+        url = f"{self.scheme(host)}://{host}/v2/{repo}/blobs/{digest}"
+        ref = store.ref_key(digest, str(descriptor.get("mediaType") or ""))
+        response = await self._open("GET", url, host=host, repo=repo, credentials=credentials,
+                                    stream=True)
+        try:
+            if response.status == 404:
+                raise PullError(
+                    f"failed to copy: httpReadSeeker: failed open: content at {url} not found: "
+                    "not found", code="NotFound")
+            if response.status != 200:
+                raise PullError(
+                    f"failed to copy: httpReadSeeker: failed open: unexpected status code "
+                    f"{url}: {response.status} {_reason(response.status)}")
+            writer = store.ingest(digest, size)
+            try:
+                async for chunk in response.content.iter_any():
+                    writer.write(chunk)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                writer.abort()
+                raise PullError("failed to copy: unexpected EOF") from None
+            except (aiohttp.ClientError, OSError) as err:
+                writer.abort()
+                raise PullError(f"failed to copy: {_cause(err)}") from None
+            except TimeoutError:
+                writer.abort()
+                raise PullError(
+                    f'failed to copy: httpReadSeeker: failed read: ref "{ref}": '
+                    "context deadline exceeded") from None
+            except BaseException:
+                writer.abort()
+                raise
+            try:
+                writer.commit()
+            except CommitError as err:
+                raise PullError(str(err), code="FailedPrecondition") from None
+            return writer.written
+        finally:
+            response.release()
+
+    # -- HTTP with registry auth -------------------------------------------------------------
+
+    async def _small(
+        self, method: str, url: str, *, host: str, repo: str, credentials: Sequence[Credential]
+    ) -> tuple[int, dict[str, str], bytes]:
+        response = await self._open(method, url, host=host, repo=repo, credentials=credentials)
+        try:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                raise PullError(f"failed to do request: {_describe(err, url, method)}") from None
+            return response.status, dict(response.headers), body
+        finally:
+            response.release()
+
+    async def _open(
+        self, method: str, url: str, *, host: str, repo: str,
+        credentials: Sequence[Credential], stream: bool = False,
+    ) -> aiohttp.ClientResponse:
+        """Send the request, answering a 401 challenge once per credential; the caller
+        releases the response. The Authorization accepted last is tried first."""
+        attempts: list[Credential | None] = list(credentials) or [None]
+        for credential in attempts:
+            accepted = self._accepted.get((host, repo, _credential_key(credential)))
+            if accepted is None:
+                continue
+            response = await self._send(method, url, {"Authorization": accepted}, stream=stream)
+            if response.status != 401:
+                return response
+            response.release()
+        response = await self._send(method, url, {}, stream=stream)
+        if response.status != 401:
+            return response
+        challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+        for challenge in challenges:
+            for credential in attempts:
+                if challenge.scheme == "Basic":
+                    if credential is None:
+                        continue
+                    header = basic_authorization(credential)
+                elif challenge.scheme == "Bearer":
+                    token = await self._token(challenge, host=host, repo=repo,
+                                              credential=credential)
+                    header = f"Bearer {token}"
+                else:
+                    continue
+                retry = await self._send(method, url, {"Authorization": header}, stream=stream)
+                if retry.status != 401:
+                    response.release()
+                    self._accepted[(host, repo, _credential_key(credential))] = header
+                    return retry
+                response.release()
+                response = retry
+        return response
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], *, stream: bool
+    ) -> aiohttp.ClientResponse:
+        timeout = (aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.timeout),
+                                         sock_read=self.progress_timeout)
+                   if stream else
+                   aiohttp.ClientTimeout(total=self.timeout,
+                                         sock_connect=min(10.0, self.timeout)))
+        try:
+            response = await self.session().request(
+                method, url, headers={"Accept": ACCEPT, **headers}, allow_redirects=True,
+                timeout=timeout)
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as err:
+            raise PullError(f"failed to do request: {_describe(err, url, method)}") from None
+        self.requests += 1
+        return response
 
     @staticmethod
     def _server_message(body: bytes) -> str:
@@ -273,35 +456,6 @@ class RegistryClient:
         except (ValueError, AttributeError, IndexError, TypeError):
             return "server message: unauthorized"
 
-    async def _get_authorized(
-        self, url: str, *, host: str, repo: str, credentials: Sequence[Credential]
-    ) -> tuple[int, dict[str, str], bytes]:
-        status, headers, body = await self._get(url, {})
-        if status != 401:
-            return status, headers, body
-        challenges = parse_challenges(headers.get("WWW-Authenticate", ""))
-        attempts: list[Credential | None] = list(credentials) or [None]
-        for challenge in challenges:
-            for credential in attempts:
-                if challenge.scheme == "Basic":
-                    if credential is None:
-                        continue
-                    status, headers, body = await self._get(
-                        url, {"Authorization": basic_authorization(credential)}
-                    )
-                elif challenge.scheme == "Bearer":
-                    token = await self._token(
-                        challenge, host=host, repo=repo, credential=credential
-                    )
-                    status, headers, body = await self._get(
-                        url, {"Authorization": f"Bearer {token}"}
-                    )
-                else:
-                    continue
-                if status != 401:
-                    return status, headers, body
-        return status, headers, body
-
     async def _token(
         self, challenge: Challenge, *, host: str, repo: str, credential: Credential | None
     ) -> str:
@@ -309,7 +463,7 @@ class RegistryClient:
         if not realm:
             raise PullError("failed to authorize: no realm in the Bearer challenge")
         scope = challenge.params.get("scope") or f"repository:{repo}:pull"
-        cache_key = (host, scope, credential.key + credential.username if credential else "")
+        cache_key = (host, scope, _credential_key(credential))
         cached = self._tokens.get(cache_key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
@@ -318,7 +472,10 @@ class RegistryClient:
             params["service"] = challenge.params["service"]
         headers = {"Authorization": basic_authorization(credential)} if credential else {}
         try:
-            async with self.session().get(realm, params=params, headers=headers) as response:
+            async with self.session().get(
+                realm, params=params, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
                 self.requests += 1
                 payload = await response.read()
                 if response.status != 200:
@@ -327,8 +484,8 @@ class RegistryClient:
                         f"failed to authorize: failed to {what}: unexpected status from GET "
                         f"request to {response.url}: {response.status} {_reason(response.status)}"
                     )
-        except aiohttp.ClientError as err:
-            raise PullError(f"failed to authorize: {_describe(err, realm)}") from None
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise PullError(f"failed to authorize: {_describe(err, realm, 'GET')}") from None
         try:
             document = json.loads(payload)
             token = str(document.get("token") or document.get("access_token") or "")
@@ -340,16 +497,72 @@ class RegistryClient:
         self._tokens[cache_key] = (token, time.monotonic() + max(expires - 5, 1))
         return token
 
-    async def _get(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+
+class Puller:
+    """The kubelets' image service: one content store per node under `root`, and the
+    kubelet's per-node pull gate (serialized, or up to `max_parallel` at once)."""
+
+    def __init__(self, client: RegistryClient, root: Path, *, serialize: bool = True,
+                 max_parallel: int = 0) -> None:
+        self.client = client
+        self.root = root
+        self.limit = 1 if serialize else (max_parallel if max_parallel > 0 else 0)
+        self._stores: dict[str, ContentStore] = {}
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._waiting: dict[str, int] = {}  # node -> pulls queued behind the gate
+
+    def store(self, node: str) -> ContentStore:
+        store = self._stores.get(node)
+        if store is None:
+            store = self._stores[node] = ContentStore(self.root / node)
+        return store
+
+    def present(self, node: str, image: ImageRef) -> ImageRecord | None:
+        return self.store(node).present(str(image))
+
+    def waiting(self, node: str) -> int:
+        """Pulls on `node` queued behind the ones in progress."""
+        return self._waiting.get(node, 0)
+
+    def forget(self, node: str) -> None:
+        self._stores.pop(node, None)
+        self._gates.pop(node, None)
+
+    async def pull(
+        self, node: str, image: ImageRef, *, credentials: Sequence[Credential] = (),
+        platform: Platform = Platform(),
+    ) -> Pulled:
+        loop = asyncio.get_running_loop()
+        queued = loop.time()
+        gate = self._gate(node)
+        if gate is not None:
+            self._waiting[node] = self._waiting.get(node, 0) + 1
+            try:
+                await gate.acquire()
+            finally:
+                self._waiting[node] -= 1
         try:
-            async with self.session().get(
-                url, headers={"Accept": ACCEPT, **headers}, allow_redirects=True
-            ) as response:
-                self.requests += 1
-                body = await response.read()
-                return response.status, dict(response.headers), body
-        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as err:
-            raise PullError(f"failed to do request: {_describe(err, url)}") from None
+            started = loop.time()
+            record, size, fetched = await self.client.pull(
+                image, store=self.store(node), credentials=credentials, platform=platform)
+        finally:
+            if gate is not None:
+                gate.release()
+        done = loop.time()
+        return Pulled(record=record, repo_digest=image.with_digest(record.digest), size=size,
+                      fetched=fetched, pull_seconds=done - started, total_seconds=done - queued)
+
+    def _gate(self, node: str) -> asyncio.Semaphore | None:
+        if self.limit == 0:
+            return None
+        gate = self._gates.get(node)
+        if gate is None:
+            gate = self._gates[node] = asyncio.Semaphore(self.limit)
+        return gate
+
+
+def _credential_key(credential: Credential | None) -> str:
+    return credential.key + "\0" + credential.username if credential else ""
 
 
 def _reason(status: int) -> str:
@@ -359,8 +572,16 @@ def _reason(status: int) -> str:
         return ""
 
 
-def _describe(err: BaseException, url: str) -> str:
-    """Go's net/http error shape: `Get "URL": <cause>`."""
+def _cause(err: BaseException) -> str:
+    if isinstance(err, ConnectionResetError) or (
+        isinstance(err, OSError) and err.errno == errno.ECONNRESET
+    ):
+        return "read: connection reset by peer"
+    return str(err) or type(err).__name__
+
+
+def _describe(err: BaseException, url: str, method: str) -> str:
+    """Go's net/http error shape: `Head "URL": <cause>`."""
     if isinstance(err, aiohttp.ClientConnectorCertificateError):
         cause = f"tls: failed to verify certificate: {err.certificate_error}"
     elif isinstance(err, aiohttp.ClientConnectorSSLError | ssl.SSLError):
@@ -379,4 +600,4 @@ def _describe(err: BaseException, url: str) -> str:
         cause = "EOF"
     else:
         cause = str(err) or type(err).__name__
-    return f'Get "{url}": {cause}'
+    return f'{method.capitalize()} "{url}": {cause}'

@@ -1,10 +1,15 @@
 """The simulated kubelet against registries the test controls.
 
-An in-process aiohttp registry (manifests only) lets these tests see each
-request: the Bearer token flow with pull-secret credentials, TLS verified
-against KubeletSettings.ca_files, platform selection from an index, and the
-pull policies' use of the node's image store. Pods are created bound
-(spec.nodeName set), so only the kubelet acts on them.
+An in-process aiohttp registry lets these tests see each request: the
+Bearer token flow with pull-secret credentials, TLS verified against
+KubeletSettings.ca_files, platform selection from an index, the pull
+policies' use of the node's content store, and every blob fetched. Pods are
+created bound (spec.nodeName set), so only the kubelet acts on them.
+
+Speed-up, named: `fast()` shortens the kubelet's image pull back-off (10 s
+doubling to 300 s on a node) to 0.1 s..0.4 s so failure paths settle within
+a test's time; the back-off's real timing is checked with an injected clock
+in test_pull_backoff_timing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from aiohttp import web
 from kubesim.apiserver import ApiServer
 from kubesim.certificates import CertificateAuthority
 from kubesim.controllers import ControllerManager, KubeletSettings
+from kubesim.controllers.contents import ContentStore
 from kubesim.resources import Resource
 
 pytestmark = pytest.mark.integration
@@ -41,13 +47,26 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def manifest_bytes(tag: str) -> bytes:
-    config = digest_of(tag.encode())
+# Every blob the fake registries serve, by digest (content addressed, so shared).
+CONTENT: dict[str, bytes] = {}
+
+
+def blob(data: bytes) -> dict[str, Any]:
+    CONTENT[digest_of(data)] = data
+    return {"digest": digest_of(data), "size": len(data)}
+
+
+def manifest_bytes(tag: str, *, layers: int = 2, layer_size: int = 4096) -> bytes:
+    """An OCI image manifest whose config and layers are in CONTENT."""
+    config = blob(json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode())
     return json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config,
-                   "size": 2},
-        "layers": [],
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+             **blob(hashlib.sha256(f"{tag}/{i}".encode()).digest() * (layer_size // 32))}
+            for i in range(layers)
+        ],
     }).encode()
 
 
@@ -61,6 +80,10 @@ class FakeRegistry:
     anonymous_token: bool = False  # bearer: may the token endpoint hand out tokens anonymously
     manifests: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Authorization)
+    methods: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    missing: set[str] = field(default_factory=set)  # blob digests answered with 404
+    corrupt: set[str] = field(default_factory=set)  # blob digests served with a flipped byte
+    cut: set[str] = field(default_factory=set)  # blob digests whose connection is cut midway
     host: str = ""
     scheme: str = "http"
 
@@ -72,6 +95,9 @@ class FakeRegistry:
 
     def manifest_requests(self) -> list[str]:
         return [path for path, _ in self.requests if "/manifests/" in path]
+
+    def blob_requests(self) -> list[str]:
+        return [path for path, _ in self.requests if "/blobs/" in path]
 
     def _basic_ok(self, header: str) -> bool:
         expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -86,10 +112,10 @@ class FakeRegistry:
         scope = request.query.get("scope", "")
         return web.json_response({"token": f"token-for-{scope}", "expires_in": 300})
 
-    async def manifest(self, request: web.Request) -> web.Response:
-        repo, ref = request.match_info["repo"], request.match_info["ref"]
+    def _unauthorized(self, request: web.Request, repo: str) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         self.requests.append((request.path, header))
+        self.methods.append((request.method, request.path))
         if self.auth == "bearer" and header != f"Bearer token-for-repository:{repo}:pull":
             challenge = (f'Bearer realm="{self.scheme}://{self.host}/token",'
                          f'service="fake",scope="repository:{repo}:pull"')
@@ -99,6 +125,36 @@ class FakeRegistry:
         if self.auth == "basic" and not self._basic_ok(header):
             return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
                                      headers={"WWW-Authenticate": 'Basic realm="fake"'})
+        return None
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        repo, digest = request.match_info["repo"], request.match_info["digest"]
+        denied = self._unauthorized(request, repo)
+        if denied is not None:
+            return denied
+        data = CONTENT.get(digest)
+        if data is None or digest in self.missing:
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+        if digest in self.corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        response = web.StreamResponse(headers={"Docker-Content-Digest": digest,
+                                               "Content-Type": "application/octet-stream"})
+        response.content_length = len(data)
+        await response.prepare(request)
+        if digest in self.cut:
+            await response.write(data[: len(data) // 2])
+            assert request.transport is not None
+            request.transport.close()  # the connection drops midway through the blob
+            return response
+        await response.write(data)
+        await response.write_eof()
+        return response
+
+    async def manifest(self, request: web.Request) -> web.Response:
+        repo, ref = request.match_info["repo"], request.match_info["ref"]
+        denied = self._unauthorized(request, repo)
+        if denied is not None:
+            return denied
         found = self.manifests.get((repo, ref))
         if found is None:
             return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
@@ -113,6 +169,7 @@ async def serve(registry: FakeRegistry, *, ssl_context: ssl.SSLContext | None = 
     app = web.Application()
     app.router.add_get("/token", registry.token)
     app.router.add_get("/v2/{repo:.+}/manifests/{ref}", registry.manifest)
+    app.router.add_get("/v2/{repo:.+}/blobs/{digest}", registry.blob)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -262,7 +319,8 @@ async def test_tls_registry_verified_with_extra_ca(tmp_path: Path) -> None:
         async with cluster_with(fast()) as cluster:
             await cluster.create_pod("untrusted", image)
             waiting = await cluster.waiting("untrusted")
-            assert f'Get "https://{registry.host}/v2/secure/app/manifests/1"' in waiting[
+            # containerd resolves a tag with HEAD first
+            assert f'Head "https://{registry.host}/v2/secure/app/manifests/1"' in waiting[
                 "message"]
             assert "certificate" in waiting["message"]
 
@@ -419,3 +477,250 @@ async def test_restarted_manager_takes_over_running_pods() -> None:
         finally:
             await first.stop()
             await api.stop()
+
+
+# --- layers, content stores, policies, serialization, back-off -----------------------------
+
+
+def node_store(cluster: Cluster, node: str = "node-1") -> ContentStore:
+    kubelet = cluster.manager.kubelet
+    assert kubelet is not None
+    return kubelet.puller.store(node)
+
+
+def layer_digests(body: bytes) -> list[str]:
+    manifest = json.loads(body)
+    return [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+
+
+async def test_a_pull_fetches_every_blob_into_the_node_store_once() -> None:
+    async with serve(FakeRegistry()) as registry:
+        first = manifest_bytes("layers-1")
+        registry.add("nf/upf", "1", OCI_MANIFEST, first)
+        # a second image sharing its base layer with the first
+        second = json.loads(manifest_bytes("layers-2"))
+        second["layers"][0] = json.loads(first)["layers"][0]
+        second_body = json.dumps(second).encode()
+        registry.add("nf/upf", "2", OCI_MANIFEST, second_body)
+        async with cluster_with(fast(insecure_registries=[registry.host]),
+                                nodes=("node-1", "node-2")) as cluster:
+            await cluster.create_pod("a", f"{registry.host}/nf/upf:1")
+            await cluster.running("a")
+            wanted = layer_digests(first)
+            assert sorted(registry.blob_requests()) == sorted(
+                f"/v2/nf/upf/blobs/{d}" for d in wanted)
+            store = node_store(cluster)
+            for digest in wanted:
+                assert store.blob_path(digest).read_bytes() == CONTENT[digest]
+            assert store.present(f"{registry.host}/nf/upf:1") is not None
+
+            # same node, policy Always: the tag is resolved again, nothing is downloaded
+            registry.requests.clear()
+            await cluster.create_pod("b", f"{registry.host}/nf/upf:1", containers=[
+                {"name": "app", "image": f"{registry.host}/nf/upf:1",
+                 "imagePullPolicy": "Always"}])
+            await cluster.running("b")
+            assert registry.methods[-1] == ("HEAD", "/v2/nf/upf/manifests/1")
+            assert registry.blob_requests() == []
+
+            # the second image on the same node fetches only what the node lacks
+            registry.requests.clear()
+            await cluster.create_pod("c", f"{registry.host}/nf/upf:2")
+            await cluster.running("c")
+            shared = second["layers"][0]["digest"]
+            assert sorted(registry.blob_requests()) == sorted(
+                f"/v2/nf/upf/blobs/{d}" for d in layer_digests(second_body) if d != shared)
+
+            # another node holds nothing: it downloads every blob itself
+            registry.requests.clear()
+            await cluster.create_pod("d", f"{registry.host}/nf/upf:1", node="node-2")
+            await cluster.running("d")
+            assert sorted(registry.blob_requests()) == sorted(
+                f"/v2/nf/upf/blobs/{d}" for d in wanted)
+
+
+async def test_if_not_present_uses_a_whole_image_without_any_request() -> None:
+    async with serve(FakeRegistry()) as registry:
+        body = manifest_bytes("present")
+        registry.add("nf/smf", "1", OCI_MANIFEST, body)
+        image = f"{registry.host}/nf/smf:1"
+        async with cluster_with(fast(insecure_registries=[registry.host])) as cluster:
+            await cluster.create_pod("first", image)
+            await cluster.running("first")
+            registry.requests.clear()
+            await cluster.create_pod("second", image)
+            await cluster.running("second")
+            assert registry.requests == []
+
+            # a layer lost from the node's store: the image is no longer present, and
+            # IfNotPresent pulls again, fetching only that layer
+            lost = layer_digests(body)[-1]
+            node_store(cluster).blob_path(lost).unlink()
+            assert node_store(cluster).present(image) is None
+            await cluster.create_pod("third", image)
+            await cluster.running("third")
+            assert registry.blob_requests() == [f"/v2/nf/smf/blobs/{lost}"]
+
+            # Never: present now, so it runs; a lost layer makes it ErrImageNeverPull
+            never = [{"name": "app", "image": image, "imagePullPolicy": "Never"}]
+            await cluster.create_pod("fourth", image, containers=never)
+            await cluster.running("fourth")
+            node_store(cluster).blob_path(lost).unlink()
+            await cluster.create_pod("fifth", image, containers=never)
+            waiting = await cluster.waiting("fifth")
+            assert waiting["reason"] == "ErrImageNeverPull"
+
+
+@pytest.mark.parametrize(("fault", "code", "words"), [
+    ("missing", "NotFound", "failed to copy: httpReadSeeker: failed open: content at "
+                            "http://{host}/v2/nf/amf/blobs/{digest} not found: not found"),
+    ("corrupt", "FailedPrecondition", 'failed commit on ref "layer-{digest}": unexpected '
+                                      "commit digest sha256:"),
+    ("cut", "Unknown", "failed to copy: unexpected EOF"),
+])
+async def test_a_bad_layer_fails_the_pull_with_containerds_words(
+        fault: str, code: str, words: str) -> None:
+    async with serve(FakeRegistry()) as registry:
+        body = manifest_bytes(f"bad-{fault}", layer_size=256 * 1024)
+        registry.add("nf/amf", "1", OCI_MANIFEST, body)
+        bad = layer_digests(body)[-1]
+        getattr(registry, fault).add(bad)
+        image = f"{registry.host}/nf/amf:1"
+        async with cluster_with(fast(insecure_registries=[registry.host])) as cluster:
+            await cluster.create_pod("victim", image)
+            waiting = await cluster.waiting("victim")
+            assert waiting["reason"] in ("ErrImagePull", "ImagePullBackOff")
+            message = waiting["message"]
+            assert f"rpc error: code = {code} desc = failed to pull and unpack image " \
+                   f'"{image}": ' in message
+            assert words.format(host=registry.host, digest=bad) in message
+            store = node_store(cluster)
+            assert not store.has(bad)
+            assert not list((store.root / "content" / "ingest").iterdir())
+            assert store.present(image) is None
+            # the registry heals: the next attempt after the back-off fetches what is missing
+            getattr(registry, fault).discard(bad)
+            await cluster.running("victim")
+            assert store.blob_path(bad).read_bytes() == CONTENT[bad]
+
+
+@dataclass
+class HeldRegistry(FakeRegistry):
+    """Holds every blob response until `release` is set."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        await self.release.wait()
+        return await super().blob(request)
+
+
+@pytest.mark.parametrize("serialize", [True, False])
+async def test_pulls_on_a_node_are_serialized_unless_configured(serialize: bool) -> None:
+    async with serve(HeldRegistry()) as registry:
+        registry.add("nf/one", "1", OCI_MANIFEST, manifest_bytes("one"))
+        registry.add("nf/two", "1", OCI_MANIFEST, manifest_bytes("two"))
+        settings = fast(insecure_registries=[registry.host], serialize_image_pulls=serialize,
+                        max_parallel_image_pulls=2)
+        async with cluster_with(settings) as cluster:
+            await cluster.create_pod("one", f"{registry.host}/nf/one:1")
+            await cluster.wait_for(lambda: ("HEAD", "/v2/nf/one/manifests/1") in registry.methods,
+                                   what="the first pull to start")
+            await cluster.create_pod("two", f"{registry.host}/nf/two:1")
+            if serialize:
+                # the second pull queues behind the first: its manifest is not even asked
+                # for while the first pull's blobs are held
+                assert cluster.manager.kubelet is not None
+                puller = cluster.manager.kubelet.puller
+                await cluster.wait_for(lambda: puller.waiting("node-1") == 1,
+                                       what="the second pull to queue")
+                assert ("HEAD", "/v2/nf/two/manifests/1") not in registry.methods
+                registry.release.set()
+                await cluster.running("one")
+                await cluster.running("two")
+                first_two = registry.methods.index(("HEAD", "/v2/nf/two/manifests/1"))
+                one_blobs = [i for i, (_, p) in enumerate(registry.methods)
+                             if p.startswith("/v2/nf/one/blobs/")]
+                assert max(one_blobs) < first_two
+            else:
+                await cluster.wait_for(
+                    lambda: ("HEAD", "/v2/nf/two/manifests/1") in registry.methods,
+                    what="the second pull to start beside the first")
+                registry.release.set()
+                await cluster.running("one")
+                await cluster.running("two")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_pull_backoff_timing_doubles_per_pod_and_image() -> None:
+    """The kubelet's real back-off (10 s, 20 s, 40 s ... per pod and image), read from an
+    injected clock: a sync inside the window reports ImagePullBackOff and asks no registry;
+    the first sync after it pulls again."""
+    clock = FakeClock()
+    async with serve(FakeRegistry()) as registry:
+        image = f"{registry.host}/nf/gone:1"
+        settings = KubeletSettings(insecure_registries=[registry.host], clock=clock)
+        assert (settings.backoff_initial, settings.backoff_max) == (10.0, 300.0)
+        async with cluster_with(settings) as cluster:
+            kubelet = cluster.manager.kubelet
+            assert kubelet is not None
+            pod = await cluster.create_pod("patient", image)
+            key = f"{NS}/patient"
+
+            def attempts() -> int:
+                return registry.manifest_requests().count("/v2/nf/gone/manifests/1")
+
+            async def sync_at(offset: float, *, reason: str) -> None:
+                clock.now = 1000.0 + offset
+                before = cluster.pod("patient")
+                version = (before or {}).get("metadata", {}).get("resourceVersion")
+                kubelet.queue.add(key)
+                await cluster.wait_for(
+                    lambda: (p := cluster.pod("patient")) is not None
+                    and p["metadata"]["resourceVersion"] != version
+                    and p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                    == reason, what=f"{reason} at +{offset}s")
+
+            await cluster.wait_for(lambda: attempts() == 1, what="the first attempt")
+            await cluster.waiting("patient")
+            assert kubelet.backoff.delay(f"{pod['metadata']['uid']}_{image}") == 10.0
+            await sync_at(9.5, reason="ImagePullBackOff")
+            assert attempts() == 1
+            await sync_at(10.5, reason="ErrImagePull")
+            assert attempts() == 2
+            assert kubelet.backoff.delay(f"{pod['metadata']['uid']}_{image}") == 20.0
+            await sync_at(30.0, reason="ImagePullBackOff")  # 19.5 s after the second failure
+            assert attempts() == 2
+            await sync_at(31.0, reason="ErrImagePull")
+            assert attempts() == 3
+            assert kubelet.backoff.delay(f"{pod['metadata']['uid']}_{image}") == 40.0
+            # another pod with the same image has its own back-off
+            await cluster.create_pod("fresh", image)
+            await cluster.wait_for(lambda: attempts() == 4, what="the other pod's own attempt")
+
+
+async def test_node_status_lists_the_images_present() -> None:
+    async with serve(FakeRegistry()) as registry:
+        body = manifest_bytes("listed", layers=3, layer_size=8192)
+        digest = registry.add("nf/nrf", "3.1", OCI_MANIFEST, body)
+        settings = fast(insecure_registries=[registry.host],
+                        node_status_update_frequency=0.05)  # 10 s on a node
+        async with cluster_with(settings) as cluster:
+            await cluster.create_pod("nrf", f"{registry.host}/nf/nrf:3.1")
+            await cluster.running("nrf")
+            nodes = cluster.api.resource("v1", "Node")
+            images = await cluster.wait_for(
+                lambda: cluster.api.get(nodes, namespace=None, name="node-1")["status"].get(
+                    "images"), what="node status images")
+            manifest = json.loads(body)
+            size = len(body) + manifest["config"]["size"] + sum(
+                layer["size"] for layer in manifest["layers"])
+            assert images == [{"names": [f"{registry.host}/nf/nrf@{digest}",
+                                         f"{registry.host}/nf/nrf:3.1"], "sizeBytes": size}]
