@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kubesim.apiserver import ApiServer
@@ -72,8 +72,12 @@ class Cluster:
         write_kubeconfig(self.kubeconfig, server=self.server.url,
                          ca_pem=self.ca.cert_pem if self.ca else None)
         if self.settings.controllers:
+            kubelet = self.settings.kubelet
+            if kubelet.state_dir is None:
+                # the nodes' content stores live beside the cluster's other files
+                kubelet = replace(kubelet, state_dir=str(self.state_dir))
             self.controllers = ControllerManager(self.api, nodes=self.settings.nodes,
-                                                 kubelet=self.settings.kubelet)
+                                                 kubelet=kubelet)
             await self.controllers.start()
 
     async def stop(self) -> None:
