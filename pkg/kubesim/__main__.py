@@ -36,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="initial image pull back-off in seconds (kubelet default 10)")
     serve.add_argument("--pull-backoff-max", type=float, default=300.0,
                        help="image pull back-off ceiling in seconds (kubelet default 300)")
+    serve.add_argument("--serialize-image-pulls", default=True,
+                       action=argparse.BooleanOptionalAction,
+                       help="pull one image at a time per node (kubelet default: true)")
+    serve.add_argument("--max-parallel-image-pulls", type=int, default=0, metavar="N",
+                       help="with --no-serialize-image-pulls, at most N pulls per node "
+                            "(0: no bound; kubelet's maxParallelImagePulls)")
+    serve.add_argument("--node-status-update-frequency", type=float, default=10.0,
+                       metavar="SECONDS",
+                       help="how soon node status reports a change of images (kubelet 10)")
     serve.add_argument("--service-endpoint", action="append", default=[],
                        metavar="NS/NAME:PORT=URL",
                        help="where a Service that webhooks name is reachable")
@@ -69,6 +78,9 @@ async def _serve(args: argparse.Namespace) -> None:
             ca_files=tuple(str(p) for p in args.registry_ca),
             backoff_initial=args.pull_backoff,
             backoff_max=max(args.pull_backoff, args.pull_backoff_max),
+            serialize_image_pulls=args.serialize_image_pulls,
+            max_parallel_image_pulls=args.max_parallel_image_pulls,
+            node_status_update_frequency=args.node_status_update_frequency,
         ),
         service_endpoints=_endpoints(args.service_endpoint),
         history=args.history,

@@ -140,10 +140,10 @@ class SystemOptions:
     services: Sequence[str] | None = None
     webhook_failure_policy: str = "Ignore"
     early_loading: bool = True
-    # kubesim's kubelet image pull back-off start (the kubelet's default is 10 s)
-    pull_backoff: float = 0.5
-    # and its ceiling (the kubelet's is 300 s): a pod waiting for a mirror retries often
-    pull_backoff_max: float = 4.0
+    # kubesim's kubelet image pull back-off: a real kubelet's 10 s doubling to 300 s. The
+    # demo and the sandbox keep these; a test that shortens them says why.
+    pull_backoff: float = 10.0
+    pull_backoff_max: float = 300.0
     kube_history: int = 200_000
     # extra settings (wire names) merged into the shared settings file
     settings: Mapping[str, Any] = field(default_factory=dict)
