@@ -11,7 +11,9 @@ resolved from real registries -> Running.
 Every controller reads a shared cache fed by `ApiServer.subscribe` (after an
 initial `ApiServer.list`), keeps a de-duplicating work queue of keys and
 reconciles level-based; writes go through the ApiServer's public methods
-like any client's.
+like any client's. Events go through client-go-like recorders
+(kubesim.controllers.recording) that the manager owns: started before the
+controllers, flushed and stopped after them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from kubesim.controllers.objects import Obj
 from kubesim.controllers.podgcing import PodGarbageCollector
 from kubesim.controllers.pulling import Platform
 from kubesim.controllers.queueing import Controller
+from kubesim.controllers.recording import Recorder, Recorders
 from kubesim.controllers.replicating import ReplicaSetController
 from kubesim.controllers.scheduling import Scheduler
 from kubesim.controllers.statefulsetting import StatefulSetController
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
     from kubesim.apiserver import ApiServer
     from kubesim.resources import Resource
 
-__all__ = ["ControllerManager", "KubeletSettings"]
+__all__ = ["ControllerManager", "KubeletSettings", "Recorders"]
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,13 @@ class ControllerManager:
         nodes: Sequence[str] = ("node-1", "node-2", "node-3"),
         kubelet: KubeletSettings | None = None,
         job_pod_failure_backoff: float = 10.0,
+        recorders: Recorders | None = None,
     ) -> None:
         self.api = api
         self.node_names = tuple(nodes)
         self.kubelet_settings = kubelet or KubeletSettings()
         self.job_pod_failure_backoff = job_pod_failure_backoff
+        self.recorders = recorders or Recorders(api)
         self.cache = Cache()
         self.controllers: list[Controller] = []
         self.kubelet: Kubelet | None = None
@@ -74,8 +79,14 @@ class ControllerManager:
             kind: self.api.resource(api_version, kind_name)
             for kind, (api_version, kind_name) in WATCHED.items()
         }
-        ctx = Context(api=self.api, cache=self.cache, resources=resources)
-        self.kubelet = Kubelet(ctx, self.kubelet_settings)
+        ctx = Context(
+            api=self.api, cache=self.cache, resources=resources, recorders=self.recorders
+        )
+        self.kubelet = Kubelet(
+            ctx, self.kubelet_settings,
+            # each node's kubelet has its own broadcaster: source {kubelet, <node>}
+            recorder_for=lambda node: self.recorders.recorder_for("kubelet", host=node),
+        )
         scheduler = Scheduler(ctx)
         self.controllers = [
             scheduler,
@@ -95,6 +106,7 @@ class ControllerManager:
             for item in self.api.list(resource).get("items") or []:
                 self.cache.apply(kind, "ADDED", obj=item)
         await self._register_nodes(resources[NODES])
+        self.recorders.start()
         for controller in self.controllers:
             controller.start()
 
@@ -106,6 +118,13 @@ class ControllerManager:
         self.api.unsubscribe(self._on_change)
         await asyncio.gather(*(c.stop() for c in self.controllers), return_exceptions=True)
         self.controllers = []
+        # after the controllers: what they recorded last is still written
+        await self.recorders.stop()
+
+    def recorder_for(self, component: str, *, host: str = "") -> Recorder:
+        """A core/v1 event recorder (client-go's tools/record) for `component` on `host`,
+        e.g. `recorder_for("kubelet", host="node-1")`; see kubesim.controllers.recording."""
+        return self.recorders.recorder_for(component, host=host)
 
     def _on_change(self, event: str, resource: Resource, obj: Obj) -> None:
         if not self._running:

@@ -40,6 +40,7 @@ from kubesim.controllers.objects import (
     node_name_of,
     pod_phase,
 )
+from kubesim.controllers.recording import EventsRecorder, Recorder, Recorders
 
 if TYPE_CHECKING:
     from kubesim.apiserver import ApiServer
@@ -230,12 +231,29 @@ class Cache:
 
 @dataclass
 class Context:
-    """What every controller shares: the API, the cache and resolved resources."""
+    """What every controller shares: the API, the cache, resolved resources, and the event
+    recorders (the controller manager's; one of its own when none is given)."""
 
     api: ApiServer
     cache: Cache
     resources: dict[str, Resource]
     settings: dict[str, Any] = field(default_factory=dict)
+    recorders: Recorders | None = None
 
     def resource(self, kind: str) -> Resource:
         return self.resources[kind]
+
+    def _recorders(self) -> Recorders:
+        if self.recorders is None:
+            self.recorders = Recorders(self.api)
+        return self.recorders
+
+    def recorder_for(self, component: str, *, host: str = "") -> Recorder:
+        """The core/v1 event recorder of a component on a host, as the kubelet's:
+        `ctx.recorder_for("kubelet", host=node).event(pod, "Normal", "Pulled", message,
+        field_path="spec.containers{web}")`; see kubesim.controllers.recording."""
+        return self._recorders().recorder_for(component, host=host)
+
+    def event_recorder_for(self, controller: str) -> EventsRecorder:
+        """The events.k8s.io event recorder of a controller, as kube-scheduler's."""
+        return self._recorders().event_recorder_for(controller)
