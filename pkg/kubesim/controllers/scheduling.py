@@ -12,6 +12,16 @@ bound pod goes away.
 
 Binding goes through the pods/binding subresource, as kube-scheduler's
 does; the API server sets spec.nodeName and PodScheduled=True.
+
+Events are kube-scheduler's, through its events.k8s.io recorder (reporting
+controller `default-scheduler`): `Scheduled` (Normal, action Binding,
+"Successfully assigned <ns>/<pod> to <node>") after a successful bind, and
+`FailedScheduling` (Warning, action Scheduling, the fit error's message) on
+every failed attempt, recorded before the PodScheduled condition is
+written, about the pod as the attempt saw it. Attempts about the same pod
+(same resourceVersion) are isomorphic and become one Event with a series;
+like kube-scheduler's queue, the scheduler does not retry a pod for a change
+of its status alone, so writing the condition is no new attempt.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from kubesim.controllers.objects import (
     set_condition,
 )
 from kubesim.controllers.queueing import Controller
+from kubesim.controllers.recording import NORMAL, NOTE_LENGTH_LIMIT, WARNING
 from kubesim.controllers.workloads import write_status
 from kubesim.statuses import ApiError
 
@@ -132,6 +143,31 @@ def pinned_nodes(pod: Mapping[str, Any]) -> list[str] | None:
     return names
 
 
+def pod_updated(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The scheduling queue's isPodUpdated: a change beyond status, resourceVersion,
+    generation, managedFields and finalizers."""
+
+    def strip(pod: Mapping[str, Any]) -> dict[str, Any]:
+        stripped = {k: v for k, v in pod.items() if k != "status"}
+        stripped["metadata"] = {
+            k: v
+            for k, v in (pod.get("metadata") or {}).items()
+            if k not in ("resourceVersion", "generation", "managedFields", "finalizers")
+        }
+        return stripped
+
+    return strip(old) != strip(new)
+
+
+def truncate_message(message: str) -> str:
+    """kube-scheduler's truncateMessage: an event note is at most NoteLengthLimit bytes."""
+    data = message.encode()
+    if len(data) <= NOTE_LENGTH_LIMIT:
+        return message
+    suffix = " ..."
+    return data[: NOTE_LENGTH_LIMIT - len(suffix)].decode(errors="ignore") + suffix
+
+
 def unschedulable_message(total: int, reasons: Counter[str]) -> str:
     if total == 0:
         return "no nodes available to schedule pods"
@@ -149,6 +185,7 @@ class Scheduler(Controller):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unschedulable: set[str] = set()
+        self.recorder = self.ctx.event_recorder_for(DEFAULT_SCHEDULER)
 
     def initial_keys(self) -> Iterable[str]:
         return list(self.cache.unbound_pods)
@@ -156,6 +193,15 @@ class Scheduler(Controller):
     def on_event(self, event: str, kind: str, *, old: Obj | None, new: Obj | None) -> None:
         if kind == PODS:
             if new is not None and self._wants(new):
+                if (
+                    old is not None
+                    and key_of(new) in self._unschedulable
+                    and not pod_updated(old, new)
+                ):
+                    # The scheduling queue leaves an unschedulable pod where it is when only
+                    # its status changed (its own PodScheduled condition, for one): no new
+                    # attempt, so no second FailedScheduling event for the same cause.
+                    return
                 self.queue.add(key_of(new))
             elif (
                 old is not None
@@ -223,16 +269,27 @@ class Scheduler(Controller):
         node, reasons = self._choose(pod)
         if node is None:
             self._unschedulable.add(key)
-            await self._mark_unschedulable(
-                pod, unschedulable_message(len(self.cache[NODES].objects), reasons)
-            )
+            message = unschedulable_message(len(self.cache[NODES].objects), reasons)
+            self._failed(pod, message)
+            await self._mark_unschedulable(pod, message)
             return
         self._unschedulable.discard(key)
-        await self._bind(pod, node)
+        if await self._bind(pod, node):
+            self.recorder.eventf(
+                pod, None, NORMAL, "Scheduled", "Binding",
+                f"Successfully assigned {namespace_of(pod)}/{name_of(pod)} to {node}",
+            )
 
-    async def _bind(self, pod: Obj, node: str) -> None:
+    def _failed(self, pod: Obj, message: str) -> None:
+        """handleSchedulingFailure's event."""
+        self.recorder.eventf(
+            pod, None, WARNING, "FailedScheduling", "Scheduling", truncate_message(message)
+        )
+
+    async def _bind(self, pod: Obj, node: str) -> bool:
         """POST pods/binding, as kube-scheduler does; the API server sets spec.nodeName and
-        PodScheduled=True. A pod bound or deleted meanwhile (409, 404) is left alone."""
+        PodScheduled=True. A pod bound or deleted meanwhile (409, 404) is left alone, after
+        the FailedScheduling event kube-scheduler records for a failed binding cycle."""
         binding = {
             "apiVersion": "v1",
             "kind": "Binding",
@@ -252,6 +309,9 @@ class Scheduler(Controller):
             if err.code not in (404, 409):
                 raise
             log.debug("binding %s to %s: %s", key_of(pod), node, err.message)
+            self._failed(pod, err.message)
+            return False
+        return True
 
     async def _mark_unschedulable(
         self, pod: Obj, message: str, *, reason: str = "Unschedulable"

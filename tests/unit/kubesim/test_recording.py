@@ -25,6 +25,7 @@ from kubesim.controllers.recording import (
     generate_event_name,
     object_reference,
 )
+from kubesim.controllers.scheduling import pod_updated, truncate_message
 from kubesim.statuses import ApiError, already_exists, not_found
 
 Obj = dict[str, Any]
@@ -531,3 +532,23 @@ async def test_recorders_are_one_per_source_and_started_with_the_factory() -> No
         await recorders.stop()
     assert not kubelet.running
 
+
+# --- the scheduler's side ---------------------------------------------------------------------
+
+
+def test_the_scheduler_truncates_notes_to_the_events_api_limit() -> None:
+    assert truncate_message("short") == "short"
+    long = "x" * 2000
+    assert truncate_message(long) == "x" * 1020 + " ..."
+    assert len(truncate_message(long)) == 1024
+
+
+def test_a_status_change_is_no_pod_update_for_the_scheduling_queue() -> None:
+    old = {**pod(), "spec": {"nodeSelector": {"disk": "ssd"}}, "status": {"phase": "Pending"}}
+    status_only = {**old, "metadata": {**old["metadata"], "resourceVersion": "8"},
+                   "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled"}]}}
+    assert not pod_updated(old, status_only)
+    tolerating = {**old, "spec": {**old["spec"], "tolerations": [{"operator": "Exists"}]}}
+    assert pod_updated(old, tolerating)
+    labelled = {**old, "metadata": {**old["metadata"], "labels": {"a": "b"}}}
+    assert pod_updated(old, labelled)
