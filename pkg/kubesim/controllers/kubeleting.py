@@ -49,6 +49,7 @@ from kubesim.controllers.credentials import (
     credentials_from_secret,
     matching_credentials,
 )
+from kubesim.controllers.nodes import node_labels, node_status
 from kubesim.controllers.objects import (
     TERMINAL_PHASES,
     Obj,
@@ -279,6 +280,8 @@ class Kubelet(Controller):
             if new is None:
                 self.puller.forget(name)
                 return
+            if not (new.get("status") or {}).get("conditions"):
+                self._register(name)
             was = bool(((old or {}).get("spec") or {}).get("unschedulable"))
             now_unschedulable = bool((new.get("spec") or {}).get("unschedulable"))
             if old is None or was != now_unschedulable:
@@ -320,6 +323,36 @@ class Kubelet(Controller):
         if recorder is None:
             recorder = self._recorders[node] = self._recorder_for(node)
         recorder.event(pod, event_type, reason, message, field_path=field_path)
+
+    def _register(self, node: str) -> None:
+        """A Node created without status (a machine joining, `kubectl create` of a Node):
+        its kubelet registers it, setting the well-known labels and posting its status, so
+        it becomes Ready and schedulable like any other node."""
+        task = asyncio.get_running_loop().create_task(self._post_registration(node))
+        self._status_tasks.add(task)
+        task.add_done_callback(self._status_tasks.discard)
+
+    async def _post_registration(self, name: str) -> None:
+        nodes = self.ctx.resource(NODES)
+        try:
+            node = self.api.get(nodes, namespace=None, name=name)
+            if (node.get("status") or {}).get("conditions"):
+                return
+            platform = Platform.parse(self.settings.default_platform)
+            labels = node_labels(name, os=platform.os, arch=platform.architecture)
+            missing = {k: v for k, v in labels.items() if k not in labels_of(node)}
+            if missing:
+                await self.api.patch(nodes, namespace=None, name=name,
+                                     patch={"metadata": {"labels": missing}},
+                                     patch_type="application/merge-patch+json")
+            index = sum(1 for _ in self.cache.all(NODES)) - 1
+            status = node_status(name, index, os=platform.os, arch=platform.architecture)
+            await self.api.patch(nodes, namespace=None, name=name, patch={"status": status},
+                                 patch_type="application/merge-patch+json",
+                                 subresource="status")
+        except ApiError as err:
+            if err.code != 404:
+                log.warning("kubelet %s: registering the node: %s", name, err)
 
     def _images_changed(self, node: str) -> None:
         """Post the node's images after nodeStatusUpdateFrequency (changes coalesce)."""

@@ -724,3 +724,22 @@ async def test_node_status_lists_the_images_present() -> None:
                 layer["size"] for layer in manifest["layers"])
             assert images == [{"names": [f"{registry.host}/nf/nrf@{digest}",
                                          f"{registry.host}/nf/nrf:3.1"], "sizeBytes": size}]
+
+
+async def test_a_node_created_through_the_api_is_registered_by_its_kubelet() -> None:
+    async with serve(FakeRegistry()) as registry:
+        registry.add("nf/ausf", "1", OCI_MANIFEST, manifest_bytes("joined"))
+        async with cluster_with(fast(insecure_registries=[registry.host])) as cluster:
+            nodes = cluster.api.resource("v1", "Node")
+            await cluster.api.create(nodes, {"apiVersion": "v1", "kind": "Node",
+                                             "metadata": {"name": "joined"}})
+            node = await cluster.wait_for(
+                lambda: (n := cluster.api.get(nodes, namespace=None, name="joined"))
+                and any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in n.get("status", {}).get("conditions") or []) and n,
+                what="the joined node Ready")
+            assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "joined"
+            assert node["status"]["nodeInfo"]["kubeletVersion"]
+            await cluster.create_pod("there", f"{registry.host}/nf/ausf:1", node="joined")
+            await cluster.running("there")
+            assert node_store(cluster, "joined").present(f"{registry.host}/nf/ausf:1")
