@@ -1,5 +1,6 @@
 """Disconnected mode, the mission itself: with the artifact store stopped, existing workloads
-restart, reschedule off a removed node, and scale up, every pod from the edge registry."""
+restart, reschedule off a removed node, and scale up, and a node that never held the images
+joins and pulls every layer, every pod from the edge registry."""
 
 from __future__ import annotations
 
@@ -39,3 +40,8 @@ async def test_restarts_rescheduling_and_scale_up_without_the_artifact_store(
     assert len([p for p in pods if p["metadata"]["labels"]["app"] == "upf"]) == 5
     await exact(system, scenario)
     assert not system.artifact_store.running
+
+    # a new node, which never held any image, pulls every layer from the edge registry
+    line = await scenario.new_node("node-4")
+    assert "pulled all" in line, line
+    await exact(system, scenario)

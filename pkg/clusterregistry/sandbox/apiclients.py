@@ -58,6 +58,7 @@ _KNOWN: dict[str, ResourcePath] = {
     "Node": ResourcePath("", "v1", "nodes", namespaced=False),
     "Pod": ResourcePath("", "v1", "pods"),
     "Secret": ResourcePath("", "v1", "secrets"),
+    "Event": ResourcePath("", "v1", "events"),
     "ConfigMap": ResourcePath("", "v1", "configmaps"),
     "Deployment": ResourcePath("apps", "v1", "deployments"),
     "ReplicaSet": ResourcePath("apps", "v1", "replicasets"),
@@ -150,9 +151,12 @@ class ApiClient:
             raise
 
     async def list(
-        self, kind: str, *, namespace: str | None = None, selector: str | None = None
+        self, kind: str, *, namespace: str | None = None, selector: str | None = None,
+        fields: str | None = None,
     ) -> builtins.list[Obj]:
-        params = {"labelSelector": selector} if selector else None
+        params = {"labelSelector": selector} if selector else {}
+        if fields:
+            params["fieldSelector"] = fields
         document = await self._call("GET", path_of(kind).url(namespace=namespace), params=params)
         items: builtins.list[Obj] = document.get("items") or []
         return items

@@ -4,9 +4,15 @@ The mission in one run, every claim checked on the real system rather than
 announced: the pods' images are rewritten to the edge registry; an Artifact
 per image goes Pending -> Mirroring -> Available; the pods run from the edge
 registry; with the artifact store stopped, every pod deleted comes back
-Running and a new Job of the same image runs; the network function deleted,
-GC frees the bytes; and the artifact store's own access log shows one pull
-per image, however many pods started.
+Running and a new Job of the same image runs, and a node that never held
+the images joins and pulls every layer from the edge registry; the network
+function deleted, GC frees the bytes; and the artifact store's own access
+log shows one pull per image, however many pods started.
+
+The kubelet backs off as a real one does (10 s, 20 s ... per pod and image),
+and every step that starts pods reports their time to Running and the pull
+failures the kubelet recorded as events (`podstarts`): a first deploy whose
+pods pull before the mirror has copied shows them, truthfully.
 
 Each step is a method that waits on conditions (never sleeps), raises
 `StepError` with what it saw when a claim does not hold, and returns a
@@ -38,6 +44,7 @@ import nats
 from clusterregistry import kinds, references, schemas, subjects
 from clusterregistry.sandbox.apiclients import ApiClient, ApiError
 from clusterregistry.sandbox.narrating import Narrator, table
+from clusterregistry.sandbox.podstarts import pod_starts
 from clusterregistry.sandbox.samples import PushedSample
 from clusterregistry.sandbox.supervising import wait_for
 from clusterregistry.sandbox.systems import SERVICES, System, SystemOptions
@@ -416,8 +423,51 @@ class Scenario:
             raise StepError(f"{exc}; {bad[:4]}") from None
         self.pods_started += len(pods)
         nodes = sorted({p["spec"].get("nodeName", "?") for p in pods})
+        starts = await pod_starts(self.api, pods, namespace=NF_NAMESPACE)
+        self.numbers.setdefault("pod_starts", []).append(starts.as_dict())
         return (f"{len(pods)} pods on {', '.join(nodes)}, every image pulled from "
-                f"{self.system.local_registry}")
+                f"{self.system.local_registry}; {starts.line()}")
+
+    async def new_node(self, name: str = "node-4") -> str:
+        """A node that never held the images joins; its DaemonSet pod pulls every layer of
+        its image from the edge registry (the artifact store is cut off by now)."""
+        await self.api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+
+        async def check() -> list[dict[str, Any]] | None:
+            pods = [p for p in await self.nf_pods() if p["spec"].get("nodeName") == name
+                    and (p.get("status") or {}).get("phase") == "Running"]
+            return pods or None
+
+        pods = await self._until(check, f"a pod on the new node {name} Running")
+        sample = self.samples[1]  # the DaemonSet's image
+        local = references.parse(self.local_reference(sample))
+        blobs = await self.image_blobs(local.path, sample.digest)
+        held = self.system.node_blobs(name)
+        missing = [d for d, _ in blobs if not (held / d.removeprefix("sha256:")).is_file()]
+        if missing:
+            raise StepError(f"{name} lacks {len(missing)} of {len(blobs)} blobs of {local}: "
+                            f"{missing[:2]}")
+        for pod in pods:
+            ids = [cs.get("imageID", "") for cs in pod["status"].get("containerStatuses") or []]
+            if not all(i.startswith(self.system.local_registry + "/") for i in ids):
+                raise StepError(f"{pod['metadata']['name']} ran {ids}, not from the edge")
+        starts = await pod_starts(self.api, pods, namespace=NF_NAMESPACE)
+        self.numbers.setdefault("pod_starts", []).append(starts.as_dict())
+        self.pods_started += len(pods)
+        return (f"{name} joined; its smf pod pulled all {len(blobs)} blobs "
+                f"({_human(sum(size for _, size in blobs))}) of {local} from the edge; "
+                f"{starts.line()}")
+
+    async def image_blobs(self, repository: str, digest: str) -> list[tuple[str, int]]:
+        """(digest, size) of the config and layers a linux/amd64 node pulls of an image."""
+        body, _ = await self.system.edge.manifest_bytes(repository, digest)
+        manifest = json.loads(body)
+        if "manifests" in manifest:
+            child = next(m for m in manifest["manifests"]
+                         if (m.get("platform") or {}).get("architecture") == "amd64")
+            body, _ = await self.system.edge.manifest_bytes(repository, child["digest"])
+            manifest = json.loads(body)
+        return [(d["digest"], int(d["size"])) for d in [manifest["config"], *manifest["layers"]]]
 
     async def cut_off(self) -> str:
         """Stop the artifact store; prove it is unreachable."""
@@ -538,6 +588,7 @@ class Scenario:
             ("cut the artifact store off", self.cut_off),
             ("delete every pod", delete_pods),
             ("pods back from the edge", lambda: self.running(exclude=old_uids)),
+            ("a new node pulls every layer from the edge", self.new_node),
             ("delete the network function", self.delete_network_function),
             ("GC frees the bytes", self.collect_garbage),
             ("one pull per image", pulls),

@@ -360,6 +360,10 @@ class System:
     def kube_ca(self) -> Path:
         return self.root / "kube" / "ca.crt"
 
+    def node_blobs(self, node: str) -> Path:
+        """Where kubesim keeps `node`'s containerd content store blobs (sha256/<hex>)."""
+        return self.root / "kube" / "nodes" / node / "content" / "blobs" / "sha256"
+
     def service_specs(self) -> list[ServiceSpec]:
         """The services this sandbox runs: the chosen ones, or every one that has landed."""
         wanted = self.options.services
