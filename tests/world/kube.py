@@ -105,10 +105,22 @@ async def kube_api(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield cluster
 
 
+def fast_kubelet(**settings: Any) -> KubeletSettings:
+    """KubeletSettings whose image pull back-off is 0.2 s doubling to 1 s.
+
+    Speed-up, named: a real kubelet waits 10 s doubling to 300 s per pod and image,
+    which kubesim, the sandbox and `make demo` keep. A test whose pods are meant to fail
+    a pull first (an image pushed later, a secret created later, a registry coming
+    back) would wait tens of seconds for nothing it is about. The back-off's own timing
+    is tested with an injected clock (tests/integration/kubesim/test_kubelet.py).
+    """
+    return KubeletSettings(backoff_initial=0.2, backoff_max=1.0, **settings)
+
+
 @pytest.fixture
 async def kube_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """kubesim with its controllers, scheduler and kubelet; fast image pull back-off."""
-    settings = ClusterSettings(kubelet=KubeletSettings(backoff_initial=0.2, backoff_max=1.0))
+    settings = ClusterSettings(kubelet=fast_kubelet())
     async for cluster in _cluster(tmp_path, settings):
         yield cluster
 

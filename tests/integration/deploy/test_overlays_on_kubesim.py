@@ -20,10 +20,9 @@ import yaml
 
 from clusterregistry.sandbox.registries import Registry
 from clusterregistry.sandbox.supervising import wait_for
-from kubesim.controllers import KubeletSettings
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import BuildImage, PushImage
-from tests.world.kube import Kubectl
+from tests.world.kube import Kubectl, fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +42,8 @@ IMAGES = {
 @pytest.fixture
 async def cluster(tmp_path: Path, registry: Registry) -> AsyncIterator[Cluster]:
     """kubesim with controllers whose kubelets pull from the local registry over HTTP."""
-    settings = ClusterSettings(kubelet=KubeletSettings(
-        insecure_registries=[registry.host], backoff_initial=0.2, backoff_max=1.0))
+    settings = ClusterSettings(kubelet=fast_kubelet(
+        insecure_registries=[registry.host]))
     instance = Cluster(tmp_path / "kubesim", settings)
     try:
         await instance.start()

@@ -19,9 +19,9 @@ from clusterregistry.kube.clients import api_client
 from clusterregistry.sandbox.images import ImageBuilder
 from clusterregistry.sandbox.registries import Registry
 from clusterregistry.sandbox.supervising import wait_for
-from kubesim.controllers.kubeleting import KubeletSettings
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import PushImage
+from tests.world.kube import fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,8 @@ NAMESPACE = "clusterregistry"
 @pytest.fixture
 async def cluster(tmp_path: Path, registry: Registry) -> AsyncIterator[Cluster]:
     """kubesim with controllers whose kubelets pull from the plain-HTTP test registry."""
-    settings = ClusterSettings(kubelet=KubeletSettings(
-        insecure_registries=[registry.host], backoff_initial=0.2, backoff_max=1.0))
+    settings = ClusterSettings(kubelet=fast_kubelet(
+        insecure_registries=[registry.host]))
     instance = Cluster(tmp_path / "kubesim", settings)
     try:
         await instance.start()

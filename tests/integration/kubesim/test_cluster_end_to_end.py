@@ -14,10 +14,9 @@ import pytest
 
 from clusterregistry.sandbox.registries import Registry
 from clusterregistry.sandbox.supervising import wait_for
-from kubesim.controllers import KubeletSettings
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import BuildImage, PushImage
-from tests.world.kube import Kubectl
+from tests.world.kube import Kubectl, fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +24,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def cluster(tmp_path: Path, secure_registry: Registry) -> AsyncIterator[Cluster]:
     assert secure_registry.ca_path is not None
-    settings = ClusterSettings(kubelet=KubeletSettings(
-        ca_files=(str(secure_registry.ca_path),), backoff_initial=0.2, backoff_max=1.0))
+    settings = ClusterSettings(kubelet=fast_kubelet(
+        ca_files=(str(secure_registry.ca_path),)))
     cluster = Cluster(tmp_path / "kube", settings)
     await cluster.start()
     try:

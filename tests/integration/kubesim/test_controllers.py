@@ -27,6 +27,7 @@ from clusterregistry.sandbox.registries import Registry
 from kubesim.apiserver import ApiServer
 from kubesim.controllers import ControllerManager, KubeletSettings
 from kubesim.resources import Resource
+from tests.world.kube import fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -187,6 +188,8 @@ async def started_cluster(settings: KubeletSettings, **kwargs: Any) -> AsyncIter
 
 @pytest.fixture
 async def cluster(plain_registry: Registry) -> AsyncIterator[Cluster]:
+    # a shorter image pull back-off than a node's, for the reason tests.world.kube.fast_kubelet
+    # gives
     settings = KubeletSettings(
         insecure_registries=[plain_registry.host], backoff_initial=0.2, backoff_max=0.8,
         job_run_seconds=0.0,
@@ -635,8 +638,7 @@ async def test_image_pull_secret_with_basic_auth(tmp_path: Path) -> None:
     try:
         digest = await push_image(registry, "private/app", "1")
         image = f"{registry.host}/private/app:1"
-        settings = KubeletSettings(insecure_registries=[registry.host], backoff_initial=0.2,
-                                   backoff_max=0.4)
+        settings = fast_kubelet(insecure_registries=[registry.host])
         async with started_cluster(settings) as cluster:
             config = {"auths": {registry.host: {"auth": base64.b64encode(
                 f"puller:{password}".encode()).decode()}}}

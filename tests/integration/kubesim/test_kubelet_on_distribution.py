@@ -26,10 +26,9 @@ import pytest
 from clusterregistry.sandbox.images import BuiltImage
 from clusterregistry.sandbox.registries import Registry
 from clusterregistry.sandbox.supervising import wait_for
-from kubesim.controllers import KubeletSettings
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import BuildImage, PushImage
-from tests.world.kube import Kubectl
+from tests.world.kube import Kubectl, fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +39,7 @@ _REQUEST = re.compile(r'"(?P<method>GET|HEAD) (?P<path>/v2/[^ "]+) HTTP/[0-9.]+"
 async def cluster(tmp_path: Path, registry: Registry) -> AsyncIterator[Cluster]:
     settings = ClusterSettings(
         nodes=("node-1", "node-2"),
-        kubelet=KubeletSettings(insecure_registries=(registry.host,), backoff_initial=0.2,
-                                backoff_max=1.0))
+        kubelet=fast_kubelet(insecure_registries=(registry.host,)))
     cluster = Cluster(tmp_path / "kube", settings)
     await cluster.start()
     try:

@@ -23,11 +23,10 @@ from clusterregistry.sandbox.registries import Registry
 from clusterregistry.sandbox.supervising import free_port, wait_for
 from clusterregistry.webhook.registrations import mutating_webhook_configuration
 from kubesim.certificates import CertificateAuthority
-from kubesim.controllers import KubeletSettings
 from kubesim.running import Cluster, ClusterSettings
 from tests.integration.webhook.conftest import ca_bundle, running_webhook, webhook_settings
 from tests.world.images import BuildImage, PushImage
-from tests.world.kube import Kubectl
+from tests.world.kube import Kubectl, fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -74,9 +73,8 @@ async def world(tmp_path: Path, registry: Registry, build_image: BuildImage,
     mapped = f"127.0.0.1_{registry.port}/nf/upf:1.2"
     await push(image, dest_ref=f"{registry.host}/{mapped}", tls_verify=False)
     local_registry = f"localhost:{registry.port}"
-    cluster = Cluster(tmp_path / "kube", ClusterSettings(kubelet=KubeletSettings(
-        insecure_registries=[registry.host, local_registry], backoff_initial=0.2,
-        backoff_max=1.0)))
+    cluster = Cluster(tmp_path / "kube", ClusterSettings(kubelet=fast_kubelet(
+        insecure_registries=[registry.host, local_registry])))
     await cluster.start()
     try:
         kubectl = Kubectl(cluster.kubeconfig)
