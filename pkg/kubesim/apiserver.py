@@ -10,6 +10,13 @@ It also owns what kube-apiserver and kube-controller-manager do around
 deletion: finalizers and deletionTimestamp, graceful pod deletion,
 ownerReference garbage collection with Background, Foreground and Orphan
 propagation, namespace termination, and CRD installation and removal.
+
+A resource may be a second view of another's objects (events.k8s.io/v1
+Events of the core Events): the pipeline then converts what a request
+writes into the stored form before validating it, and what it reads back
+into the request's form (kubesim.events). Events also expire, as etcd
+expires the lease kube-apiserver attaches to every Event write
+(--event-ttl).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import heapq
+import itertools
 import logging
 import random
 import time
@@ -24,10 +33,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from kubesim import patching, statuses, validation
+from kubesim import events, patching, statuses, validation
 from kubesim.admitting import MutatingAdmission
 from kubesim.resources import Registry, Resource
 from kubesim.selectors import (
+    FIELD_LABEL_CONVERSIONS,
     FieldSelector,
     LabelSelector,
     parse_field_selector,
@@ -52,6 +62,8 @@ _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
                   "deletionGracePeriodSeconds", "generation", "selfLink", "managedFields")
 _GC_FINALIZERS = ("foregroundDeletion", "orphan")
+# kube-apiserver's --event-ttl default
+DEFAULT_EVENT_TTL = 3600.0
 
 
 def now_rfc3339(offset: float = 0.0) -> str:
@@ -72,6 +84,7 @@ class ApiServer:
         store: Store | None = None,
         admission: MutatingAdmission | None = None,
         service_resolver: Callable[[str, str, int], str | None] | None = None,
+        event_ttl: float = DEFAULT_EVENT_TTL,
     ) -> None:
         self.registry = Registry()
         self.store = store or Store()
@@ -87,7 +100,15 @@ class ApiServer:
         self._webhooks = self.lookup(
             "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations"
         )
-        # owner uid -> dependents (group_resource, key); uid -> (resource, key)
+        self._events = self.lookup("", "v1", "events")
+        # Each Event write gets a fresh lease of event_ttl seconds (0: none). Leases wait in
+        # a heap: (monotonic due time, write order, key, resourceVersion written).
+        self.event_ttl = event_ttl
+        self._expiries: builtins.list[tuple[float, int, Key, str]] = []
+        self._lease_order = itertools.count()
+        self._expiry_wakeup = asyncio.Event()
+        self._expiry_task: asyncio.Task[None] | None = None
+        # owner uid -> dependents (storage_key, key); uid -> (resource, key)
         self._dependents: dict[str, set[tuple[str, Key]]] = {}
         self._by_uid: dict[str, tuple[Resource, Key]] = {}
         self._gc_queue: asyncio.Queue[str] | None = None
@@ -105,15 +126,20 @@ class ApiServer:
         if self._gc_task is None:
             self._gc_queue = asyncio.Queue()
             self._gc_task = asyncio.create_task(self._collect_garbage(), name="kubesim-gc")
+        if self._expiry_task is None:
+            self._expiry_task = asyncio.create_task(self._expire_events(),
+                                                    name="kubesim-event-ttl")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._gc_task, *self._background) if t is not None]
+        tasks = [t for t in (self._gc_task, self._expiry_task, *self._background)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._gc_task = None
+        self._expiry_task = None
         await self.admission.close()
 
     def subscribe(self, listener: Listener) -> None:
@@ -156,11 +182,12 @@ class ApiServer:
         return deep_copy(self.get_stored(resource, namespace=namespace, name=name))
 
     def get_stored(self, resource: Resource, *, namespace: str | None, name: str) -> Obj:
-        """The stored object itself, not a copy: for encoders only, never to be mutated."""
+        """The stored object itself, not a copy (or its conversion to the form `resource`
+        serves): for encoders only, never to be mutated."""
         obj = self.store.get(resource, (self._namespace_of(resource, namespace), name))
         if obj is None:
             raise statuses.not_found(resource.group, resource.plural, name)
-        return obj
+        return self._from_storage(resource, obj)
 
     def list_stored(
         self,
@@ -173,10 +200,13 @@ class ApiServer:
         continue_token: str | None = None,
     ) -> tuple[list[Obj], int, str | None, int | None]:
         labels, fields = self._selectors(resource, label_selector, field_selector)
-        return self.store.list(
+        items, rv, token, remaining = self.store.list(
             resource, namespace=namespace or None, labels=labels, fields=fields,
             limit=limit, continue_token=continue_token,
         )
+        if resource.cohabits_with:
+            items = [self._from_storage(resource, item) for item in items]
+        return items, rv, token, remaining
 
     def list(
         self,
@@ -219,19 +249,30 @@ class ApiServer:
         labels, fields = self._selectors(resource, label_selector, field_selector)
         if send_initial_events is None:
             send_initial_events = resource_version in (None, "", "0")
+        transform: Callable[[Obj], Obj] | None = None
+        if resource.cohabits_with:
+            def transform(obj: Obj) -> Obj:
+                return self._from_storage(resource, obj)
         return self.store.watch(
             resource, namespace=namespace or None, labels=labels, fields=fields,
             resource_version=resource_version, send_initial=send_initial_events,
+            transform=transform,
         )
 
     def _selectors(
         self, resource: Resource, label_selector: str, field_selector: str
     ) -> tuple[LabelSelector | None, FieldSelector | None]:
         labels = parse_label_selector(label_selector) if label_selector else None
-        fields = (
-            parse_field_selector(field_selector, supported=supported_fields(resource.kind))
-            if field_selector else None
-        )
+        fields = None
+        if field_selector:
+            # a kind's field labels, converted (events.k8s.io/v1) to those of what is stored
+            conversion = FIELD_LABEL_CONVERSIONS.get((resource.group, resource.kind))
+            fields = parse_field_selector(
+                field_selector,
+                supported=conversion if conversion is not None else supported_fields(
+                    resource.kind),
+                convert=conversion,
+            )
         if labels is not None and labels.empty:
             labels = None
         return labels, fields
@@ -287,12 +328,14 @@ class ApiServer:
                 obj["status"] = {}
         obj = self._prepare(resource, obj)
         obj = await self._admit(resource, operation="CREATE", obj=obj, old=None, dry_run=dry_run)
+        obj = self._to_storage(resource, obj)
         # As in kube-apiserver's BeforeCreate, system fields and a generated name are filled
         # after mutating admission: webhooks see pods of a ReplicaSet with an empty name.
         meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
-        meta["generation"] = 1
+        if self._has_generation(resource):
+            meta["generation"] = 1
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = self._generate_name(resource, meta)
         obj = self._prepare(resource, obj)
@@ -307,9 +350,37 @@ class ApiServer:
         if resource.group_resource == self._crds.group_resource:
             self._crd_status(obj)
         if dry_run:
-            return obj
+            return self._from_storage(resource, obj)
         stored = self._commit_new(resource, obj)
-        return deep_copy(stored)
+        return self._from_storage(resource, deep_copy(stored))
+
+    # -- conversion between the served and the stored form ------------------------------------
+
+    def _to_storage(self, resource: Resource, obj: Obj) -> Obj:
+        """What is stored for `obj` written through `resource`: an Event, through either API,
+        is stored in its core/v1 form, as kube-apiserver stores both."""
+        if resource.storage_key == events.STORAGE:
+            return events.to_internal(obj)
+        return obj
+
+    def _from_storage(self, resource: Resource, obj: Obj) -> Obj:
+        """A stored object as `resource` serves it (a new top-level dict when converted)."""
+        if resource.cohabits_with:
+            return events.from_storage(resource.api_version, obj)
+        return obj
+
+    def _stored_as(self, resource: Resource) -> Resource:
+        """The resource whose objects `resource` serves: itself, or the one it cohabits with
+        (informers of core Events see Events written through events.k8s.io/v1)."""
+        if resource.cohabits_with:
+            for candidate in self.registry.all():
+                if candidate.group_resource == resource.cohabits_with:
+                    return candidate
+        return resource
+
+    def _has_generation(self, resource: Resource) -> bool:
+        # the event strategy sets no metadata.generation (kube's Events have none)
+        return resource.storage_key != events.STORAGE
 
     def _prepare(self, resource: Resource, obj: Obj) -> Obj:
         if resource.is_custom and resource.schema:
@@ -447,6 +518,23 @@ class ApiServer:
         expected_rv: str | None,
         mutate: Callable[[Obj], Obj],
     ) -> Obj:
+        """Apply `mutate` (on the object as `resource` serves it) and store the result."""
+        return self._from_storage(resource, await self._update_stored(
+            resource, namespace=namespace, name=name, subresource=subresource,
+            dry_run=dry_run, expected_rv=expected_rv, mutate=mutate,
+        ))
+
+    async def _update_stored(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        name: str,
+        subresource: str | None,
+        dry_run: bool,
+        expected_rv: str | None,
+        mutate: Callable[[Obj], Obj],
+    ) -> Obj:
         if subresource and subresource not in resource.subresources:
             raise statuses.ApiError(
                 404, "NotFound", f"the server could not find the requested resource "
@@ -468,17 +556,21 @@ class ApiServer:
                     "version and try again",
                 )
             old_copy = deep_copy(old)
-            new = mutate(deep_copy(old))
+            new = mutate(self._from_storage(resource, deep_copy(old)))
             if not isinstance(new, dict):
                 raise statuses.bad_request("the body of the request must be a JSON object")
             self._check_type(resource, new)
+            new = self._to_storage(resource, new)
             new = self._merge_for_subresource(resource, old_copy, new, subresource)
             new = self._prepare(resource, new)
             if subresource in (None, "ephemeralcontainers"):
+                # webhooks see both objects as the request's API serves them
                 new = await self._admit(
-                    resource, operation="UPDATE", obj=new, old=old_copy, dry_run=dry_run,
+                    resource, operation="UPDATE", obj=self._from_storage(resource, new),
+                    old=self._from_storage(resource, old_copy), dry_run=dry_run,
                     subresource=subresource or "",
                 )
+                new = self._to_storage(resource, new)
                 new = self._merge_for_subresource(resource, old_copy, new, subresource)
                 new = self._prepare(resource, new)
             validation.validate_update(resource, old_copy, new, subresource=subresource)
@@ -495,7 +587,7 @@ class ApiServer:
                         "latest version and try again",
                     )
                 continue
-            if _spec_part(new) != _spec_part(old):
+            if self._has_generation(resource) and _spec_part(new) != _spec_part(old):
                 new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
             if resource.group_resource == self._crds.group_resource:
                 self._crd_status(new)
@@ -691,6 +783,23 @@ class ApiServer:
         grace_period_seconds: int | None = None,
         dry_run: bool = False,
     ) -> Obj:
+        return self._from_storage(resource, await self._delete_stored(
+            resource, namespace=namespace, name=name, propagation_policy=propagation_policy,
+            preconditions=preconditions, grace_period_seconds=grace_period_seconds,
+            dry_run=dry_run,
+        ))
+
+    async def _delete_stored(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        name: str,
+        propagation_policy: str | None,
+        preconditions: dict[str, Any] | None,
+        grace_period_seconds: int | None,
+        dry_run: bool,
+    ) -> Obj:
         ns = self._namespace_of(resource, namespace)
         old = self.store.get(resource, (ns, name))
         if old is None:
@@ -717,8 +826,9 @@ class ApiServer:
                 '"Foreground", "Background", "Orphan"')])
         # mutating webhooks see DELETE too (object null, oldObject the object); they cannot
         # change anything, but a failing one with failurePolicy Fail blocks the deletion
+        served = self._from_storage(resource, old)
         await self.admission.admit(
-            resource=resource, subresource="", operation="DELETE", obj=old, old_obj=old,
+            resource=resource, subresource="", operation="DELETE", obj=served, old_obj=served,
             namespace=ns or None, name=name, dry_run=dry_run,
         )
         current = self.store.get(resource, (ns, name))
@@ -786,7 +896,7 @@ class ApiServer:
         for ref in obj["metadata"].get("ownerReferences") or []:
             deps = self._dependents.get(ref.get("uid", ""))
             if deps is not None:
-                deps.discard((resource.group_resource, key_of(obj)))
+                deps.discard((resource.storage_key, key_of(obj)))
         self._notify("DELETED", resource, obj)
         if uid in self._dependents:
             self._enqueue_gc(uid)
@@ -798,10 +908,12 @@ class ApiServer:
         meta = obj["metadata"]
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", now_rfc3339())
-        meta.setdefault("generation", 1)
+        if self._has_generation(resource):
+            meta.setdefault("generation", 1)
         rv = self.store.next_rv()
         meta["resourceVersion"] = str(rv)
         self.store.commit(resource, etype="ADDED", obj=obj, rv=rv)
+        self._lease(resource, obj)
         self._by_uid[meta["uid"]] = (resource, key_of(obj))
         self._index_owners(resource, obj, None)
         if resource.group_resource == self._crds.group_resource:
@@ -813,6 +925,7 @@ class ApiServer:
         rv = self.store.next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         self.store.commit(resource, etype="MODIFIED", obj=obj, rv=rv)
+        self._lease(resource, obj)
         self._index_owners(resource, obj, old)
         if resource.group_resource == self._crds.group_resource:
             self._install_crd(obj)
@@ -820,16 +933,48 @@ class ApiServer:
         return obj
 
     def _notify(self, etype: str, resource: Resource, obj: Obj) -> None:
+        resource = self._stored_as(resource)
         for listener in self._listeners:
             try:
                 listener(etype, resource, obj)
             except Exception:
                 log.exception("listener failed on %s %s", etype, resource.plural)
 
+    # -- event expiry ------------------------------------------------------------------------
+
+    def _lease(self, resource: Resource, obj: Obj) -> None:
+        """kube-apiserver writes every Event with an etcd lease of --event-ttl: an Event
+        expires event_ttl seconds after its last write, unless written again."""
+        if resource.storage_key != events.STORAGE or self.event_ttl <= 0:
+            return
+        lease = (time.monotonic() + self.event_ttl, next(self._lease_order), key_of(obj),
+                 obj["metadata"]["resourceVersion"])
+        heapq.heappush(self._expiries, lease)
+        if self._expiries[0] is lease:
+            self._expiry_wakeup.set()  # due before whatever the expirer waits for
+
+    async def _expire_events(self) -> None:
+        """etcd deleting the keys whose lease ran out: watchers see DELETED."""
+        while True:
+            delay = self._expiries[0][0] - time.monotonic() if self._expiries else None
+            if delay is None or delay > 0:
+                self._expiry_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._expiry_wakeup.wait(), delay)
+                continue
+            _, _, key, rv = heapq.heappop(self._expiries)
+            obj = self.store.get(self._events, key)
+            # a later write of the same Event leased it again (its own entry is queued)
+            if obj is not None and obj["metadata"]["resourceVersion"] == rv:
+                try:
+                    self._remove(self._events, obj)
+                except Exception:
+                    log.exception("expiring event %s/%s failed", *key)
+
     # -- garbage collection ------------------------------------------------------------------
 
     def _index_owners(self, resource: Resource, obj: Obj, old: Obj | None) -> None:
-        entry = (resource.group_resource, key_of(obj))
+        entry = (resource.storage_key, key_of(obj))
         old_uids = {r.get("uid") for r in (old or {}).get("metadata", {}).get(
             "ownerReferences") or []}
         new_uids = {r.get("uid") for r in obj["metadata"].get("ownerReferences") or []}
@@ -846,9 +991,9 @@ class ApiServer:
         if self._gc_queue is not None:
             self._gc_queue.put_nowait(uid)
 
-    def _find(self, group_resource: str, key: Key) -> tuple[Resource, Obj] | None:
+    def _find(self, storage_key: str, key: Key) -> tuple[Resource, Obj] | None:
         for resource in self.registry.all():
-            if resource.group_resource == group_resource:
+            if resource.storage_key == storage_key and not resource.cohabits_with:
                 obj = self.store.get(resource, key)
                 return (resource, obj) if obj is not None else None
         return None
@@ -875,8 +1020,8 @@ class ApiServer:
             if not owner_obj["metadata"].get("deletionTimestamp"):
                 return
             if "orphan" in finalizers:
-                for group_resource, key in dependents:
-                    found = self._find(group_resource, key)
+                for storage_key, key in dependents:
+                    found = self._find(storage_key, key)
                     if found is None:
                         continue
                     resource, dep = found
@@ -889,8 +1034,8 @@ class ApiServer:
                 return
             if "foregroundDeletion" in finalizers:
                 blocking = 0
-                for group_resource, key in dependents:
-                    found = self._find(group_resource, key)
+                for storage_key, key in dependents:
+                    found = self._find(storage_key, key)
                     if found is None:
                         continue
                     resource, dep = found
@@ -905,8 +1050,8 @@ class ApiServer:
                     self._retry_later(uid)
             return
         # owner is gone: dependents whose every owner is gone are deleted (Background)
-        for group_resource, key in dependents:
-            found = self._find(group_resource, key)
+        for storage_key, key in dependents:
+            found = self._find(storage_key, key)
             if found is None:
                 continue
             resource, dep = found
@@ -984,10 +1129,12 @@ class ApiServer:
             self._remove(self._namespaces, ns)
 
     def _storage_resources(self) -> builtins.list[Resource]:
-        """One resource per storage bucket (versions of a CRD share one)."""
+        """One resource per storage bucket (versions of a CRD share one, and a resource that
+        cohabits with another shares the other's)."""
         seen: dict[str, Resource] = {}
         for resource in self.registry.all():
-            seen.setdefault(resource.group_resource, resource)
+            if not resource.cohabits_with:
+                seen.setdefault(resource.storage_key, resource)
         return list(seen.values())
 
     def _namespace_labels(self, namespace: str) -> dict[str, str] | None:

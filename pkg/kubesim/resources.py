@@ -32,6 +32,9 @@ class Resource:
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     # whether this version is the storage version (CRDs), which discovery lists first
     storage: bool = True
+    # the group_resource whose storage this resource is another view of: kube-apiserver's
+    # "cohabitating" resources (events.events.k8s.io is stored as, and with, core events)
+    cohabits_with: str = ""
 
     @property
     def api_version(self) -> str:
@@ -44,6 +47,12 @@ class Resource:
     @property
     def group_resource(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def storage_key(self) -> str:
+        """Which objects this resource serves: its own, or those of the resource it cohabits
+        with (all versions of a resource share one storage, as in etcd)."""
+        return self.cohabits_with or self.group_resource
 
     @property
     def is_custom(self) -> bool:
@@ -61,6 +70,7 @@ def _r(
     sub: tuple[str, ...] = (),
     categories: tuple[str, ...] = (),
     verbs: tuple[str, ...] = ALL_VERBS,
+    cohabits: str = "",
 ) -> Resource:
     return Resource(
         group=group,
@@ -73,6 +83,7 @@ def _r(
         categories=categories,
         subresources=frozenset(sub),
         verbs=verbs,
+        cohabits_with=cohabits,
     )
 
 
@@ -99,6 +110,10 @@ BUILTIN: tuple[Resource, ...] = (
        categories=("all",)),
     _r("apps", "v1", "statefulsets", "StatefulSet", short=("sts",), sub=("status", "scale"),
        categories=("all",)),
+    # The newer Events API: a second view of the core events (one storage, converted field by
+    # field on the way in and out; see kubesim.events). Discovery lists it after apps, as
+    # kube-apiserver does, and kubectl resolves plain "events" to the core group first.
+    _r("events.k8s.io", "v1", "events", "Event", short=("ev",), cohabits="events"),
     _r("batch", "v1", "jobs", "Job", sub=("status",), categories=("all",)),
     _r("batch", "v1", "cronjobs", "CronJob", short=("cj",), sub=("status",),
        categories=("all",)),

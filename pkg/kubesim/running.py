@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kubesim.apiserver import ApiServer
+from kubesim.apiserver import DEFAULT_EVENT_TTL, ApiServer
 from kubesim.certificates import CertificateAuthority
 from kubesim.controllers import ControllerManager, KubeletSettings
 from kubesim.kubeconfigs import write_kubeconfig
@@ -28,6 +28,8 @@ class ClusterSettings:
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
     history: int = 100_000
     bookmark_interval: float = 10.0
+    # kube-apiserver's --event-ttl: Events expire this many seconds after their last write
+    event_ttl: float = DEFAULT_EVENT_TTL
     # Services the API server must reach (webhooks): (namespace, name, port) -> base URL
     service_endpoints: dict[tuple[str, str, int], str] = field(default_factory=dict)
 
@@ -39,7 +41,8 @@ class Cluster:
         self.state_dir = Path(state_dir)
         self.settings = settings or ClusterSettings()
         self.api = ApiServer(store=Store(history=self.settings.history),
-                             service_resolver=self._resolve_service)
+                             service_resolver=self._resolve_service,
+                             event_ttl=self.settings.event_ttl)
         self.ca: CertificateAuthority | None = None
         self.server: Server | None = None
         self.controllers: ControllerManager | None = None

@@ -22,6 +22,7 @@ from kubesim import statuses
 
 __all__ = [
     "FIELDS_BY_KIND",
+    "FIELD_LABEL_CONVERSIONS",
     "FieldRequirement",
     "FieldSelector",
     "LabelSelector",
@@ -704,6 +705,29 @@ FIELDS_BY_KIND: Final[dict[str, frozenset[str]]] = {
 }
 
 
+# Kinds whose field labels name other fields than those of the stored object's field set:
+# kube-apiserver converts each label before matching. events.k8s.io/v1 Events are stored as
+# core Events and selected on the core Event's fields (pkg/apis/events/v1/conversion.go).
+FIELD_LABEL_CONVERSIONS: Final[dict[tuple[str, str], Mapping[str, str]]] = {
+    ("events.k8s.io", "Event"): {
+        "metadata.name": "metadata.name",
+        "metadata.namespace": "metadata.namespace",
+        "reason": "reason",
+        "regarding.kind": "involvedObject.kind",
+        "regarding.namespace": "involvedObject.namespace",
+        "regarding.name": "involvedObject.name",
+        "regarding.uid": "involvedObject.uid",
+        "regarding.apiVersion": "involvedObject.apiVersion",
+        "regarding.resourceVersion": "involvedObject.resourceVersion",
+        "regarding.fieldPath": "involvedObject.fieldPath",
+        "reportingController": "reportingComponent",
+        # events.k8s.io/v1 has no source field, but kube still selects on the core one
+        "source": "source",
+        "type": "type",
+    },
+}
+
+
 def supported_fields(kind: str) -> frozenset[str]:
     """The field labels a list or watch of `kind` may select on."""
     return FIELDS_BY_KIND.get(kind, _BASE_FIELDS)
@@ -901,8 +925,11 @@ def _unescape_field_value(text: str) -> str:
     return "".join(out)
 
 
-def parse_field_selector(text: str, *, supported: Collection[str]) -> FieldSelector:
-    """fields.ParseSelector, then the kind's field label conversion: errors are 400s."""
+def parse_field_selector(
+    text: str, *, supported: Collection[str], convert: Mapping[str, str] | None = None
+) -> FieldSelector:
+    """fields.ParseSelector, then the kind's field label conversion: errors are 400s.
+    `convert` renames each supported label to the stored object's field it selects on."""
     terms = sorted(term for term in _split_terms(text) if term) if text else []
     requirements: list[FieldRequirement] = []
     for term in terms:
@@ -915,4 +942,7 @@ def parse_field_selector(text: str, *, supported: Collection[str]) -> FieldSelec
     for requirement in requirements:
         if requirement.field not in supported:
             raise statuses.bad_request(f"field label not supported: {requirement.field}")
+    if convert is not None:
+        requirements = [FieldRequirement(convert.get(r.field, r.field), r.operator, r.value)
+                        for r in requirements]
     return FieldSelector(requirements)

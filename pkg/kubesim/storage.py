@@ -14,6 +14,11 @@ events. That history is what makes two Kubernetes behaviours possible:
 
 Objects in the store are never mutated: a write stores a new dict, so a
 reader may hand a stored object to an encoder without copying it.
+
+Resources are stored by `Resource.storage_key`: every version of a resource,
+and a resource that cohabits with another (events.k8s.io Events with core
+Events), read and write one bucket. A watch through such a view carries a
+transform that turns each stored object into the form its API serves.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from kubesim.selectors import FieldSelector, LabelSelector
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 Obj = dict[str, Any]
+Transform = Callable[[Obj], Obj]
 
 _encoder = msgspec.json.Encoder()
 
@@ -103,6 +109,8 @@ class Watch:
         fields: FieldSelector | None,
         max_pending: int,
         on_close: Callable[[Watch], None],
+        view: str = "",
+        transform: Transform | None = None,
     ) -> None:
         self.namespace = namespace
         self.labels = labels
@@ -114,6 +122,9 @@ class Watch:
         self.closed = False
         self.overflowed = False
         self.last_rv = 0
+        # selectors match the stored form; what is queued is the form of the watched API
+        self.view = view
+        self.transform = transform
 
     def matches(self, obj: Obj | None) -> bool:
         if obj is None:
@@ -124,7 +135,10 @@ class Watch:
             return False
         return self.fields is None or self.fields.matches(obj)
 
-    def offer(self, change: Change, shared: dict[str, Event]) -> None:
+    def event(self, etype: str, obj: Obj) -> Event:
+        return Event(etype, obj if self.transform is None else self.transform(obj))
+
+    def offer(self, change: Change, shared: dict[tuple[str, str], Event]) -> None:
         if self.closed:
             return
         now = self.matches(change.object)
@@ -142,9 +156,10 @@ class Watch:
             etype = change.type
         else:
             return
-        event = shared.get(etype)
+        # one Event (and one encoding) per type and view, shared by the watchers of a change
+        event = shared.get((etype, self.view))
         if event is None:
-            event = shared[etype] = Event(etype, change.object)
+            event = shared[(etype, self.view)] = self.event(etype, change.object)
         self.push(event, change.rv)
 
     def push(self, event: Event, rv: int) -> None:
@@ -218,7 +233,7 @@ class Bucket:
         if len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
         if self.watchers:
-            shared: dict[str, Event] = {}
+            shared: dict[tuple[str, str], Event] = {}
             for watcher in list(self.watchers):
                 watcher.offer(change, shared)
 
@@ -264,16 +279,16 @@ class Store:
         self._watch_queue = watch_queue
 
     def bucket(self, resource: Resource) -> Bucket:
-        bucket = self._buckets.get(resource.group_resource)
+        bucket = self._buckets.get(resource.storage_key)
         if bucket is None:
-            bucket = self._buckets[resource.group_resource] = Bucket(
+            bucket = self._buckets[resource.storage_key] = Bucket(
                 resource, history=self._history
             )
         return bucket
 
     def drop(self, resource: Resource) -> None:
         """Forget a resource entirely (its CRD was deleted); its watchers end."""
-        bucket = self._buckets.pop(resource.group_resource, None)
+        bucket = self._buckets.pop(resource.storage_key, None)
         if bucket is not None:
             for watcher in list(bucket.watchers):
                 watcher.close()
@@ -392,9 +407,11 @@ class Store:
         fields: FieldSelector | None,
         resource_version: str | None,
         send_initial: bool,
+        transform: Transform | None = None,
     ) -> Watch:
         """Start a watch. Initial events are synthetic ADDED events of the current state
-        (rv unset or "0"), or the history after the given resourceVersion."""
+        (rv unset or "0"), or the history after the given resourceVersion. `transform` turns
+        stored objects into the watched API's form (a resource that cohabits with another)."""
         bucket = self.bucket(resource)
 
         def unregister(watch: Watch) -> None:
@@ -407,12 +424,14 @@ class Store:
             fields=fields,
             max_pending=self._watch_queue,
             on_close=unregister,
+            view=resource.group_resource if transform is not None else "",
+            transform=transform,
         )
         if send_initial:
             for key in bucket.keys:
                 obj = bucket.objects[key]
                 if watch.matches(obj):
-                    watch.push(Event("ADDED", obj), self.rv)
+                    watch.push(watch.event("ADDED", obj), self.rv)
             watch.last_rv = self.rv
         else:
             start = _parse_rv(resource_version)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kubesim import events
 from kubesim.resources import Resource
 
 Obj = dict[str, Any]
@@ -65,6 +66,46 @@ def _age(timestamp: str | None) -> str:
     except ValueError:
         return "<invalid>"
     return human_duration(time.time() - then)
+
+
+def _micro_age(timestamp: str | None) -> str:
+    """translateMicroTimestampSince: the age of a MicroTime (six fractional digits)."""
+    if not timestamp:
+        return "<unknown>"
+    try:
+        then = events.parse_time(timestamp, micro=True).timestamp()
+    except events.TimeError:
+        return "<invalid>"
+    return human_duration(time.time() - then)
+
+
+def _event_row(obj: Obj) -> Row:
+    """printEvent, on the core/v1 form whichever API the Event was listed through."""
+    if obj.get("apiVersion") == events.EVENTS_API_VERSION:
+        obj = events.to_internal(obj)
+    # First Seen: firstTimestamp, or eventTime for events of the new API; Last Seen:
+    # lastTimestamp, else First Seen, but a series' last observation when there is one
+    first = _age(obj["firstTimestamp"]) if obj.get("firstTimestamp") else _micro_age(
+        obj.get("eventTime"))
+    last = _age(obj["lastTimestamp"]) if obj.get("lastTimestamp") else first
+    count = obj.get("count") or 0
+    series = obj.get("series")
+    if isinstance(series, dict):
+        last = _micro_age(series.get("lastObservedTime"))
+        count = series.get("count") or 0
+    elif count == 0:
+        count = 1  # singleton events of the new API have no count
+    involved = obj.get("involvedObject") or {}
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = obj.get("source") or {}
+    # formatEventSource: component (else reportingController), then host (else
+    # reportingInstance) after a comma when there is one
+    component = source.get("component") or obj.get("reportingComponent") or ""
+    instance = source.get("host") or obj.get("reportingInstance") or ""
+    return [last, obj.get("type", ""), obj.get("reason", ""), target,
+            involved.get("fieldPath", ""), f"{component}, {instance}" if instance else component,
+            str(obj.get("message") or "").strip(), first, count, obj["metadata"]["name"]]
 
 
 def _pod_row(pod: Obj) -> Row:
@@ -222,6 +263,12 @@ _BUILTIN: dict[str, tuple[list[Column], Callable[[Obj], Row]]] = {
     "CronJob": ([_NAME, _col("Schedule"), _col("Timezone"), _col("Suspend", "boolean"),
                  _col("Active", "integer"), _col("Last Schedule"), _AGE], _cronjob_row),
     "Node": ([_NAME, _col("Status"), _col("Roles"), _AGE, _col("Version")], _node_row),
+    # kube-apiserver prints Events of both APIs with one printer (the internal type)
+    "Event": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"),
+               _col("Subobject", priority=1), _col("Source", priority=1), _col("Message"),
+               _col("First Seen", priority=1), _col("Count", priority=1),
+               ("Name", "string", _NAME[2], 1)],
+              _event_row),
     "Namespace": ([_NAME, _col("Status"), _AGE],
                   _simple(lambda o: (o.get("status") or {}).get("phase", "Active"))),
     "Secret": ([_NAME, _col("Type"), _col("Data", "string"), _AGE],

@@ -6,24 +6,26 @@ causes whose reasons, field paths and wording clients and operators match on
 and it fills in defaults clients then read back (a Pod's dnsPolicy, a
 Deployment's strategy). Code proven against kubesim must behave the same
 against a cluster, so this module reproduces both: object metadata, Pods,
-the apps and batch workloads, mutating webhook configurations,
-CustomResourceDefinitions and custom resources (against their schema).
+the apps and batch workloads, Events (of both APIs), mutating webhook
+configurations, CustomResourceDefinitions and custom resources (against
+their schema).
 
 It is pure: no I/O, no clock, no randomness. The apiserver calls
 apply_defaults, then validate_create or validate_update (and, for custom
 resources, prune first and validate_custom after). Pods and workloads live
-in kubesim.pods and kubesim.workloads, schemas in kubesim.schemas_openapi,
-field errors and name rules in kubesim.fielderrors.
+in kubesim.pods and kubesim.workloads, Events in kubesim.events, schemas in
+kubesim.schemas_openapi, field errors and name rules in kubesim.fielderrors.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from kubesim import pods, schemas_openapi, workloads
+from kubesim import events, pods, schemas_openapi, workloads
 from kubesim.fielderrors import (
     IS_NEGATIVE,
     FieldErrors,
@@ -67,11 +69,14 @@ MAX_SECRET_SIZE = 1024 * 1024
 # --- public API ----------------------------------------------------------------------------
 
 def validate_create(resource: Resource, obj: dict[str, Any]) -> None:
-    """Raise 422 Invalid (or 400 for a value of the wrong JSON type) if obj may not be created."""
+    """Raise 422 Invalid (or 400 for a value of the wrong JSON type) if obj may not be created.
+
+    Events come in their stored (core/v1) form whichever API `resource` is; it decides which
+    of kube's rules apply."""
     errs = FieldErrors()
     _validate(errs, resource, obj)
     if errs:
-        errs.raise_for(resource, _name_of(obj))
+        errs.raise_for(_reported_as(resource), _name_of(obj))
 
 
 def validate_update(resource: Resource, old: dict[str, Any], new: dict[str, Any], *,
@@ -79,8 +84,13 @@ def validate_update(resource: Resource, old: dict[str, Any], new: dict[str, Any]
     """validate_create's checks on new, plus what an update may not change."""
     errs = FieldErrors()
     _validate_meta_update(errs, _meta_of(old), _meta_of(new))
-    _validate(errs, resource, new)
     kind = _kind_key(resource)
+    if kind in _EVENT_KINDS:
+        _validate_event_update(errs, resource, old, new)
+        if errs:
+            errs.raise_for(_reported_as(resource), _name_of(new))
+        return
+    _validate(errs, resource, new)
     if kind == ("", "Pod") and subresource == "ephemeralcontainers":
         # the subresource's strategy validates with ValidatePodEphemeralContainersUpdate,
         # not ValidatePodUpdate (which forbids any change to ephemeralContainers)
@@ -137,6 +147,16 @@ def _name_of(obj: Any) -> str:
     return name if isinstance(name, str) else ""
 
 
+def _reported_as(resource: Resource) -> Resource:
+    """The group kube names in the errors of `resource`. A resource that cohabits with
+    another validates the other's internal type, and reports that (Event, not
+    Event.events.k8s.io)."""
+    if not resource.cohabits_with:
+        return resource
+    group = resource.cohabits_with.partition(".")[2]
+    return dataclasses.replace(resource, group=group)
+
+
 def _validate(errs: FieldErrors, resource: Resource, obj: Any) -> None:
     if not isinstance(obj, dict):
         errs.decode("", obj, resource.kind)
@@ -145,6 +165,9 @@ def _validate(errs: FieldErrors, resource: Resource, obj: Any) -> None:
         _validate_custom(errs, resource, obj)
         return
     key = _kind_key(resource)
+    if key in _EVENT_KINDS:
+        _validate_event_create(errs, resource, obj)
+        return
     name_check: NameCheck = dns1123_subdomain
     if key == ("", "Namespace"):
         name_check = dns1123_label
@@ -281,6 +304,37 @@ def _validate_meta_update(errs: FieldErrors, old: Obj, new: Obj) -> None:
         value = new.get(key)
         if value and value != old.get(key):
             errs.immutable(f"metadata.{key}", value)
+
+
+# --- Events (pkg/registry/core/event and pkg/apis/core/validation/events.go) --------------
+
+_EVENT_KINDS = frozenset({("", "Event"), ("events.k8s.io", "Event")})
+
+
+def _strict_events(resource: Resource) -> bool:
+    # kube's strict rules apply to requests through events.k8s.io/v1 (and newer)
+    return resource.group == "events.k8s.io"
+
+
+def _validate_event_create(errs: FieldErrors, resource: Resource, obj: Obj) -> None:
+    def strict_meta() -> None:
+        validate_object_meta(errs, resource, obj, name_check=dns1123_subdomain,
+                             kube_finalizers=True)
+
+    before = len(errs.causes)
+    events.validate_create(errs, obj, strict=_strict_events(resource), validate_meta=strict_meta)
+    # The event strategy leaves metadata alone (but for the strict rules); the generic
+    # registry then checks it with path-segment names, if nothing failed before.
+    if len(errs.causes) == before and errs.decode_error is None:
+        validate_object_meta(errs, resource, obj, name_check=events.path_segment_name,
+                             kube_finalizers=False)
+
+
+def _validate_event_update(errs: FieldErrors, resource: Resource, old: Obj, new: Obj) -> None:
+    # the generic registry checks metadata on every update, before the strategy
+    validate_object_meta(errs, resource, new, name_check=events.path_segment_name,
+                         kube_finalizers=False)
+    events.validate_update(errs, old, new, strict=_strict_events(resource))
 
 
 # --- core/v1 kinds other than Pod ---------------------------------------------------------
