@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="where a Service that webhooks name is reachable")
     serve.add_argument("--history", type=int, default=100_000,
                        help="watch history kept per resource; older resume points get 410")
+    serve.add_argument("--event-ttl", type=float, default=3600.0, metavar="SECONDS",
+                       help="how long Events are kept (kube-apiserver --event-ttl, 1h; 0: "
+                            "forever)")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -84,6 +87,7 @@ async def _serve(args: argparse.Namespace) -> None:
         ),
         service_endpoints=_endpoints(args.service_endpoint),
         history=args.history,
+        event_ttl=args.event_ttl,
     )
     cluster = Cluster(state, settings)
     await cluster.start()
