@@ -9,12 +9,13 @@ import platform
 import time
 from pathlib import Path
 
-from bench import gc, kubesim_scale, mirror, relay, sandbox_load, tracker, webhook
+from bench import gc, kubelet, kubesim_scale, mirror, relay, sandbox_load, tracker, webhook
 
 BENCHES = {
     "gc": gc.gc,
     "kubesim_store": kubesim_scale.store,
     "kubesim_watch": kubesim_scale.watch,
+    "kubelet": kubelet.kubelet,
     "mirror": mirror.mirror,
     "relay": relay.relay,
     "webhook": webhook.webhook,

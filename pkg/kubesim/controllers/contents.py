@@ -68,6 +68,18 @@ class Ingest:
         assert self._fd is not None, "ingest already closed"
         self._hash.update(chunk)
         view = memoryview(chunk)
+        # Reserve the blocks ahead of the writes, a step at a time and never past the
+        # descriptor's size: ext4 then skips its per-page delayed allocation, which is a
+        # quarter or more of a write's CPU (and of a pull's, after sha256 and the socket).
+        # A blob shorter or longer than its descriptor fails its commit all the same, and a
+        # descriptor lying about its size cannot make a node reserve more than one step.
+        step = 16 << 20
+        end = self.written + view.nbytes
+        if (self.expected_size >= 1 << 20 and end < self.expected_size
+                and (self.written == 0 or self.written // step != end // step)):
+            upto = min(self.expected_size, (end // step + 1) * step)
+            with contextlib.suppress(OSError, AttributeError):  # best effort
+                os.posix_fallocate(self._fd, self.written, upto - self.written)
         while view:
             done = os.write(self._fd, view)
             view = view[done:]
