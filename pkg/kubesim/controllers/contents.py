@@ -60,9 +60,13 @@ class Ingest:
         self.written = 0
         self._hash = hashlib.sha256()
         name = f"{digest.replace(':', '-')}.{secrets.token_hex(4)}"
-        self.path = store.root / "content" / "ingest" / name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.path = store.directory("ingest") / name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            self._fd: int | None = os.open(self.path, flags, 0o644)
+        except FileNotFoundError:
+            store.directory("ingest", again=True)
+            self._fd = os.open(self.path, flags, 0o644)
 
     def write(self, chunk: bytes | memoryview) -> None:
         assert self._fd is not None, "ingest already closed"
@@ -103,8 +107,12 @@ class Ingest:
                 f"expected {self.digest}: failed precondition"
             )
         target = self.store.blob_path(self.digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, target)
+        self.store.directory("blobs", target.parent.name)
+        try:
+            os.replace(self.path, target)
+        except FileNotFoundError:
+            self.store.directory("blobs", target.parent.name, again=True)
+            os.replace(self.path, target)
 
     def abort(self) -> None:
         self._close()
@@ -124,6 +132,16 @@ class ContentStore:
         self.root = root
         self._records: dict[str, ImageRecord] | None = None
         self._json: dict[str, dict[str, Any]] = {}  # parsed manifests by digest
+        self._made: set[tuple[str, ...]] = set()  # content/ directories known to exist
+
+    def directory(self, *parts: str, again: bool = False) -> Path:
+        """content/<parts>, created once per store (not one mkdir per blob), or `again`
+        when it was removed behind the store's back."""
+        path = self.root.joinpath("content", *parts)
+        if again or parts not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made.add(parts)
+        return path
 
     # -- blobs -------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,12 @@ def test_an_image_is_present_only_while_every_blob_is(tmp_path: Path) -> None:
 ])
 def test_durations_read_as_go_prints_them(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+def test_a_store_whose_directories_were_removed_behind_its_back_writes_again(
+        tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    store.put(digest_of(b"one"), b"one")
+    shutil.rmtree(tmp_path / "content")
+    store.put(digest_of(b"two"), b"two")
+    assert store.blob_path(digest_of(b"two")).read_bytes() == b"two"
