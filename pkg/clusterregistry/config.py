@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import msgspec
 import yaml
@@ -56,8 +56,18 @@ class Toggle(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     enabled: bool = True
 
 
+Scale = Literal["small", "medium", "large"]
+Policy = Literal["Always", "IfAvailable"]
+Fallback = Literal["Always", "Never"]
+ReadOnlyMode = Literal["none", "follower"]
+SweepMode = Literal["subprocess", "job", "none"]
+UsageSource = Literal["auto", "statvfs", "blobs"]
+# a JetStream stream's replicas: a majority of 1, 3 or 5 servers must hold each message
+StreamReplicas = Literal[1, 3, 5]
+
+
 class RegistryService(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    scale: str = "medium"
+    scale: Scale = "medium"
 
 
 class ClusterRegistrySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -104,9 +114,9 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"
     extra_hosts: list[str] = msgspec.field(default_factory=list)
     # Always: rewrite at once (the kubelet retries until the mirror has the image).
     # IfAvailable: only images the KV bucket clusterregistry-artifacts says are Available.
-    policy: str = "Always"
+    policy: Policy = "Always"
     # IfAvailable while the artifact view is not in sync with NATS: Always or Never rewrite
-    unavailable_fallback: str = "Always"
+    unavailable_fallback: Fallback = "Always"
     # source registries rewritten: hosts (globs on host[:port]; empty allow = every registry
     # but the local one) and repositories (globs on the normalised `host/path`)
     allow_hosts: list[str] = msgspec.field(default_factory=list)
@@ -123,7 +133,7 @@ class NatsSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """Where the bus is; not an AOSM key (AOSM's registry is not event-driven)."""
 
     servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
-    stream_replicas: int = 1
+    stream_replicas: StreamReplicas = 1
 
 
 class RelaySettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -248,11 +258,11 @@ class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     writer_wait_seconds: float = 300.0
     # `none`: the fence alone keeps writes out (every writer is a fenced mirror worker);
     # `follower`: also wait until the registry's supervisor confirms it restarted read-only
-    read_only_mode: str = "none"
+    read_only_mode: ReadOnlyMode = "none"
     read_only_wait_seconds: float = 60.0
     # `subprocess`: `registry garbage-collect` on this machine; `job`: a Kubernetes Job that
     # mounts the registry volume; `none`: delete manifests only, never sweep blobs
-    sweep_mode: str = "subprocess"
+    sweep_mode: SweepMode = "subprocess"
     sweep_timeout_seconds: float = 1800.0
     registry_binary: str = ""  # default: docker-registry, else registry, on PATH
     registry_config_path: str = "/etc/docker/registry/config.yml"
@@ -260,7 +270,7 @@ class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     storage_path: str = "/var/lib/registry"
     # `statvfs` of the mounted volume, `blobs` (sum of blob sizes against storageSize), or
     # `auto`: statvfs when storagePath is a mount point, else blobs
-    usage_source: str = "auto"
+    usage_source: UsageSource = "auto"
     # the registry API GC deletes manifests through (default: http://<localRegistry>)
     registry_url: str = ""
     # the sweep Job (sweepMode job)
@@ -373,9 +383,35 @@ def load(path: Path | str | None = None, *, env: Mapping[str, str] | None = None
     try:
         settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from exc
+        raise ConfigError(_explain(exc, tree)) from exc
     validate(settings)
     return settings
+
+
+_AT = re.compile(r"^(?P<what>.*) - at `\$\.(?P<path>[^`]*)`$")
+
+
+def _explain(exc: msgspec.ValidationError, tree: Mapping[str, Any]) -> str:
+    """msgspec's error, said with the key's name; for a choice, the value and the choices."""
+    match = _AT.match(str(exc))
+    if match is None:
+        return f"invalid settings: {exc}"
+    path = match["path"]
+    kind = _key_type(tuple(re.sub(r"\[\d+\]", "", path).split(".")))
+    if get_origin(kind) is Literal:
+        value: Any = tree
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        choices = ", ".join(str(choice) for choice in get_args(kind))
+        return f"{path}: {value!r} is not one of {choices}"
+    return f"{path}: {match['what']}"
+
+
+def _key_type(path: tuple[str, ...]) -> Any:
+    for key_path, kind in _leaf_paths(Settings):
+        if key_path == path:
+            return kind
+    return None
 
 
 def validate(settings: Settings) -> None:
@@ -399,11 +435,6 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"clusterRegistry.storageSize: {exc}") from exc
     if size <= 0:
         raise ConfigError("clusterRegistry.storageSize: must be larger than zero")
-    if registry.registry_service.scale not in ("small", "medium", "large"):
-        raise ConfigError(
-            f"clusterRegistry.registryService.scale: {registry.registry_service.scale!r} is "
-            "not one of small, medium, large"
-        )
     if not settings.webhook.pod.mutation.match_condition_expression.strip():
         raise ConfigError("webhook.pod.mutation.matchConditionExpression: must not be empty")
     _validate_webhook(settings.webhook)
@@ -411,8 +442,6 @@ def validate(settings: Settings) -> None:
         raise ConfigError("enableEarlyLoading: needs enableClusterRegistry")
     if not settings.nats.servers:
         raise ConfigError("nats.servers: at least one server URL is needed")
-    if settings.nats.stream_replicas not in (1, 3, 5):
-        raise ConfigError("nats.streamReplicas: must be 1, 3 or 5")
     relay = settings.relay
     if relay.batch_size < 1 or relay.queue_size < relay.batch_size:
         raise ConfigError("relay: 1 <= batchSize <= queueSize is required")
@@ -464,12 +493,6 @@ def _validate_gc(gc: GcSettings) -> None:
         raise ConfigError("gc.writerWaitSeconds and gc.readOnlyWaitSeconds must be positive")
     if gc.sweep_timeout_seconds <= 0:
         raise ConfigError("gc.sweepTimeoutSeconds: must be positive")
-    choices = {"readOnlyMode": (gc.read_only_mode, ("none", "follower")),
-               "sweepMode": (gc.sweep_mode, ("subprocess", "job", "none")),
-               "usageSource": (gc.usage_source, ("auto", "statvfs", "blobs"))}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"gc.{key}: {value!r} is not one of {', '.join(allowed)}")
     if gc.registry_url and not gc.registry_url.startswith(("http://", "https://")):
         raise ConfigError(f"gc.registryUrl: {gc.registry_url!r} must start with http(s)://")
 
@@ -512,12 +535,6 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
 
 
 def _validate_webhook(webhook: WebhookSettings) -> None:
-    if webhook.policy not in ("Always", "IfAvailable"):
-        raise ConfigError(f"webhook.policy: {webhook.policy!r} is not Always or IfAvailable")
-    if webhook.unavailable_fallback not in ("Always", "Never"):
-        raise ConfigError(
-            f"webhook.unavailableFallback: {webhook.unavailable_fallback!r} is not Always or Never"
-        )
     if not 0 <= webhook.port <= 65535:
         raise ConfigError(f"webhook.port: {webhook.port} is not a TCP port")
     if webhook.max_body_bytes < 4096:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Literal, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -55,9 +54,9 @@ def build_admitter(settings: Settings, *, metrics: WebhookMetrics,
                           allow_repositories=webhook.allow_repositories,
                           deny_repositories=webhook.deny_repositories)
     rules = Rules(local_registry=settings.local_registry, sources=sources,
-                  policy=cast(Literal["Always", "IfAvailable"], webhook.policy),
+                  policy=webhook.policy,
                   artifacts=artifacts,
-                  fallback=cast(Literal["Always", "Never"], webhook.unavailable_fallback))
+                  fallback=webhook.unavailable_fallback)
     match = None
     if webhook.enforce_match_condition:
         match = MatchCondition(webhook.pod.mutation.match_condition_expression)

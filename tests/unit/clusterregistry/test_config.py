@@ -72,7 +72,12 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"CLUSTERREGISTRY_CLUSTERREGISTRY_STORAGESIZE": "100 gigs"}, "storageSize"),
         ({"CLUSTERREGISTRY_ENABLEEARLYLOADING": "true"}, "enableEarlyLoading"),
         ({"CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "maybe"}, "ENABLECLUSTERREGISTRY"),
-        ({"CLUSTERREGISTRY_CLUSTERREGISTRY_REGISTRYSERVICE_SCALE": "huge"}, "scale"),
+        ({"CLUSTERREGISTRY_CLUSTERREGISTRY_REGISTRYSERVICE_SCALE": "huge"},
+         r"^clusterRegistry\.registryService\.scale: 'huge' is not one of small, medium, "
+         "large$"),
+        ({"CLUSTERREGISTRY_NATS_STREAMREPLICAS": "2"},
+         r"^nats\.streamReplicas: '2' is not one of 1, 3, 5$"),
+        ({"CLUSTERREGISTRY_RELAY_BATCHSIZE": "-"}, "CLUSTERREGISTRY_RELAY_BATCHSIZE"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], message: str) -> None:
@@ -92,3 +97,18 @@ def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
 ])
 def test_quantities(text: str, expected: int) -> None:
     assert config.parse_quantity(text) == expected
+
+
+def test_choices_are_typed_and_validated_by_the_schema(tmp_path: Path) -> None:
+    """Enum-like keys are Literal types msgspec checks; their errors name key, value, choices."""
+    path = tmp_path / "s.yaml"
+    path.write_text("webhook:\n  policy: IfAvailable\ngc:\n  sweepMode: sometimes\n")
+    with pytest.raises(ConfigError, match=r"^gc\.sweepMode: 'sometimes' is not one of "
+                                          "subprocess, job, none$"):
+        config.load(path, env={})
+    path.write_text("webhook:\n  policy: IfAvailable\nnats:\n  streamReplicas: 3\n")
+    settings = config.load(path, env={"CLUSTERREGISTRY_NATS_STREAMREPLICAS": "5"})
+    assert (settings.webhook.policy, settings.nats.stream_replicas) == ("IfAvailable", 5)
+    path.write_text("mirror:\n  registries:\n  - host: 3\n")
+    with pytest.raises(ConfigError, match=r"^mirror\.registries\[0\]\.host: Expected `str`"):
+        config.load(path, env={})
