@@ -1,7 +1,9 @@
 """The one error tree of clusterregistry.
 
 Adapters translate library errors (nats, aiohttp, kubernetes-asyncio) into
-these at their boundary with `raise ... from exc`. Consumers decide what to
+these at their boundary with `raise ... from exc` (NATS: `bus.translating`,
+Kubernetes: `kube.clients.translate`); whatever is not a library's or the
+network's error is a bug and propagates unchanged. Consumers decide what to
 do with a message from the class alone: a RetryableError is nak'ed with a
 delay and redelivered, a PermanentError is terminated and recorded, because
 redelivering it could never succeed.
@@ -28,6 +30,12 @@ class RetryableError(ClusterRegistryError):
 
 class PermanentError(ClusterRegistryError):
     """A failure that retrying cannot fix (term the message and record why)."""
+
+
+class TimedOutError(RetryableError):
+    """No answer came in the time allowed (a NATS request, a fetch, a flush): the other side
+    is slow, away, or had nothing to say. A pull consumer's fetch that times out is simply
+    an empty batch; anywhere else it is retried like any RetryableError."""
 
 
 class ConflictError(RetryableError):
