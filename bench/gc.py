@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 from clusterregistry import references, subjects
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.streams import ensure_bucket
 from clusterregistry.config import GcSettings
 from clusterregistry.gc.collecting import Collector
@@ -58,7 +59,12 @@ from clusterregistry.sandbox.images import ImageBuilder
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.registries import Registry, find_docker_registry
 from clusterregistry.sandbox.uploading import upload
-from clusterregistry.schemas import ArtifactRecord, OwnerRecord, encode
+from clusterregistry.schemas import (
+    ArtifactRecord,
+    OwnerRecord,
+    artifact_record_decoder,
+    owner_record_decoder,
+)
 
 SOURCE = "src.example.io"
 
@@ -133,20 +139,22 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
             images = await _fill(client, ImageBuilder(root / "images"),
                                  repositories=repositories, tags=tags)
             fill_seconds = time.monotonic() - started
-            refs = await ensure_bucket(bus.js, name=subjects.REFS_BUCKET)
-            records = await ensure_bucket(bus.js, name=subjects.ARTIFACTS_BUCKET)
+            refs = Records(await ensure_bucket(bus, name=subjects.REFS_BUCKET),
+                           owner_record_decoder.decode)
+            records = Records(await ensure_bucket(bus, name=subjects.ARTIFACTS_BUCKET),
+                              artifact_record_decoder.decode)
             now = time.time()
             for i, (source, digest) in enumerate(sorted(images, key=lambda x: str(x[0]))):
                 referenced = i % 2 == 0
                 name = references.artifact_name(source)
-                await records.put(name, encode(ArtifactRecord(
+                await records.put(name, ArtifactRecord(
                     name=name, source=str(source), phase="Available", digest=digest,
                     local=str(references.to_local(source, registry.host)),
-                    unreferenced_since=0.0 if referenced else now - 7200)))
+                    unreferenced_since=0.0 if referenced else now - 7200))
                 if referenced:
-                    await refs.put(f"owner-{i}", encode(OwnerRecord(
+                    await refs.put(f"owner-{i}", OwnerRecord(
                         uid=f"owner-{i}", kind="ReplicaSet", namespace="bench",
-                        name=f"rs-{i}", images=[str(source)])))
+                        name=f"rs-{i}", images=[str(source)]))
             before_bytes = blob_bytes(registry.root_dir)
             progress("records written")
 
@@ -155,7 +163,7 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                                   storage_path=str(registry.root_dir),
                                   registry_config_path=str(registry.config_path),
                                   usage_source="blobs")
-            supervisor = Fence(bus.js, ttl_seconds=10, holder="supervisor", poll_interval=0.02)
+            supervisor = Fence(bus, ttl_seconds=10, holder="supervisor", poll_interval=0.02)
             await supervisor.ensure()
             windows: list[float] = []
 
@@ -175,7 +183,7 @@ async def gc(*, quick: bool = False) -> dict[str, Any]:
                     return result
 
             collector = Collector(
-                js=bus.js, fence=Fence(bus.js, ttl_seconds=10, holder="bench-gc",
+                bus=bus, fence=Fence(bus, ttl_seconds=10, holder="bench-gc",
                                        poll_interval=0.02),
                 registry=client, settings=settings, schedule=Schedule("0 0 * * *", 0),
                 storage_bytes=10 * before_bytes,

@@ -68,8 +68,9 @@ from prometheus_client import CollectorRegistry
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.publishing import Outgoing
-from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.bus.streams import ensure_bucket, ensure_stream
 from clusterregistry.config import RelaySettings
 from clusterregistry.kinds import ORIGINAL_IMAGES_ANNOTATION
 from clusterregistry.kube.clients import api_client
@@ -227,12 +228,15 @@ async def _run_relay(
         relay = Relay(api=api, bus=bus, settings=settings, namespace=LEASE_NAMESPACE,
                       identity=f"bench-{label}", metrics=RelayMetrics(registry), kinds=("pod",))
         await relay.prepare()
-        checkpoints = await bus.js.key_value(subjects.RELAY_BUCKET)
+        checkpoints = Records(await ensure_bucket(bus, name=subjects.RELAY_BUCKET),
+                              schemas.checkpoint_decoder.decode)
         if checkpoint is None:
-            await checkpoints.delete("pod")  # a delete marker: the relay finds no checkpoint
+            current = await checkpoints.read("pod")
+            if current.value is not None:  # a delete marker: the relay finds no checkpoint
+                await checkpoints.delete("pod", revision=current.revision)
         else:
-            await checkpoints.put("pod", schemas.encode(schemas.Checkpoint(
-                kind="pod", resource_version=checkpoint, updated=time.time())))
+            await checkpoints.put("pod", schemas.Checkpoint(
+                kind="pod", resource_version=checkpoint, updated=time.time()))
         stop = asyncio.Event()
 
         counter = relay.metrics.published
@@ -278,11 +282,11 @@ async def _stream_state(js: JetStreamContext) -> tuple[int, int]:
     return int(info.state.messages), int(info.state.bytes)
 
 
-async def _fresh_stream(js: JetStreamContext, settings: RelaySettings) -> None:
+async def _fresh_stream(admin: Bus, js: JetStreamContext, settings: RelaySettings) -> None:
     """Delete CLUSTERREGISTRY_KUBE and create it again with the relay's own settings."""
     with contextlib.suppress(NotFoundError):
         await js.delete_stream(subjects.KUBE_STREAM)
-    await ensure_stream(js, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
+    await ensure_stream(admin, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
                         replicas=1, max_age=settings.stream_max_age_seconds,
                         duplicate_window=settings.duplicate_window_seconds)
 
@@ -457,6 +461,9 @@ async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, co
         load_s = time.perf_counter() - started
 
         admin: Bus = await connect([nats_url], name="bench-admin")
+        # a bare nats-py client too: the bench looks at the stream from outside
+        observer = await nats.connect(nats_url, name="bench-observer")
+        js = observer.jetstream()
         try:
             outgoing = _outgoing(created, admin.max_payload)
             payload_bytes = statistics.fmean(len(o.payload) for o in outgoing)
@@ -477,23 +484,23 @@ async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, co
             kubesim_cpu: list[float] = []
             nats_cpu: list[tuple[float, float]] = []
             for run in range(RUNS):
-                await _fresh_stream(admin.js, settings)
+                await _fresh_stream(admin, js, settings)
                 kubesim_before, nats_before = _proc_cpu(kubesim_pid), _proc_cpu(nats_pid)
                 replays.append(await _run_relay(
                     nats_url, kubesim.kubeconfig, settings, want=count, label=f"replay-{run}",
                     checkpoint=before, timeout=timeout))
                 kubesim_cpu.append(_proc_cpu(kubesim_pid) - kubesim_before)
                 nats_relay = _proc_cpu(nats_pid) - nats_before
-                relay_messages, relay_bytes = await _stream_state(admin.js)
-                identical = identical and await _same_as_stored(admin.js, outgoing)
+                relay_messages, relay_bytes = await _stream_state(js)
+                identical = identical and await _same_as_stored(js, outgoing)
 
-                await _fresh_stream(admin.js, settings)
+                await _fresh_stream(admin, js, settings)
                 nats_before = _proc_cpu(nats_pid)
                 seconds, cpu_seconds, raw_stored = await _raw_publish(nats_url, outgoing)
                 nats_cpu.append((nats_relay, _proc_cpu(nats_pid) - nats_before))
                 raw_runs.append(seconds)
                 raw_cpu.append(cpu_seconds)
-                raw_messages, raw_bytes = await _stream_state(admin.js)
+                raw_messages, raw_bytes = await _stream_state(js)
                 if (relay_messages, raw_stored, raw_messages) != (count, count, count):
                     break
             replay = sorted(replays, key=lambda r: r.seconds)[len(replays) // 2]  # the median
@@ -502,12 +509,13 @@ async def _measure(nats_url: str, kubesim: _Kubesim, settings: RelaySettings, co
             _settle_heap()
 
             # 3. the relist path: no checkpoint, a fresh stream, a relist of every pod
-            await _fresh_stream(admin.js, settings)
+            await _fresh_stream(admin, js, settings)
             relist = await _run_relay(nats_url, kubesim.kubeconfig, settings, want=count + 2,
                                       label="relist", checkpoint=None, timeout=timeout)
-            relist_messages, _ = await _stream_state(admin.js)
+            relist_messages, _ = await _stream_state(js)
             max_payload = admin.max_payload
         finally:
+            await observer.close()
             await admin.close()
 
         # 4. kubesim alone: the same replay and the same list, read by bare clients

@@ -578,7 +578,7 @@ async def follow(
     start = Start(from_start=from_start, since=since)
     notes = err if err is not None else sys.stderr
     wanted = interest(filters)
-    streams = await list_streams(bus.js)
+    streams = await list_streams(bus)
     sources = plan_sources(streams, wanted)
     kube_wanted = [w for w in wanted if w.startswith(f"{subjects.PREFIX}.kube.")]
     if kube_wanted and not any(w in s.subjects for s in sources for w in kube_wanted):

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js import JetStreamContext
 
 from clusterregistry import schemas, subjects, tracing
 from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.streams import ensure_stream, publish
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import free_port, wait_for
 from clusterregistry.tracing import Filters
+from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +97,7 @@ async def _publish(bus: Bus, message: schemas.KubeEvent | schemas.RelistMarker,
     headers = {subjects.MSG_ID_HEADER: msg_id}
     if trace:
         headers[subjects.TRACE_HEADER] = trace
-    ack = await bus.js.publish(subject, schemas.encode(message), headers=headers)
-    return ack.seq
+    return await publish(bus, subject, schemas.encode(message), headers=headers)
 
 
 async def _publish_story(bus: Bus) -> None:
@@ -109,12 +110,22 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     """A connection, and the stream the relay would have created."""
     connection = await connect([nats_server.url], name="test-tracing")
     try:
-        await connection.js.add_stream(StreamConfig(
-            name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL], storage=StorageType.FILE,
-            duplicate_window=120.0))
+        await _kube_stream(connection)
         yield connection
     finally:
         await connection.close()
+
+
+async def _kube_stream(bus: Bus) -> None:
+    await ensure_stream(bus, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
+                        duplicate_window=120.0)
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    """The test's own client, to see which consumers the trace left on the server."""
+    async with jetstream(nats_server.url) as client:
+        yield client
 
 
 class Trace:
@@ -168,15 +179,15 @@ def _seqs(lines: list[str]) -> list[int]:
     return [int(line.split()[1].lstrip("#")) for line in lines]
 
 
-async def _consumers(bus: Bus, stream: str = subjects.KUBE_STREAM) -> list[str]:
-    return [info.name for info in await bus.js.consumers_info(stream)]
+async def _consumers(js: JetStreamContext, stream: str = subjects.KUBE_STREAM) -> list[str]:
+    return [info.name for info in await js.consumers_info(stream)]
 
 
 # -- reading the stream -------------------------------------------------------------------------
 
 
 async def test_from_start_prints_the_whole_story_in_order_and_leaves_no_consumer(
-    bus: Bus,
+    bus: Bus, js: JetStreamContext,
 ) -> None:
     await _publish_story(bus)
     lines, notes = await _follow(bus, from_start=True, limit=len(STORY))
@@ -193,7 +204,7 @@ async def test_from_start_prints_the_whole_story_in_order_and_leaves_no_consumer
     assert "  job  ADDED  other/migrate  rv=14  m=edge.local:5000/r/migrate:3" in lines[6]
     assert f"tracing {subjects.KUBE_STREAM} [{subjects.KUBE_ALL}], from the start" in notes
     assert "note:" not in notes  # no mirror or gc stream: nothing to say about them
-    assert await _consumers(bus) == []
+    assert await _consumers(js) == []
 
 
 @pytest.mark.parametrize(
@@ -259,13 +270,13 @@ async def test_since_starts_at_a_time(bus: Bus) -> None:
     assert f"since {cut.isoformat(timespec='microseconds').replace('+00:00', 'Z')}" in notes
 
 
-async def test_idle_timeout_ends_a_quiet_trace(bus: Bus) -> None:
+async def test_idle_timeout_ends_a_quiet_trace(bus: Bus, js: JetStreamContext) -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
     lines, _ = await _follow(bus, idle_timeout=0.5)
     assert lines == []
     assert 0.5 <= loop.time() - began < WAIT
-    assert await _consumers(bus) == []
+    assert await _consumers(js) == []
 
 
 async def test_limit_counts_printed_records_not_received_ones(bus: Bus) -> None:
@@ -278,11 +289,12 @@ async def test_limit_counts_printed_records_not_received_ones(bus: Bus) -> None:
 # -- other streams ------------------------------------------------------------------------------
 
 
-async def test_mirror_work_queue_and_gc_streams_are_followed_too(bus: Bus) -> None:
-    await bus.js.add_stream(StreamConfig(
-        name=subjects.MIRROR_STREAM, subjects=[subjects.MIRROR_REQUEST],
-        retention=RetentionPolicy.WORK_QUEUE))
-    await bus.js.add_stream(StreamConfig(name="CLUSTERREGISTRY_GC", subjects=[subjects.GC_ALL]))
+async def test_mirror_work_queue_and_gc_streams_are_followed_too(
+    bus: Bus, js: JetStreamContext
+) -> None:
+    await ensure_stream(bus, name=subjects.MIRROR_STREAM, subjects=[subjects.MIRROR_REQUEST],
+                        work_queue=True)
+    await ensure_stream(bus, name="CLUSTERREGISTRY_GC", subjects=[subjects.GC_ALL])
     trace = Trace(bus, limit=3)
     await trace.started()
     notes = trace.err.getvalue()
@@ -291,10 +303,10 @@ async def test_mirror_work_queue_and_gc_streams_are_followed_too(bus: Bus) -> No
 
     await _publish(bus, STORY[0])
     await _until(lambda: len(trace.lines) == 1, "the pod event")
-    await bus.js.publish(subjects.MIRROR_REQUEST, b'{"artifact":"a1","source":"acr.io/x:1"}',
-                         headers={subjects.TRACE_HEADER: "mirrortrace1"})
+    await publish(bus, subjects.MIRROR_REQUEST, b'{"artifact":"a1","source":"acr.io/x:1"}',
+                  headers={subjects.TRACE_HEADER: "mirrortrace1"})
     await _until(lambda: len(trace.lines) == 2, "the mirror request")
-    await bus.js.publish(subjects.gc("started"), b'{"usage":91}')
+    await publish(bus, subjects.gc("started"), b'{"usage":91}')
     await trace.result()
 
     assert "  #1  pod  ADDED  nf/upf-1  " in trace.lines[0]
@@ -302,18 +314,18 @@ async def test_mirror_work_queue_and_gc_streams_are_followed_too(bus: Bus) -> No
         '  #-  mirror  request  {"artifact":"a1","source":"acr.io/x:1"}  trace=mirrortr…')
     assert trace.lines[2].endswith('  #1  gc  started  {"usage":91}')
     # the work queue kept its work: the trace took nothing from the mirror
-    mirror = await bus.js.stream_info(subjects.MIRROR_STREAM)
+    mirror = await js.stream_info(subjects.MIRROR_STREAM)
     assert (mirror.state.messages, mirror.state.consumer_count) == (1, 0)
 
 
-async def test_kind_filter_leaves_the_other_streams_alone(bus: Bus) -> None:
-    await bus.js.add_stream(StreamConfig(name="CLUSTERREGISTRY_GC", subjects=[subjects.GC_ALL]))
+async def test_kind_filter_leaves_the_other_streams_alone(bus: Bus, js: JetStreamContext) -> None:
+    await ensure_stream(bus, name="CLUSTERREGISTRY_GC", subjects=[subjects.GC_ALL])
     trace = Trace(bus, limit=1, filters=Filters(kinds=frozenset({"gc"})))
     await trace.started()
     assert subjects.KUBE_STREAM not in trace.err.getvalue()
-    assert await _consumers(bus) == []
+    assert await _consumers(js) == []
     await _publish(bus, STORY[0])
-    await bus.js.publish(subjects.gc("done"), b"{}")
+    await publish(bus, subjects.gc("done"), b"{}")
     await trace.result()
     assert trace.lines[0].endswith("  #1  gc  done  {}")
 
@@ -345,26 +357,26 @@ async def _keeps_every_message_once_across(
 
 
 async def test_a_consumer_deleted_under_the_trace_is_recreated_after_the_last_message(
-    bus: Bus,
+    bus: Bus, js: JetStreamContext,
 ) -> None:
     gone: list[str] = []
 
     async def delete() -> None:
-        [name] = await _consumers(bus)
+        [name] = await _consumers(js)
         gone.append(name)
-        await bus.js.delete_consumer(subjects.KUBE_STREAM, name)
+        await js.delete_consumer(subjects.KUBE_STREAM, name)
 
     async def same() -> Bus:
         return bus
 
     trace = await _keeps_every_message_once_across(bus, delete, same)
     try:
-        new = await _consumers(bus)
+        new = await _consumers(js)
         assert len(new) == 1
         assert new != gone
     finally:
         await trace.stop()
-    assert await _consumers(bus) == []
+    assert await _consumers(js) == []
 
 
 async def test_kill_9_and_restart_of_nats_loses_and_repeats_nothing(
@@ -376,7 +388,7 @@ async def test_kill_9_and_restart_of_nats_loses_and_repeats_nothing(
 
     async def reconnected() -> Bus:
         async def ready() -> Bus:
-            await bus.js.stream_info(subjects.KUBE_STREAM)
+            await _kube_stream(bus)  # JetStream answers again, and has kept the stream
             return bus
 
         return await wait_for(ready, timeout=WAIT, description="the stream after restart",
@@ -430,7 +442,7 @@ def _default_sigint() -> None:
 
 
 async def test_ctrl_c_ends_a_live_trace_quietly_and_removes_its_consumer(
-    bus: Bus, nats_server: NatsServer
+    bus: Bus, nats_server: NatsServer, js: JetStreamContext
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "clusterregistry.tracing", "--server", nats_server.url,
@@ -444,7 +456,7 @@ async def test_ctrl_c_ends_a_live_trace_quietly_and_removes_its_consumer(
         async with asyncio.timeout(60):
             started = await process.stderr.readline()
             assert started.startswith(b"tracing CLUSTERREGISTRY_KUBE"), started
-            assert len(await _consumers(bus)) == 1
+            assert len(await _consumers(js)) == 1
             process.send_signal(signal.SIGINT)
             _, stderr = await process.communicate()
     finally:
@@ -453,7 +465,7 @@ async def test_ctrl_c_ends_a_live_trace_quietly_and_removes_its_consumer(
             await process.wait()
     assert process.returncode == 130
     assert b"Traceback" not in stderr
-    assert await _consumers(bus) == []
+    assert await _consumers(js) == []
 
 
 async def test_the_command_without_streams_or_nats_exits_1(

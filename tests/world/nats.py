@@ -1,4 +1,5 @@
-"""Fixtures: a JetStream nats-server per test, and a three-node JetStream cluster.
+"""Fixtures: a JetStream nats-server per test, and a three-node JetStream cluster; and a bare
+nats-py client for tests to look at what the product stored.
 
 Function-scoped on purpose: fault tests kill and restart these servers, so
 no state or process may leak into the next test.
@@ -6,10 +7,13 @@ no state or process may leak into the next test.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
+from nats.js import JetStreamContext
 
 from clusterregistry.sandbox.natsservers import NatsCluster, NatsServer
 
@@ -34,3 +38,18 @@ async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
         yield cluster
     finally:
         await cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
+    """A bare nats-py JetStream client on its own connection, closed on the way out.
+
+    Tests set up and inspect streams, consumers and buckets with it as an outside client
+    (the `nats` CLI) would: the product's `Bus` keeps its nats-py objects private to
+    `clusterregistry.bus`, and a test reaching into them would test nothing the services do.
+    """
+    nc = await nats.connect(url, connect_timeout=5)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()

@@ -10,27 +10,52 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from clusterregistry.bus.translating import translating
 from clusterregistry.errors import RetryableError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Bus:
-    """A NATS connection and its JetStream context."""
+    """One NATS connection and its JetStream context, behind what the services need.
 
-    nc: Client
-    js: JetStreamContext
+    The nats-py client and JetStream context are private (`_nc`, `_js`): only the
+    adapters in `clusterregistry.bus` use them, each call inside `translating`, so a
+    service never sees a nats-py object or exception (tests/unit/test_static_checks.py
+    checks that nothing outside `bus/` reaches for them).
+    """
+
+    __slots__ = ("_js", "_nc")
+
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self._nc = nc
+        self._js = js
+
+    @property
+    def connected(self) -> bool:
+        """Connected now (False while nats-py reconnects, and once closed)."""
+        return bool(self._nc.is_connected)
+
+    @property
+    def closed(self) -> bool:
+        """Closed for good: nothing on this connection will work again."""
+        return bool(self._nc.is_closed)
 
     @property
     def max_payload(self) -> int:
-        return int(self.nc.max_payload)
+        return int(self._nc.max_payload)
+
+    async def flush(self, *, timeout: float = 5.0) -> None:
+        """Until the server has processed everything sent so far (a round trip): what this
+        connection published or subscribed is in effect on the server afterwards.
+        TimedOutError (a RetryableError) when no answer comes in `timeout`."""
+        with translating("flushing the NATS connection"):
+            await self._nc.flush(timeout=max(1, round(timeout)))
 
     async def __aenter__(self) -> Bus:
         return self
@@ -39,13 +64,24 @@ class Bus:
         await self.close()
 
     async def close(self, *, drain_timeout: float = 5.0) -> None:
-        """Drain (deliver what is buffered) within `drain_timeout`, then close regardless."""
-        if self.nc.is_closed:
+        """Drain (deliver what is buffered) within `drain_timeout`, then close regardless.
+
+        `drain_timeout=0`: close at once, dropping what is buffered, as a crash would
+        (unacked messages come back to another consumer after their ack_wait).
+        """
+        if self._nc.is_closed:
+            return
+        if drain_timeout <= 0:
+            await self._nc.close()
             return
         try:
-            await asyncio.wait_for(self.nc.drain(), drain_timeout)
-        except Exception:  # a broken connection or acks that never come: close it anyway
-            await self.nc.close()
+            with translating("draining the NATS connection"):
+                await asyncio.wait_for(self._nc.drain(), drain_timeout)
+        except RetryableError as exc:  # a broken connection, or acks that never come
+            log.debug("%s; closing anyway", exc)
+        finally:
+            if not self._nc.is_closed:
+                await self._nc.close()
 
 
 async def connect(
@@ -57,7 +93,11 @@ async def connect(
     publish_async_max_pending: int = 4000,
 ) -> Bus:
     """Connect within `first_connect_timeout` (nats-py would retry a first connection for
-    ever with unlimited reconnects), then reconnect for ever."""
+    ever with unlimited reconnects), then reconnect for ever.
+
+    RetryableError when no server answered in time; PermanentError when one refused us
+    (authorization, TLS required): retrying with the same settings cannot succeed.
+    """
     connected: list[Client] = []
 
     async def disconnected() -> None:
@@ -71,7 +111,7 @@ async def connect(
     async def error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
-    try:
+    with translating(f"cannot connect to NATS at {', '.join(servers)}"):
         nc = await asyncio.wait_for(nats.connect(
             servers=list(servers),
             name=name,
@@ -83,7 +123,5 @@ async def connect(
             reconnected_cb=reconnected,
             error_cb=error,
         ), first_connect_timeout)
-    except Exception as exc:
-        raise RetryableError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from exc
     connected.append(nc)
-    return Bus(nc=nc, js=nc.jetstream(publish_async_max_pending=publish_async_max_pending))
+    return Bus(nc, nc.jetstream(publish_async_max_pending=publish_async_max_pending))

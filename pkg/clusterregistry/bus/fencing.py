@@ -53,13 +53,21 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+import msgspec
 from nats.js.kv import KeyValue
 
 from clusterregistry import subjects
-from clusterregistry.errors import FenceHeldError, FenceLostError, RetryableError
+from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.streams import ensure_bucket
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import (
+    ClusterRegistryError,
+    ConflictError,
+    FenceHeldError,
+    FenceLostError,
+    NotFoundError,
+    RetryableError,
+)
 from clusterregistry.schemas import FenceEntry, encode, fence_entry_decoder
 
 log = logging.getLogger(__name__)
@@ -95,7 +103,7 @@ class Fence:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        bus: Bus,
         *,
         ttl_seconds: float,
         holder: str,
@@ -104,7 +112,7 @@ class Fence:
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("the fence TTL must be positive")
-        self.js = js
+        self._bus = bus
         self.ttl = ttl_seconds
         self.holder = holder
         self.replicas = replicas
@@ -119,17 +127,10 @@ class Fence:
         The bucket's TTL is the truth every holder must renew within, so a process
         configured differently renews at the bucket's pace rather than fighting over it.
         """
-        try:
-            try:
-                kv = await self.js.key_value(subjects.GC_BUCKET)
-            except BucketNotFoundError:
-                kv = await self.js.create_key_value(KeyValueConfig(
-                    bucket=subjects.GC_BUCKET, history=1, ttl=self.ttl,
-                    replicas=self.replicas, storage=StorageType.FILE))
-                log.info("created fence bucket %s (ttl %.1fs)", subjects.GC_BUCKET, self.ttl)
-            info = await self.js.stream_info(_STREAM)
-        except Exception as exc:
-            raise RetryableError(f"fence bucket {subjects.GC_BUCKET}: {exc}") from exc
+        bucket = await ensure_bucket(self._bus, name=subjects.GC_BUCKET, history=1,
+                                     ttl=self.ttl, replicas=self.replicas)
+        with translating(f"fence bucket {subjects.GC_BUCKET}"):
+            info = await self._bus._js.stream_info(bucket.stream)
         bucket_ttl = info.config.max_age or 0.0
         if not bucket_ttl:
             raise RetryableError(
@@ -139,7 +140,7 @@ class Fence:
             log.warning("fence bucket %s has ttl %.1fs, not the configured %.1fs; using the "
                         "bucket's", subjects.GC_BUCKET, bucket_ttl, self.ttl)
             self.ttl = bucket_ttl
-        self._kv = kv
+        self._kv = bucket._kv
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -153,12 +154,11 @@ class Fence:
         """GC's lock as stored now, or None when nobody holds it."""
         await self._bucket()
         try:
-            msg = await self.js.get_msg(_STREAM, subject=_PREFIX + subjects.FENCE_LOCK,
-                                        direct=False)
+            with translating("cannot read the GC lock"):
+                msg = await self._bus._js.get_msg(
+                    _STREAM, subject=_PREFIX + subjects.FENCE_LOCK, direct=False)
         except NotFoundError:
             return None
-        except Exception as exc:
-            raise RetryableError(f"cannot read the GC lock: {exc}") from exc
         if msg.headers and msg.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
             return None
         return _decode(msg.data)
@@ -171,12 +171,11 @@ class Fence:
         pattern = f"{_PREFIX}{subjects.FENCE_WRITER_PREFIX}.>"
         while True:
             try:
-                msg = await self.js.get_msg(_STREAM, seq=seq, subject=pattern, next=True,
-                                            direct=False)
+                with translating("cannot list fence writers"):
+                    msg = await self._bus._js.get_msg(_STREAM, seq=seq, subject=pattern,
+                                                      next=True, direct=False)
             except NotFoundError:
                 return found
-            except Exception as exc:
-                raise RetryableError(f"cannot list fence writers: {exc}") from exc
             seq = (msg.seq or seq) + 1
             key = (msg.subject or "")[len(_PREFIX):]
             # history=1: the last message of a key is its state; a marker means gone
@@ -197,10 +196,8 @@ class Fence:
         key = subjects.fence_writer(uuid.uuid4().hex)
         now = time.time()
         entry = FenceEntry(holder=self.holder, purpose=purpose, acquired=now, renewed=now)
-        try:
+        with translating("cannot register a fence writer"):
             revision = await kv.create(key, encode(entry))
-        except Exception as exc:
-            raise RetryableError(f"cannot register a fence writer: {exc}") from exc
         hold = Hold(key=key, entry=entry, revision=revision)
         try:
             lock = await self.lock_holder()  # only now: our key is stored before this read
@@ -229,13 +226,13 @@ class Fence:
         now = time.time()
         entry = FenceEntry(holder=self.holder, purpose=purpose, acquired=now, renewed=now)
         try:
-            revision = await kv.create(subjects.FENCE_LOCK, encode(entry))
-        except KeyWrongLastSequenceError as exc:
+            with translating("cannot take the GC lock"):
+                revision = await kv.create(subjects.FENCE_LOCK, encode(entry))
+        except ConflictError as exc:  # the key holds a value: somebody's lock
             current = await self._quiet_lock_holder()
             who = f"{current.holder} ({current.purpose})" if current else "another holder"
-            raise FenceHeldError(f"the GC lock is held by {who}", delay=self.ttl / 3) from exc
-        except Exception as exc:
-            raise RetryableError(f"cannot take the GC lock: {exc}") from exc
+            raise FenceHeldError(f"the GC lock is held by {who}",
+                                 delay=self.ttl / 3) from exc.__cause__
         hold = Hold(key=subjects.FENCE_LOCK, entry=entry, revision=revision)
         async with self._held(kv, hold):
             await self._wait_for_writers(wait_timeout)
@@ -269,13 +266,13 @@ class Fence:
             entry = FenceEntry(holder=hold.entry.holder, purpose=purpose,
                                acquired=hold.entry.acquired, renewed=time.time())
             try:
-                hold.revision = await kv.update(hold.key, encode(entry), last=hold.revision)
-            except KeyWrongLastSequenceError as exc:
+                with translating(f"cannot relabel fence entry {hold.key}"):
+                    hold.revision = await kv.update(hold.key, encode(entry),
+                                                    last=hold.revision)
+            except ConflictError as exc:
                 hold.lost, hold.reason = True, "it expired or was taken"
                 raise FenceLostError(f"fence entry {hold.key} lost before relabelling",
-                                     delay=self.ttl / 3) from exc
-            except Exception as exc:
-                raise RetryableError(f"cannot relabel fence entry {hold.key}: {exc}") from exc
+                                     delay=self.ttl / 3) from exc.__cause__
             hold.entry = entry
 
     # -- the registry's read-only acknowledgement (gc readOnlyMode: follower) -------------------
@@ -285,12 +282,11 @@ class Fence:
         the lock's `acquired`, naming the lock it was switched for), or None."""
         await self._bucket()
         try:
-            msg = await self.js.get_msg(_STREAM, subject=_PREFIX + subjects.FENCE_READ_ONLY,
-                                        direct=False)
+            with translating("cannot read the read-only state"):
+                msg = await self._bus._js.get_msg(
+                    _STREAM, subject=_PREFIX + subjects.FENCE_READ_ONLY, direct=False)
         except NotFoundError:
             return None
-        except Exception as exc:
-            raise RetryableError(f"cannot read the read-only state: {exc}") from exc
         if msg.headers and msg.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
             return None
         return _decode(msg.data)
@@ -298,13 +294,11 @@ class Fence:
     async def set_read_only_state(self, entry: FenceEntry | None) -> None:
         """Acknowledge read-only (an entry) or read-write (None); expires with the TTL."""
         kv = await self._bucket()
-        try:
+        with translating("cannot write the read-only state"):
             if entry is None:
                 await kv.delete(subjects.FENCE_READ_ONLY)
             else:
                 await kv.put(subjects.FENCE_READ_ONLY, encode(entry))
-        except Exception as exc:
-            raise RetryableError(f"cannot write the read-only state: {exc}") from exc
 
     # -- holding: renew, detect loss, release ----------------------------------------------------
 
@@ -360,21 +354,27 @@ class Fence:
                 async with hold._updating:
                     entry = FenceEntry(holder=hold.entry.holder, purpose=hold.entry.purpose,
                                        acquired=hold.entry.acquired, renewed=time.time())
-                    hold.revision = await kv.update(hold.key, encode(entry),
-                                                    last=hold.revision)
+                    with translating(f"renewing fence entry {hold.key}"):
+                        hold.revision = await kv.update(hold.key, encode(entry),
+                                                        last=hold.revision)
                     hold.entry = entry
                 last_ok = started
                 wait = interval
-            except KeyWrongLastSequenceError:
+            except ConflictError:
                 await self._lose(hold, "it expired or was taken before it was renewed")
                 return
-            except Exception as exc:
+            except ClusterRegistryError as exc:
                 if loop.time() - last_ok >= self.ttl * _LOST_AFTER:
                     await self._lose(hold,
                                      f"no renewal for {loop.time() - last_ok:.1f}s ({exc})")
                     return
-                log.warning("renewing fence entry %s failed (%s); retrying", hold.key, exc)
+                log.warning("%s; retrying", exc)
                 wait = retry
+            except Exception as exc:
+                # a bug: the entry will not be renewed, so the work inside must not go on
+                # unfenced; lose it (cancelling the body), then let the bug surface
+                await self._lose(hold, f"renewal failed: {type(exc).__name__}: {exc}")
+                raise
 
     async def _lose(self, hold: Hold, reason: str) -> None:
         """Cancel the work inside the lost entry, again and again until it has stopped.
@@ -394,16 +394,16 @@ class Fence:
         if hold.lost:
             return  # not ours any more: it expired, or another holder has the key
         try:
-            await kv.delete(hold.key, last=hold.revision)
-        except KeyWrongLastSequenceError:
+            with translating(f"releasing fence entry {hold.key}"):
+                await kv.delete(hold.key, last=hold.revision)
+        except ConflictError:
             pass  # expired or taken meanwhile: nothing of ours to delete
-        except Exception as exc:
-            log.warning("releasing fence entry %s failed (%s); it expires within %.1fs",
-                        hold.key, exc, self.ttl)
+        except ClusterRegistryError as exc:
+            log.warning("%s; it expires within %.1fs", exc, self.ttl)
 
 
 def _decode(data: bytes | None) -> FenceEntry:
     try:
         return fence_entry_decoder.decode(data or b"")
-    except Exception:  # a foreign or corrupt entry still counts as held
+    except msgspec.DecodeError:  # a foreign or corrupt entry still counts as held
         return FenceEntry(holder="unknown", purpose="unreadable entry")

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
@@ -41,12 +40,16 @@ from nats.js.api import (
     RetentionPolicy,
     SequenceInfo,
 )
-from nats.js.errors import APIError, FetchTimeoutError
-from nats.js.errors import NotFoundError as ConsumerNotFound
 
 from clusterregistry import subjects
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.errors import ClusterRegistryError, PermanentError, RetryableError
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import (
+    ClusterRegistryError,
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+)
 
 __all__ = [
     "ConsumerRefusedError",
@@ -59,9 +62,9 @@ __all__ = [
     "list_streams",
 ]
 
-# a pull request waits this long for messages; heartbeats inside it prove the consumer lives
+# a pull request waits this long for messages; after one that brought none, the consumer
+# is looked up (a server restart or a long disconnect may have taken it)
 FETCH_WINDOW = 2.0
-_FETCH_HEARTBEAT = 0.5
 _FETCH_BATCH = 256
 # the server removes a consumer nobody pulled from for this long (a crashed trace)
 _INACTIVE_THRESHOLD = 60.0
@@ -77,8 +80,9 @@ class NoStreamError(ClusterRegistryError):
 
 
 class ConsumerRefusedError(PermanentError):
-    """The server refused a consumer on a stream (its API answered with an error):
-    that stream cannot be followed, asking again the same way will not help."""
+    """The server refused a consumer on a stream (a JetStream API refusal, translated as a
+    PermanentError): that stream cannot be followed, asking again the same way will not
+    help."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,21 +112,22 @@ class StreamSubjects(NamedTuple):
     work_queue: bool
 
 
-async def list_streams(js: JetStreamContext) -> list[StreamSubjects]:
+async def list_streams(bus: Bus) -> list[StreamSubjects]:
     """Every JetStream stream (all pages of the listing). Raises NoStreamError when the
     server cannot be asked."""
     found: list[StreamSubjects] = []
     try:
         while True:
-            page = await js.streams_info(offset=len(found))
+            with translating("cannot list JetStream streams"):
+                page = await bus._js.streams_info(offset=len(found))
             if not page:
                 return found
             for info in page:
                 cfg = info.config
                 found.append(StreamSubjects(cfg.name or "", list(cfg.subjects or []),
                                             cfg.retention == RetentionPolicy.WORK_QUEUE))
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise NoStreamError(f"cannot list JetStream streams: {exc}") from exc
+    except ClusterRegistryError as exc:
+        raise NoStreamError(str(exc)) from exc.__cause__
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,6 @@ class OrderedReader:
         self, bus: Bus, stream: str, filter_subjects: Sequence[str], *, start: Start
     ) -> None:
         self.bus = bus
-        self.js = bus.js
         self.stream = stream
         self.filter_subjects = tuple(filter_subjects)
         self.start = start
@@ -187,38 +191,42 @@ class OrderedReader:
         """Create the consumer and bind to it.
 
         Raises ConsumerRefusedError when the server refuses it (this stream cannot be
-        followed), RetryableError when NATS could not be asked.
+        followed), RetryableError when NATS could not be asked or cannot answer now (a
+        503 while the stream has no leader).
         """
         try:
             await self._create()
-        except APIError as exc:
-            raise ConsumerRefusedError(str(exc)) from exc
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise RetryableError(str(exc)) from exc
+        except PermanentError as exc:
+            raise ConsumerRefusedError(str(exc)) from exc.__cause__
 
     async def _create(self) -> None:
         await self.discard()
         name = subjects.TRACE_CONSUMER_PREFIX + secrets.token_hex(6)
-        info = await self.js.add_consumer(self.stream, self._config(name))
+        with translating(f"consumer on {self.stream}"):
+            info = await self.bus._js.add_consumer(self.stream, self._config(name))
         self.consumer = info.name
         # what the consumer counts as already delivered: for `new`, the stream's last
         # sequence at creation; a recreation therefore never skips what came meanwhile
         delivered = info.delivered or SequenceInfo(consumer_seq=0, stream_seq=0)
         self._last_stream_seq = delivered.stream_seq
         self._last_consumer_seq = delivered.consumer_seq
-        self._sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
+        with translating(f"consumer on {self.stream}"):
+            self._sub = await self.bus._js.pull_subscribe_bind(consumer=info.name,
+                                                           stream=self.stream)
 
     async def discard(self) -> None:
         """Drop the subscription and (best effort) the consumer; never raises."""
         sub, consumer = self._sub, self.consumer
         self._sub, self.consumer = None, None
+        what = f"discarding consumer {consumer} on {self.stream}"
         if sub is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ClusterRegistryError), translating(what):
                 await sub.unsubscribe()
         if consumer is not None:
-            with contextlib.suppress(Exception):
+            # the server removes it after its inactive threshold if this fails
+            with contextlib.suppress(ClusterRegistryError), translating(what):
                 async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                    await self.js.delete_consumer(self.stream, consumer)
+                    await self.bus._js.delete_consumer(self.stream, consumer)
 
     async def _recreate(self) -> None:
         delay = _RETRY_FIRST
@@ -226,7 +234,7 @@ class OrderedReader:
             try:
                 await self._create()
                 return
-            except (nats.errors.Error, TimeoutError):
+            except ClusterRegistryError:
                 # NATS away or the stream gone for now: the connection reconnects forever
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
@@ -235,10 +243,11 @@ class OrderedReader:
         if self.consumer is None:
             return False
         try:
-            await self.js.consumer_info(self.stream, self.consumer)
-        except ConsumerNotFound:
+            with translating(f"consumer {self.consumer} on {self.stream}"):
+                await self.bus._js.consumer_info(self.stream, self.consumer)
+        except NotFoundError:
             return False
-        except (nats.errors.Error, TimeoutError):
+        except RetryableError:
             return True  # cannot tell (disconnected): keep the consumer, ask again later
         return True
 
@@ -281,18 +290,15 @@ class OrderedReader:
                     continue  # stopping
             began = loop.time()
             try:
-                messages = await self._sub.fetch(
-                    _FETCH_BATCH, timeout=FETCH_WINDOW, heartbeat=_FETCH_HEARTBEAT
-                )
-            except FetchTimeoutError:
-                continue  # heartbeats came: the consumer is there, the stream is quiet
-            except (nats.errors.Error, TimeoutError) as exc:
-                if self.bus.nc.is_closed:
-                    raise RetryableError(str(exc)) from exc
+                with translating(f"following {self.stream}"):
+                    messages = await self._sub.fetch(_FETCH_BATCH, timeout=FETCH_WINDOW)
+            except ClusterRegistryError as exc:  # a TimedOutError when the stream is quiet
+                if self.bus.closed:
+                    raise RetryableError(str(exc)) from exc.__cause__
                 messages = []
             if not messages:
-                # no answer at all: a server restart or a long disconnect may have
-                # taken the consumer with it
+                # a quiet stream, or a server restart or a long disconnect that took the
+                # consumer with it: only the server can say which
                 if not await self._alive():
                     await self.discard()
                 if loop.time() - began < FETCH_WINDOW / 2:
@@ -318,7 +324,7 @@ class LiveTap:
 
     async def start(self, deliver: Deliver) -> None:
         """Subscribe (and flush, so what is published from now on is seen); raises
-        RetryableError when NATS refused or could not be asked."""
+        RetryableError when NATS could not be asked, PermanentError when it refused."""
 
         async def received(msg: Msg) -> None:
             await deliver(Delivered(
@@ -332,15 +338,16 @@ class LiveTap:
 
         try:
             for subject in self.filter_subjects:
-                self._subs.append(await self.bus.nc.subscribe(subject, cb=received))
-            await self.bus.nc.flush()
-        except (nats.errors.Error, TimeoutError) as exc:
+                with translating(f"subscribing to {subject}"):
+                    self._subs.append(await self.bus._nc.subscribe(subject, cb=received))
+            await self.bus.flush()
+        except ClusterRegistryError:
             await self.stop()  # no half-open tap: the caller never got one to stop
-            raise RetryableError(str(exc)) from exc
+            raise
 
     async def stop(self) -> None:
         """Unsubscribe; never raises."""
         for sub in self._subs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ClusterRegistryError), translating("unsubscribing"):
                 await sub.unsubscribe()
         self._subs.clear()

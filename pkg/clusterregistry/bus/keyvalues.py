@@ -23,26 +23,42 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
-import nats.errors
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import (
-    APIError,
-    BucketNotFoundError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-)
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.errors import ConflictError, RetryableError
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import (
+    ClusterRegistryError,
+    ConflictError,
+    NotFoundError,
+    RetryableError,
+    TimedOutError,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# JSStreamWrongLastSequenceErrF / JSStreamWrongLastSequenceConstantErr
-_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A key-value bucket as opened on a connection (`streams.ensure_bucket`): what a
+    service hands to `Records`, without touching nats-py's KeyValue itself."""
+
+    bus: Bus
+    name: str
+    _kv: KeyValue
+
+    # JetStream's key-value convention (ADR-8), which every client follows: bucket B is
+    # the stream KV_B, and key K is stored on subject $KV.B.K
+    @property
+    def stream(self) -> str:
+        return f"KV_{self.name}"
+
+    @property
+    def prefix(self) -> str:
+        return f"$KV.{self.name}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +71,18 @@ class Versioned(Generic[T]):
 
 
 class Records(Generic[T]):
-    """One bucket of msgspec-encoded records of one type."""
+    """One bucket of msgspec-encoded records of one type.
 
-    def __init__(self, kv: KeyValue, decode: Callable[[bytes], T], *, name: str = "") -> None:
-        self.kv = kv
+    Failures are the project's errors (`translating`): ConflictError when a write or
+    delete finds another revision than the one it names, RetryableError when NATS cannot
+    answer now, PermanentError when JetStream refuses the request itself.
+    """
+
+    def __init__(self, bucket: Bucket, decode: Callable[[bytes], T]) -> None:
+        self._bucket = bucket
+        self._kv = bucket._kv
         self._decode = decode
-        self.name = name or "bucket"
+        self.name = bucket.name
 
     def _value(self, key: str, raw: bytes | None) -> T | None:
         if not raw:
@@ -80,24 +102,21 @@ class Records(Generic[T]):
 
     async def read(self, key: str) -> Versioned[T]:
         try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError as exc:
-            if exc.entry is not None:  # a delete or purge marker (nats-py reports it so)
-                return Versioned(None, exc.entry.revision or 0, deleted=True)
+            with translating(f"{self.name}: reading {key}"):
+                entry = await self._kv.get(key)
+        except NotFoundError as exc:
+            # nats-py's KeyNotFoundError carries the delete or purge marker, if there is one
+            marker = getattr(exc.__cause__, "entry", None)
+            if marker is not None:
+                return Versioned(None, marker.revision or 0, deleted=True)
             return Versioned(None)
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: reading {key}: {exc}") from exc
         return Versioned(self._value(key, entry.value), entry.revision or 0)
 
     async def write(self, key: str, record: msgspec.Struct, *, revision: int) -> int:
         """Store `record` if the key is still at `revision`; the new revision."""
         payload = msgspec.json.encode(record)
-        try:
-            return await self.kv.update(key, payload, last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise ConflictError(f"{self.name}: {key} changed since revision {revision}") from exc
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: writing {key}: {exc}") from exc
+        with translating(f"{self.name}: writing {key} at revision {revision}"):
+            return await self._kv.update(key, payload, last=revision)
 
     async def create(self, key: str, record: msgspec.Struct) -> int:
         """Store `record` only if the key holds no value: never written, or deleted (its
@@ -117,23 +136,14 @@ class Records(Generic[T]):
         Only for values that are hints, which no writer decides from: everything else
         goes through `write` with the revision it read.
         """
-        try:
-            return await self.kv.put(key, msgspec.json.encode(record))
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: writing {key}: {exc}") from exc
+        with translating(f"{self.name}: writing {key}"):
+            return await self._kv.put(key, msgspec.json.encode(record))
 
     async def delete(self, key: str, *, revision: int) -> None:
         """Delete (leaving a tombstone) if the key is still at `revision`."""
-        try:
+        with translating(f"{self.name}: deleting {key} at revision {revision}"):
             # nats-py sends no expectation for revision 0; a key never written needs none
-            await self.kv.delete(key, last=revision or None)
-        except APIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                raise ConflictError(
-                    f"{self.name}: {key} changed since revision {revision}") from exc
-            raise RetryableError(f"{self.name}: deleting {key}: {exc}") from exc
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: deleting {key}: {exc}") from exc
+            await self._kv.delete(key, last=revision or None)
 
     async def snapshot(self, *, page: int = 1000) -> dict[str, Versioned[T]]:
         """Every key's current state, tombstones included, in one pass.
@@ -142,41 +152,42 @@ class Records(Generic[T]):
         (a KV watcher's ordered consumer would linger until its inactivity threshold, and
         frequent snapshots would pile them up against the server's consumer limit).
         """
-        js = self.kv._js
-        stream = self.kv._stream
-        prefix = self.kv._pre
+        js = self._bucket.bus._js
+        stream = self._bucket.stream
+        prefix = self._bucket.prefix
+        what = f"{self.name}: reading every key"
         out: dict[str, Versioned[T]] = {}
-        try:
+        with translating(what):
             info = await js.add_consumer(stream, ConsumerConfig(
                 deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
                 filter_subject=f"{prefix}>", inactive_threshold=60.0, mem_storage=True,
                 num_replicas=1))
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: reading every key: {exc}") from exc
         try:
             if info.num_pending:
-                sub = await js.pull_subscribe_bind(info.name, stream=stream)
+                with translating(what):
+                    sub = await js.pull_subscribe_bind(info.name, stream=stream)
                 try:
-                    await self._drain(sub, out, prefix=prefix, page=page)
+                    await self._drain(sub, out, prefix=prefix, page=page, what=what)
                 finally:
-                    await sub.unsubscribe()
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: reading every key: {exc}") from exc
+                    with contextlib.suppress(ClusterRegistryError), translating(what):
+                        await sub.unsubscribe()
         finally:
-            with contextlib.suppress(Exception):
+            # best effort: the server removes it after its inactive threshold anyway
+            with contextlib.suppress(ClusterRegistryError), translating(what):
                 await js.delete_consumer(stream, info.name)
         return out
 
     async def _drain(self, sub: Any, out: dict[str, Versioned[T]], *, prefix: str,
-                     page: int, deadline: float = 60.0) -> None:
+                     page: int, what: str, deadline: float = 60.0) -> None:
         # Until the consumer has nothing pending. Not a count taken at its creation: a key
         # written meanwhile replaces its old message (one per key), so fewer may come.
         loop = asyncio.get_running_loop()
         give_up = loop.time() + deadline
         while loop.time() < give_up:
             try:
-                messages = await sub.fetch(page, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
+                with translating(what):
+                    messages = await sub.fetch(page, timeout=1.0)
+            except TimedOutError:
                 messages = []
             for msg in messages:
                 key = msg.subject[len(prefix):]
@@ -187,30 +198,28 @@ class Records(Generic[T]):
                     out[key] = Versioned(self._value(key, msg.data), revision)
             if messages and messages[-1].metadata.num_pending == 0:
                 return
-            if not messages and (await sub.consumer_info()).num_pending == 0:
-                return
+            if not messages:
+                with translating(what):
+                    if (await sub.consumer_info()).num_pending == 0:
+                        return
         raise RetryableError(f"{self.name}: reading every key took over {deadline:.0f}s")
 
     async def purge_tombstones(self, *, older_than: float) -> None:
         """Drop delete markers older than `older_than` seconds (they only guard late events)."""
-        try:
-            await self.kv.purge_deletes(olderthan=max(1, int(older_than)))
-        except Exception as exc:
-            raise RetryableError(f"{self.name}: purging tombstones: {exc}") from exc
+        with translating(f"{self.name}: purging tombstones"):
+            await self._kv.purge_deletes(olderthan=max(1, int(older_than)))
 
 
-async def open_records(js: JetStreamContext, name: str,
-                       decode: Callable[[bytes], T]) -> Records[T] | None:
+async def open_records(bus: Bus, name: str, decode: Callable[[bytes], T]) -> Records[T] | None:
     """The records of an existing bucket, or None when there is no such bucket (nobody has
     written one yet); RetryableError when NATS cannot say. Creates nothing: for readers
     whose reading must not decide a writer's bucket settings (replicas, history)."""
     try:
-        kv = await js.key_value(name)
-    except BucketNotFoundError:
+        with translating(f"key-value bucket {name}"):
+            kv = await bus._js.key_value(name)
+    except NotFoundError:
         return None
-    except Exception as exc:
-        raise RetryableError(f"key-value bucket {name}: {exc}") from exc
-    return Records(kv, decode, name=name)
+    return Records(Bucket(bus, name, kv), decode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,27 +240,29 @@ async def watch_bucket(bus: Bus, bucket: str, *, stop: asyncio.Event,
     from this watch may then miss deletions and must be rebuilt from a new watch. Use
     it under `contextlib.aclosing`, so the server-side consumer is removed at once.
     """
+    what = f"watch of {bucket}"
     try:
-        kv = await bus.js.key_value(bucket)
-        watcher = await kv.watchall()
-    except (nats.errors.Error, BucketNotFoundError, TimeoutError, OSError) as exc:
-        raise RetryableError(f"watch of {bucket}: {exc}") from exc
+        with translating(what):
+            kv = await bus._js.key_value(bucket)
+            watcher = await kv.watchall()
+    except NotFoundError as exc:
+        # no bucket yet: its writer (the reconciler, the tracker) creates it at start
+        raise RetryableError(str(exc)) from exc.__cause__
     try:
         while not stop.is_set():
             try:
-                entry = await watcher.updates(timeout=poll)  # type: ignore[no-untyped-call]
-            except nats.errors.TimeoutError:
+                with translating(what):
+                    entry = await watcher.updates(timeout=poll)  # type: ignore[no-untyped-call]
+            except TimedOutError:
                 # nothing changed, or nothing can arrive: only the connection tells which
-                if not bus.nc.is_connected:
-                    raise RetryableError(f"watch of {bucket}: NATS disconnected") from None
+                if not bus.connected:
+                    raise RetryableError(f"{what}: NATS disconnected") from None
                 continue
-            except (nats.errors.Error, OSError) as exc:
-                raise RetryableError(f"watch of {bucket}: {exc}") from exc
             if entry is None:  # nats-py's marker: the initial values are all delivered
                 yield None
                 continue
             deleted = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
             yield Change(entry.key, None if deleted else entry.value, entry.revision or 0)
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ClusterRegistryError), translating(what):
             await watcher.stop()  # type: ignore[no-untyped-call]

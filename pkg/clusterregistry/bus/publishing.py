@@ -16,7 +16,8 @@ HPUB commands written to the connection at once while it is connected;
 nats-py's `publish`, which validates and encodes each message and wakes its
 flusher each time, costs more than the rest of the relay's publishing, and
 is used only while the connection is down (it buffers within its limit and
-raises beyond it), or if nats-py no longer has the internals used here.
+raises beyond it), or if nats-py no longer has the internals used here
+(`DIRECT_INTERNALS`: private, hence nats-py's upper bound in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import ClusterRegistryError
 from clusterregistry.subjects import MSG_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -122,10 +125,16 @@ def _header_block(message: Outgoing) -> bytes:
     return b"".join(parts)
 
 
+# nats-py's private members the direct path uses: present from 2.0 to at least 2.16, which
+# is why pyproject.toml bounds nats-py above; tests/integration/bus/test_nats_internals.py
+# checks each one's shape and effect on the installed version, so an upgrade that changes
+# them fails there rather than in production (where _direct would fall back to publish)
+DIRECT_INTERNALS = ("_send_command", "_flush_pending", "_flush_queue")
+
+
 def _direct(nc: Client) -> bool:
-    """nats-py's internals the direct path uses (present since nats-py 2.0)."""
-    return all(hasattr(nc, name)
-               for name in ("_send_command", "_flush_pending", "_flush_queue", "stats"))
+    """Whether nats-py still has the internals the direct path uses."""
+    return all(hasattr(nc, name) for name in (*DIRECT_INTERNALS, "stats"))
 
 
 class Pipeline(Generic[T]):
@@ -151,7 +160,7 @@ class Pipeline(Generic[T]):
         self._prefix = ""
         self._reply = b""
         self._subscription: Subscription | None = None
-        self._direct = _direct(bus.nc)
+        self._direct = _direct(bus._nc)
         self._room = asyncio.Event()
         self._room.set()
         self._progress = asyncio.Event()  # an ack arrived, or a message was queued
@@ -161,10 +170,11 @@ class Pipeline(Generic[T]):
         return len(self._inflight)
 
     async def _subscribe(self) -> None:
-        nc = self.bus.nc
-        self._prefix = f"{nc._inbox_prefix.decode()}.{nc._nuid.next().decode()}."
+        nc = self.bus._nc
+        self._prefix = nc.new_inbox() + "."
         self._reply = self._prefix.encode()
-        self._subscription = await nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        with translating("subscribing to publish acknowledgements"):
+            self._subscription = await nc.subscribe(self._prefix + "*", cb=self._on_ack)
 
     async def _on_ack(self, msg: Msg) -> None:
         try:
@@ -188,7 +198,7 @@ class Pipeline(Generic[T]):
 
     async def _publish(self, entries: Sequence[Acked[T]]) -> None:
         """Send these entries' messages in order, each with a fresh reply subject."""
-        nc = self.bus.nc
+        nc = self.bus._nc
         direct = self._direct and nc.is_connected and not nc.is_draining_pubs
         max_payload = nc.max_payload
         commands: list[bytes] = []
@@ -205,9 +215,12 @@ class Pipeline(Generic[T]):
             by_seq[seq] = entry
             try:
                 if not direct:
-                    await nc.publish(message.subject, message.payload,
-                                     reply=f"{self._prefix}{seq}",
-                                     headers={MSG_ID_HEADER: message.msg_id, **message.headers})
+                    # disconnected: nats-py buffers within its limit and raises beyond it
+                    with translating(f"publishing to {message.subject}"):
+                        await nc.publish(message.subject, message.payload,
+                                         reply=f"{self._prefix}{seq}",
+                                         headers={MSG_ID_HEADER: message.msg_id,
+                                                  **message.headers})
                     continue
                 header = _header_block(message)
                 payload = message.payload
@@ -220,7 +233,8 @@ class Pipeline(Generic[T]):
                 commands.append(b"HPUB %b %b%d %d %d\r\n%b%b\r\n" % (
                     subject.encode(), self._reply, seq, len(header), total, header, payload))
                 size += len(payload)
-            except Exception as exc:  # not sent: the ack side finds out and resends
+            except (PublishError, ClusterRegistryError) as exc:
+                # not sent: the ack side finds out and resends
                 for failed in entries[index:]:
                     if failed.message is not None:
                         by_seq.pop(failed.seq, None)
@@ -229,8 +243,9 @@ class Pipeline(Generic[T]):
                 break
         if commands:
             try:
-                await self._write(nc, commands, size)
-            except Exception as exc:  # e.g. the connection closed meanwhile: resent later
+                with translating("publishing a batch"):
+                    await self._write(nc, commands, size)
+            except ClusterRegistryError as exc:  # e.g. the connection closed: resent later
                 for entry in entries:
                     if entry.message is not None and by_seq.pop(entry.seq, None) is entry:
                         entry.state, entry.error = _FAILED, f"{type(exc).__name__}: {exc}"
@@ -331,7 +346,8 @@ class Pipeline(Generic[T]):
         self.cancel()
         if self._subscription is not None:
             try:
-                await self._subscription.unsubscribe()
-            except Exception as exc:  # a closed connection has no subscription left
-                log.debug("unsubscribe: %s", exc)
+                with translating("unsubscribing from publish acknowledgements"):
+                    await self._subscription.unsubscribe()
+            except ClusterRegistryError as exc:  # a closed connection has no subscription left
+                log.debug("%s", exc)
             self._subscription = None

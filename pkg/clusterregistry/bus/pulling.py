@@ -21,12 +21,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from clusterregistry.errors import RetryableError
+from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import (
+    ClusterRegistryError,
+    NotFoundError,
+    RetryableError,
+    TimedOutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +81,11 @@ class Pulled:
 
     async def _settle(self, what: str, send: Callable[[], Awaitable[object]]) -> bool:
         try:
-            await send()
-        except Exception as exc:  # nats-py's errors, and timeouts of ack_sync
-            log.warning("%s of %s not delivered (it comes back after ack_wait): %s: %s",
-                        what, self.subject, type(exc).__name__, exc)
+            with translating(f"{what} of {self.subject} not delivered (it comes back after "
+                             "ack_wait)"):
+                await send()
+        except ClusterRegistryError as exc:  # connection lost, ack_sync timed out, settled
+            log.warning("%s", exc)
             return False
         return True
 
@@ -99,13 +106,20 @@ class ConsumerSpec:
 class Puller:
     """Fetch batches from one durable consumer."""
 
-    def __init__(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
-        self.js = js
+    def __init__(self, bus: Bus, spec: ConsumerSpec) -> None:
+        self._bus = bus
         self.spec = spec
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._what = f"consumer {spec.durable} on {spec.stream}"
 
     async def start(self) -> None:
+        """Create the consumer or bring it to `spec`, and bind to it.
+
+        RetryableError when NATS cannot answer now or the stream does not exist yet;
+        PermanentError when the server refuses the settings (a deliver policy that
+        differs from the existing consumer's, say)."""
         spec = self.spec
+        js = self._bus._js
         config = ConsumerConfig(
             durable_name=spec.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -117,37 +131,52 @@ class Puller:
             inactive_threshold=spec.inactive_threshold or None,
         )
         try:
+            with translating(self._what):
+                info = await js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
             try:
-                info = await self.js.consumer_info(spec.stream, spec.durable)
-            except nats.js.errors.NotFoundError:
-                await self.js.add_consumer(spec.stream, config)
-            else:
-                current = info.config
-                if (current.ack_wait != spec.ack_wait
-                        or current.max_ack_pending != spec.max_ack_pending
-                        or current.filter_subject != spec.filter_subject):
-                    # the server refuses to change deliver_policy; these it updates in place
-                    await self.js.add_consumer(spec.stream, config)
-            self._sub = await self.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
-        except Exception as exc:
-            raise RetryableError(
-                f"consumer {spec.durable} on {spec.stream}: {exc}") from exc
+                with translating(self._what):
+                    await js.add_consumer(spec.stream, config)
+            except NotFoundError as exc:
+                # no stream yet: the process that owns it (the relay, the reconciler)
+                # creates it at its start, and this one retries its own
+                raise RetryableError(f"{exc}: no stream {spec.stream} yet") from exc.__cause__
+        else:
+            current = info.config
+            if (current.ack_wait != spec.ack_wait
+                    or current.max_ack_pending != spec.max_ack_pending
+                    or current.filter_subject != spec.filter_subject):
+                # the server refuses to change deliver_policy; these it updates in place
+                with translating(self._what):
+                    await js.add_consumer(spec.stream, config)
+        with translating(self._what):
+            self._sub = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
 
     async def fetch(self, batch: int, *, timeout: float = 1.0) -> list[Pulled]:
         """Up to `batch` messages; [] when none arrived within `timeout`."""
         if self._sub is None:
             raise RuntimeError("Puller.start() first")
         try:
-            return [Pulled(msg) for msg in await self._sub.fetch(batch, timeout=timeout)]
-        except (nats.errors.TimeoutError, TimeoutError):
+            with translating(f"fetch from {self.spec.durable}"):
+                return [Pulled(msg) for msg in await self._sub.fetch(batch, timeout=timeout)]
+        except TimedOutError:
             return []
-        except Exception as exc:
-            raise RetryableError(f"fetch from {self.spec.durable}: {exc}") from exc
+
+    async def ack_floor(self) -> int:
+        """The stream sequence up to which every message of the consumer is acked (by any
+        process reading it). Flushes first, so that this connection's acks sent so far
+        have reached the server; the server may still be applying them, though, so a
+        caller waiting for its own acks looks again a little later."""
+        await self._bus.flush()
+        with translating(self._what):
+            info = await self._bus._js.consumer_info(self.spec.stream, self.spec.durable)
+        return info.ack_floor.stream_seq if info.ack_floor is not None else 0
 
     async def stop(self) -> None:
         if self._sub is not None:
             try:
-                await self._sub.unsubscribe()
-            except Exception as exc:  # a closed connection: nothing left to release
-                log.debug("unsubscribing %s: %s", self.spec.durable, exc)
+                with translating(f"unsubscribing {self.spec.durable}"):
+                    await self._sub.unsubscribe()
+            except ClusterRegistryError as exc:  # a closed connection: nothing left to release
+                log.debug("%s", exc)
             self._sub = None

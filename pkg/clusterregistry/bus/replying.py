@@ -17,7 +17,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.errors import RetryableError
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import ClusterRegistryError
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,10 @@ Handler = Callable[[bytes], Awaitable[bytes]]
 
 
 async def request(bus: Bus, subject: str, payload: bytes, *, timeout: float) -> bytes:
-    """The answer to `payload` on `subject`; RetryableError when none comes in `timeout`."""
-    try:
-        reply = await bus.nc.request(subject, payload, timeout=timeout)
-    except Exception as exc:  # no responders, timeout, connection closed
-        raise RetryableError(f"no answer on {subject} within {timeout:g}s ({exc!r})") from exc
+    """The answer to `payload` on `subject`; RetryableError when none comes in `timeout`
+    (nobody subscribed: no responders, at once; a responder too slow: TimedOutError)."""
+    with translating(f"no answer on {subject} within {timeout:g}s"):
+        reply = await bus._nc.request(subject, payload, timeout=timeout)
     return bytes(reply.data)
 
 
@@ -50,11 +50,9 @@ class Responder:
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        try:
-            self._subscription = await self._bus.nc.subscribe(
+        with translating(f"cannot subscribe to {self._subject}"):
+            self._subscription = await self._bus._nc.subscribe(
                 self._subject, queue=self._queue, cb=self._received)
-        except Exception as exc:
-            raise RetryableError(f"cannot subscribe to {self._subject}: {exc!r}") from exc
 
     async def _received(self, msg: Msg) -> None:
         task = asyncio.create_task(self._answer(msg))
@@ -66,9 +64,10 @@ class Responder:
         if not msg.reply:
             return  # published, not requested: nobody to answer
         try:
-            await msg.respond(answer)
-        except Exception as exc:  # the requester gave up, or the connection went
-            log.warning("cannot answer on %s: %s", self._subject, exc)
+            with translating(f"cannot answer on {self._subject}"):
+                await msg.respond(answer)
+        except ClusterRegistryError as exc:  # the requester gave up, or the connection went
+            log.warning("%s", exc)
 
     @property
     def running(self) -> frozenset[asyncio.Task[None]]:
@@ -78,6 +77,7 @@ class Responder:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             try:
-                await subscription.unsubscribe()
-            except Exception as exc:  # a closed connection has no subscription left
-                log.debug("unsubscribe %s: %s", self._subject, exc)
+                with translating(f"unsubscribing {self._subject}"):
+                    await subscription.unsubscribe()
+            except ClusterRegistryError as exc:  # a closed connection has no subscription left
+                log.debug("%s", exc)

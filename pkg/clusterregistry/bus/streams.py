@@ -8,24 +8,19 @@ updated, so an upgrade that changes a setting needs no manual step.
 from __future__ import annotations
 
 import logging
-from typing import TypeAlias
 
-from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
-from nats.js.kv import KeyValue
 
-from clusterregistry.errors import RetryableError
+from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.keyvalues import Bucket
+from clusterregistry.bus.translating import translating
+from clusterregistry.errors import NotFoundError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
 
-# The JetStream handle (`Bus.js`) as a service names it: something it hands to the
-# adapters here and in `keyvalues`, so that the service itself imports no nats-py.
-JetStream: TypeAlias = JetStreamContext
-
 
 async def ensure_stream(
-    js: JetStreamContext,
+    bus: Bus,
     *,
     name: str,
     subjects: list[str],
@@ -43,7 +38,13 @@ async def ensure_stream(
     stream (NATS refuses), so it is not compared.
     `update=False`: create the stream when missing, but leave an existing one as it is
     (for a process that shares a stream whose settings another process owns).
+
+    RetryableError when NATS cannot answer now, and when the server refuses to create
+    the stream (overlapping subjects, say): a process retries its start, and another
+    process may own those settings. PermanentError when it refuses an update.
     """
+    js = bus._js
+    what = f"stream {name}"
     wanted = StreamConfig(
         name=name,
         subjects=subjects,
@@ -56,68 +57,76 @@ async def ensure_stream(
         max_msgs_per_subject=max_msgs_per_subject,
     )
     try:
-        try:
+        with translating(what):
             info = await js.stream_info(name)
-        except NotFoundError:
-            try:
+    except NotFoundError:
+        try:
+            with translating(what):
                 info = await js.add_stream(wanted)
-            except BadRequestError as refused:
-                # created meanwhile by another process? NATS refuses a second creation with
-                # different settings (a stream name already in use): then use that one
-                try:
+        except PermanentError as refused:
+            # created meanwhile by another process? NATS refuses a second creation with
+            # different settings (a stream name already in use): then use that one
+            try:
+                with translating(what):
                     info = await js.stream_info(name)
-                except NotFoundError:
-                    raise RetryableError(f"stream {name}: {refused}") from refused
-            else:
-                log.info("created stream %s", name)
-                return info.config
-        if not update:
+            except NotFoundError:
+                raise RetryableError(str(refused)) from refused.__cause__
+        else:
+            log.info("created stream %s", name)
             return info.config
-        current = info.config
-        if (
-            sorted(current.subjects or []) != sorted(subjects)
-            or current.num_replicas != replicas
-            or current.max_age != max_age
-            or current.duplicate_window != duplicate_window
-            or current.max_msgs_per_subject != max_msgs_per_subject
-        ):
-            info = await js.update_stream(wanted)
-            log.info("updated stream %s", name)
+    if not update:
         return info.config
-    except Exception as exc:
-        if isinstance(exc, RetryableError):
-            raise
-        raise RetryableError(f"stream {name}: {exc}") from exc
+    current = info.config
+    if (
+        sorted(current.subjects or []) != sorted(subjects)
+        or current.num_replicas != replicas
+        or current.max_age != max_age
+        or current.duplicate_window != duplicate_window
+        or current.max_msgs_per_subject != max_msgs_per_subject
+    ):
+        with translating(what):
+            info = await js.update_stream(wanted)
+        log.info("updated stream %s", name)
+    return info.config
 
 
-async def ensure_bucket(js: JetStreamContext, *, name: str, replicas: int = 1,
-                        history: int = 1, ttl: float | None = None) -> KeyValue:
+async def ensure_bucket(bus: Bus, *, name: str, replicas: int = 1,
+                        history: int = 1, ttl: float | None = None) -> Bucket:
     """The key-value bucket, created when missing.
 
     `ttl`: seconds after which a key's value expires (None: never), set at creation only;
-    an existing bucket is opened as it is.
+    an existing bucket is opened as it is. RetryableError as for `ensure_stream`.
     """
+    what = f"key-value bucket {name}"
     try:
+        with translating(what):
+            kv = await bus._js.key_value(name)
+    except NotFoundError:
         try:
-            return await js.key_value(name)
-        except BucketNotFoundError:
-            return await js.create_key_value(KeyValueConfig(
-                bucket=name, history=history, replicas=replicas, storage=StorageType.FILE,
-                ttl=ttl))
-    except Exception as exc:
-        raise RetryableError(f"key-value bucket {name}: {exc}") from exc
+            with translating(what):
+                kv = await bus._js.create_key_value(KeyValueConfig(
+                    bucket=name, history=history, replicas=replicas,
+                    storage=StorageType.FILE, ttl=ttl))
+        except PermanentError as refused:
+            # another process created it meanwhile, with its own settings: open that one
+            try:
+                with translating(what):
+                    kv = await bus._js.key_value(name)
+            except NotFoundError:
+                raise RetryableError(str(refused)) from refused.__cause__
+    return Bucket(bus, name, kv)
 
 
-async def publish(js: JetStreamContext, subject: str, payload: bytes, *,
+async def publish(bus: Bus, subject: str, payload: bytes, *,
                   headers: dict[str, str] | None = None, timeout: float = 5.0) -> int:
     """One message into the stream that captures `subject`, acknowledged by it; returns its
     sequence (that of the first copy when a Nats-Msg-Id header made this one a duplicate).
 
     RetryableError when no stream answers in `timeout` (NATS away, no stream captures the
-    subject) or the stream refuses it: the caller decides whether to ask again.
+    subject, a 503 while the stream has no leader) or the stream fails to store it: the
+    caller decides whether to ask again. PermanentError when the stream refuses this
+    message for good (larger than its maximum, a bad subject or header).
     """
-    try:
-        ack = await js.publish(subject, payload, timeout=timeout, headers=headers)
-    except Exception as exc:
-        raise RetryableError(f"publishing to {subject}: {exc!r}") from exc
+    with translating(f"publishing to {subject}"):
+        ack = await bus._js.publish(subject, payload, timeout=timeout, headers=headers)
     return int(ack.seq)

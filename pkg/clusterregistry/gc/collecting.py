@@ -35,9 +35,10 @@ from typing import TypeVar
 import msgspec
 
 from clusterregistry import references, subjects
+from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records, Versioned, open_records
-from clusterregistry.bus.streams import JetStream, ensure_stream, publish
+from clusterregistry.bus.streams import ensure_stream, publish
 from clusterregistry.config import GcSettings
 from clusterregistry.errors import (
     ConflictError,
@@ -119,7 +120,7 @@ class Collector:
     def __init__(
         self,
         *,
-        js: JetStream,
+        bus: Bus,
         fence: Fence,
         registry: RegistryClient,
         settings: GcSettings,
@@ -131,7 +132,7 @@ class Collector:
         holder: str = "gc",
         stream_replicas: int = 1,
     ) -> None:
-        self.js = js
+        self.bus = bus
         self.fence = fence
         self.registry = registry
         self.settings = settings
@@ -150,7 +151,7 @@ class Collector:
         self._records: Records[ArtifactRecord] | None = None
 
     async def ensure(self) -> None:
-        await ensure_stream(self.js, name=subjects.GC_STREAM, subjects=[subjects.GC_ALL],
+        await ensure_stream(self.bus, name=subjects.GC_STREAM, subjects=[subjects.GC_ALL],
                             replicas=self.stream_replicas, max_age=30 * 24 * 3600.0)
         await self.fence.ensure()
 
@@ -160,7 +161,7 @@ class Collector:
         message = GcEvent(run=run.id, event=event, dry_run=run.dry_run, time=time.time(),
                           **values)  # type: ignore[arg-type]
         try:
-            await publish(self.js, subjects.gc(event), encode(message))
+            await publish(self.bus, subjects.gc(event), encode(message))
         except RetryableError as exc:  # an event lost is a gap in the trace, not a failed run
             log.warning("cannot publish gc %s event: %s", event, exc)
         return message
@@ -294,7 +295,7 @@ class Collector:
     async def _owners(self) -> list[OwnerRecord]:
         # no bucket: nobody wrote one yet, so no owners
         refs = self._refs = self._refs or await open_records(
-            self.js, subjects.REFS_BUCKET, owner_record_decoder.decode)
+            self.bus, subjects.REFS_BUCKET, owner_record_decoder.decode)
         if refs is None:
             return []
         owners = []
@@ -307,7 +308,7 @@ class Collector:
 
     async def _artifact_records(self) -> dict[str, tuple[ArtifactRecord, int]]:
         records = self._records = self._records or await open_records(
-            self.js, subjects.ARTIFACTS_BUCKET, artifact_record_decoder.decode)
+            self.bus, subjects.ARTIFACTS_BUCKET, artifact_record_decoder.decode)
         if records is None:
             return {}  # nobody wrote the bucket yet: no artifacts
         found: dict[str, tuple[ArtifactRecord, int]] = {}

@@ -93,10 +93,10 @@ async def build(settings: Settings, bus: Bus, *, kubeconfig: str | None, holder:
                              node_name=os.environ.get("REGISTRY_NODE_NAME", ""))
     registry = registry_client(settings)
     closing.append(registry)
-    fence = Fence(bus.js, ttl_seconds=gc.lock_ttl_seconds, holder=holder,
+    fence = Fence(bus, ttl_seconds=gc.lock_ttl_seconds, holder=holder,
                   replicas=settings.nats.stream_replicas)
     collector = Collector(
-        js=bus.js, fence=fence, registry=registry, settings=gc,
+        bus=bus, fence=fence, registry=registry, settings=gc,
         schedule=Schedule(settings.cluster_registry.cluster_registry_gc_cadence,
                           settings.cluster_registry.cluster_registry_gc_threshold),
         storage_bytes=settings.storage_bytes, sweeper=sweeper, artifacts=artifacts,
@@ -130,7 +130,7 @@ async def serve(
     probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port,
                          registry=metrics_registry)
     ready = asyncio.Event()
-    probes.add_check("nats", lambda: ready.is_set() and bus.nc.is_connected)
+    probes.add_check("nats", lambda: ready.is_set() and bus.connected)
     await probes.start()
 
     async def on_request(data: bytes) -> bytes:

@@ -15,8 +15,8 @@ import logging
 import time
 
 from clusterregistry import subjects
+from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.keyvalues import Records
-from clusterregistry.bus.streams import JetStream
 from clusterregistry.bus.streams import ensure_bucket as ensure_kv_bucket
 from clusterregistry.errors import ConflictError, RetryableError
 from clusterregistry.schemas import BlobLocation, blob_location_decoder
@@ -29,11 +29,11 @@ def key(digest: str) -> str:
     return digest.replace(":", ".", 1)
 
 
-async def ensure_bucket(js: JetStream, *, ttl_seconds: float,
+async def ensure_bucket(bus: Bus, *, ttl_seconds: float,
                         replicas: int = 1) -> Records[BlobLocation]:
-    kv = await ensure_kv_bucket(js, name=subjects.MIRROR_BLOBS_BUCKET, replicas=replicas,
-                                ttl=ttl_seconds)
-    return Records(kv, blob_location_decoder.decode, name=subjects.MIRROR_BLOBS_BUCKET)
+    bucket = await ensure_kv_bucket(bus, name=subjects.MIRROR_BLOBS_BUCKET,
+                                    replicas=replicas, ttl=ttl_seconds)
+    return Records(bucket, blob_location_decoder.decode)
 
 
 class KvBlobLedger:

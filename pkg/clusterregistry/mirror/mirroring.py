@@ -32,7 +32,7 @@ import msgspec
 from clusterregistry import errors, references, schemas, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
-from clusterregistry.bus.streams import JetStream, ensure_stream, publish
+from clusterregistry.bus.streams import ensure_stream, publish
 from clusterregistry.config import MirrorSettings
 from clusterregistry.errors import (
     AuthenticationError,
@@ -149,14 +149,14 @@ def result_for(request: MirrorRequest, *, report: CopyReport | None,
 # -- the worker --------------------------------------------------------------------------------
 
 
-async def ensure_queue(js: JetStream, *, replicas: int = 1) -> None:
+async def ensure_queue(bus: Bus, *, replicas: int = 1) -> None:
     """Create `CLUSTERREGISTRY_MIRROR` when missing, as the reconciler does; never update it.
 
     The reconciler owns its settings (its duplicate window follows its mirror timeout),
     so a worker only creates the stream when it starts first, and with the same subjects
     and retention: a work queue of requests and results, one consumer on each.
     """
-    await ensure_stream(js, name=subjects.MIRROR_STREAM,
+    await ensure_stream(bus, name=subjects.MIRROR_STREAM,
                         subjects=list(subjects.MIRROR_STREAM_SUBJECTS), replicas=replicas,
                         work_queue=True, update=False)
 
@@ -190,14 +190,14 @@ class Worker:
         self.handled = 0
         self._tasks: set[asyncio.Task[None]] = set()
         # every worker pulls from one durable: each request goes to one of them at a time
-        self.requests = Puller(bus.js, ConsumerSpec(
+        self.requests = Puller(bus, ConsumerSpec(
             stream=subjects.MIRROR_STREAM, durable=subjects.MIRROR_CONSUMER,
             filter_subject=subjects.MIRROR_REQUEST, ack_wait=settings.ack_wait_seconds,
             max_ack_pending=max(64, settings.concurrency * 16)))
 
     async def prepare(self) -> None:
         """The work-queue stream (the reconciler ensures the same) and the durable consumer."""
-        await ensure_queue(self.bus.js, replicas=self.stream_replicas)
+        await ensure_queue(self.bus, replicas=self.stream_replicas)
         await self.requests.start()
         self.ready = True
 
@@ -295,7 +295,7 @@ class Worker:
                 result = result_for(request, report=report, error=error, settlement=settlement,
                                     worker=self.worker_id, duration=duration)
                 await publish(
-                    self.bus.js, subjects.mirror_result(request.artifact),
+                    self.bus, subjects.mirror_result(request.artifact),
                     schemas.encode(result),
                     headers={subjects.TRACE_HEADER: request.trace_id} if request.trace_id
                     else None)

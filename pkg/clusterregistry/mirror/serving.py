@@ -60,12 +60,12 @@ async def serve(
             if kubeconfig:
                 raise
         replicas = settings.nats.stream_replicas
-        fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
+        fence = Fence(bus, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
                       replicas=replicas)
         workers: list[Worker] = []  # the worker, once NATS let it be made
         probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
         probes.add_check("nats", lambda: bool(workers) and workers[0].ready
-                         and bus.nc.is_connected)
+                         and bus.connected)
         async with probes:
             kv = await _prepare(bus, fence, settings, stop)
             if kv is None:
@@ -86,7 +86,7 @@ async def _prepare(bus: Bus, fence: Fence, settings: Settings,
     while True:
         try:
             kv = await ledgers.ensure_bucket(
-                bus.js, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds,
+                bus, ttl_seconds=settings.mirror.blob_ledger_ttl_seconds,
                 replicas=settings.nats.stream_replicas)
             await fence.ensure()
         except RetryableError as exc:

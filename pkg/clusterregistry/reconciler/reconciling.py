@@ -96,14 +96,14 @@ class Reconciler:
             owners_listed=settings.owners_listed)
         # each reconciler sees every Artifact event (its cache must hear of GC's changes);
         # results are shared work: whichever reconciler takes one applies it
-        self.events = Puller(bus.js, ConsumerSpec(
+        self.events = Puller(bus, ConsumerSpec(
             stream=subjects.KUBE_STREAM,
             durable=consumer_name(subjects.RECONCILER_ARTIFACTS_CONSUMER, identity),
             filter_subject=subjects.kube_kind("artifact"), deliver_new=True,
             max_ack_pending=1000, ack_wait=settings.ack_wait_seconds,
             # a replica that is gone leaves nothing behind (it lists everything at start)
             inactive_threshold=_EVENTS_INACTIVE_SECONDS if identity else 0.0))
-        self.results = Puller(bus.js, ConsumerSpec(
+        self.results = Puller(bus, ConsumerSpec(
             stream=subjects.MIRROR_STREAM, durable=subjects.RECONCILER_RESULTS_CONSUMER,
             filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000,
             ack_wait=settings.ack_wait_seconds))
@@ -128,19 +128,18 @@ class Reconciler:
     # -- start ---------------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        js = self.bus.js
-        await ensure_stream(js, name=subjects.MIRROR_STREAM,
+        bus = self.bus
+        await ensure_stream(bus, name=subjects.MIRROR_STREAM,
                             subjects=list(subjects.MIRROR_STREAM_SUBJECTS),
                             replicas=self.stream_replicas,
                             max_age=7 * 24 * 3600.0,
                             duplicate_window=max(120.0, self.settings.mirror_timeout_seconds),
                             work_queue=True)
-        refs = await ensure_bucket(js, name=subjects.REFS_BUCKET, replicas=self.stream_replicas)
-        self.refs = Records(refs, schemas.owner_record_decoder.decode, name=subjects.REFS_BUCKET)
-        kv = await ensure_bucket(js, name=subjects.ARTIFACTS_BUCKET,
-                                 replicas=self.stream_replicas)
-        self.records = Records(kv, schemas.artifact_record_decoder.decode,
-                               name=subjects.ARTIFACTS_BUCKET)
+        refs = await ensure_bucket(bus, name=subjects.REFS_BUCKET, replicas=self.stream_replicas)
+        self.refs = Records(refs, schemas.owner_record_decoder.decode)
+        artifacts = await ensure_bucket(bus, name=subjects.ARTIFACTS_BUCKET,
+                                        replicas=self.stream_replicas)
+        self.records = Records(artifacts, schemas.artifact_record_decoder.decode)
         await self.events.start()
         await self.results.start()
         await self._relist_artifacts()
@@ -503,7 +502,7 @@ class Reconciler:
         msg_id = subjects.mirror_msg_id(request.artifact, request.generation, request.attempt)
         try:
             await publish(
-                self.bus.js, subjects.MIRROR_REQUEST, schemas.encode(request), timeout=5.0,
+                self.bus, subjects.MIRROR_REQUEST, schemas.encode(request), timeout=5.0,
                 headers={subjects.MSG_ID_HEADER: msg_id, subjects.TRACE_HEADER: msg_id})
         except RetryableError as exc:
             # the status already says Mirroring with a deadline: the timeout asks again

@@ -28,7 +28,7 @@ async def serve(
             stream_replicas=settings.nats.stream_replicas, metrics=ReconcilerMetrics())
         probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
         # ready once the streams, buckets and consumers exist and the owner records are loaded
-        probes.add_check("nats", lambda: reconciler.ready and bus.nc.is_connected)
+        probes.add_check("nats", lambda: reconciler.ready and bus.connected)
         probes.add_check("refs", lambda: reconciler.refs_loaded)
         async with probes:
             await reconciler.run(stop)

@@ -100,14 +100,13 @@ class Relay:
     async def prepare(self) -> None:
         """The stream and the checkpoint bucket, created or updated to our settings."""
         await ensure_stream(
-            self.bus.js, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
+            self.bus, name=subjects.KUBE_STREAM, subjects=[subjects.KUBE_ALL],
             replicas=self.stream_replicas, max_age=self.settings.stream_max_age_seconds,
             duplicate_window=self.settings.duplicate_window_seconds,
         )
-        kv = await ensure_bucket(self.bus.js, name=subjects.RELAY_BUCKET,
-                                 replicas=self.stream_replicas)
-        self._checkpoints = Records(kv, schemas.checkpoint_decoder.decode,
-                                    name=subjects.RELAY_BUCKET)
+        bucket = await ensure_bucket(self.bus, name=subjects.RELAY_BUCKET,
+                                     replicas=self.stream_replicas)
+        self._checkpoints = Records(bucket, schemas.checkpoint_decoder.decode)
         self.ready = True
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -36,6 +36,6 @@ async def serve(
         )
         probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
         # ready once the stream exists; a standby relay is ready too (it can take over)
-        probes.add_check("nats", lambda: relay.ready and bus.nc.is_connected)
+        probes.add_check("nats", lambda: relay.ready and bus.connected)
         async with probes:
             await relay.run(stop)

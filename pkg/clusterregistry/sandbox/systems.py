@@ -699,7 +699,7 @@ class System:
                 await asyncio.sleep(1.0)
                 continue
             try:
-                fence = Fence(bus.js, ttl_seconds=settings.gc.lock_ttl_seconds,
+                fence = Fence(bus, ttl_seconds=settings.gc.lock_ttl_seconds,
                               holder="edge-registry", replicas=settings.nats.stream_replicas)
 
                 async def switch(read_only: bool) -> None:

@@ -87,7 +87,7 @@ class Tracker:
         self.stream_replicas = stream_replicas
         self.metrics = metrics or TrackerMetrics()
         self.identity = identity or "tracker"  # for logs: every replica reads one consumer
-        self.puller = Puller(bus.js, ConsumerSpec(
+        self.puller = Puller(bus, ConsumerSpec(
             stream=subjects.KUBE_STREAM, durable=subjects.TRACKER_CONSUMER,
             filter_subject=subjects.KUBE_ALL, ack_wait=settings.ack_wait_seconds,
             max_ack_pending=settings.max_ack_pending))
@@ -100,9 +100,9 @@ class Tracker:
 
     async def prepare(self) -> None:
         """The bucket, the consumer (the relay creates the stream), and the cache warmed."""
-        kv = await ensure_bucket(self.bus.js, name=subjects.REFS_BUCKET,
-                                 replicas=self.stream_replicas)
-        self.records = Records(kv, schemas.owner_record_decoder.decode, name=subjects.REFS_BUCKET)
+        bucket = await ensure_bucket(self.bus, name=subjects.REFS_BUCKET,
+                                     replicas=self.stream_replicas)
+        self.records = Records(bucket, schemas.owner_record_decoder.decode)
         self._cache = await self.records.snapshot()
         self._count_owners()
         await self.puller.start()
@@ -336,16 +336,9 @@ class Tracker:
         for pause in (0.0, *_FLOOR_CHECKS):
             if pause:
                 await asyncio.sleep(pause)
-            try:
-                # a request after this replica's acks on the same connection; the server may
-                # still be processing those, hence a few looks before putting the marker back
-                await self.bus.nc.flush()
-                info = await self.bus.js.consumer_info(subjects.KUBE_STREAM,
-                                                       subjects.TRACKER_CONSUMER)
-            except Exception as exc:
-                raise RetryableError(f"consumer {subjects.TRACKER_CONSUMER}: {exc}") from exc
-            floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
-            if floor >= sequence - 1:
+            # asked after this replica's acks on the same connection; the server may still
+            # be processing those, hence a few looks before putting the marker back
+            if await self.puller.ack_floor() >= sequence - 1:
                 return True
         return False
 

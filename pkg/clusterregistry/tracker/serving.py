@@ -25,6 +25,6 @@ async def serve(
             stream_replicas=settings.nats.stream_replicas, metrics=TrackerMetrics())
         probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
         # ready once the consumer exists and its cache is warm
-        probes.add_check("nats", lambda: tracker.ready and bus.nc.is_connected)
+        probes.add_check("nats", lambda: tracker.ready and bus.connected)
         async with probes:
             await tracker.run(stop)

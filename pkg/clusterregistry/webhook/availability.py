@@ -26,7 +26,7 @@ import msgspec
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.keyvalues import watch_bucket
-from clusterregistry.errors import RetryableError
+from clusterregistry.errors import PermanentError, RetryableError
 from clusterregistry.references import ReferenceError
 from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.webhook.metrics import WebhookMetrics
@@ -83,7 +83,7 @@ class ArtifactView:
 
     @property
     def synced(self) -> bool:
-        return self._synced and self.bus is not None and self.bus.nc.is_connected
+        return self._synced and self.bus is not None and self.bus.connected
 
     def phase(self, canonical: str) -> str | None:
         if canonical in self._snapshot.available:
@@ -105,7 +105,9 @@ class ArtifactView:
                     try:
                         self.bus = await connect(self._servers, name="clusterregistry-webhook",
                                                  first_connect_timeout=self._retry_seconds * 5)
-                    except RetryableError as exc:
+                    except (RetryableError, PermanentError) as exc:
+                        # refused credentials too: the webhook keeps admitting with the
+                        # fallback, and a fixed Secret is picked up by the next attempt
                         log.warning("artifact view: %s; the fallback applies", exc)
                         await sleep_unless_stopped(stop, self._retry_seconds)
                         continue
@@ -124,7 +126,7 @@ class ArtifactView:
                 self.bus = None
 
     async def _watch(self, bus: Bus, stop: asyncio.Event) -> None:
-        if not bus.nc.is_connected:
+        if not bus.connected:
             return
         fresh = _Snapshot()
         synced = False

@@ -28,7 +28,7 @@ decode = msgspec.json.Decoder(Note).decode
 async def test_changes_carry_their_revisions(nats_server: NatsServer) -> None:
     stop = asyncio.Event()
     async with await connect([nats_server.url], name="kv-watch") as bus:
-        records = Records(await ensure_bucket(bus.js, name="kv-watch"), decode)
+        records = Records(await ensure_bucket(bus, name="kv-watch"), decode)
         a = await records.write("a", Note("a"), revision=0)
         b = await records.write("b", Note("b"), revision=0)
         seen: list[Change | None] = []

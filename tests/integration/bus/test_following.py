@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import nats.errors
 import pytest
+from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from clusterregistry import subjects
@@ -29,6 +30,7 @@ from clusterregistry.bus.following import (
 from clusterregistry.errors import PermanentError, RetryableError
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import wait_for
+from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +40,18 @@ WORK = "FOLLOW_WORK"
 
 
 @pytest.fixture
-async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    """The test's own client: it makes the streams and publishes, as the services would."""
+    async with jetstream(nats_server.url) as client:
+        await client.add_stream(StreamConfig(name=STREAM, subjects=["f.>"]))
+        yield client
+
+
+@pytest.fixture
+async def bus(nats_server: NatsServer, js: JetStreamContext) -> AsyncIterator[Bus]:
+    """The follower's connection (`clusterregistry trace`'s)."""
     connection = await connect([nats_server.url], name="test-following")
     try:
-        await connection.js.add_stream(StreamConfig(name=STREAM, subjects=["f.>"]))
         yield connection
     finally:
         await connection.close()
@@ -67,8 +77,8 @@ class Collected:
         await wait_for(enough, timeout=WAIT, description=f"{count} messages; have {self.seqs}")
 
 
-async def _consumers(bus: Bus, stream: str = STREAM) -> list[str]:
-    return [info.name for info in await bus.js.consumers_info(stream)]
+async def _consumers(js: JetStreamContext, stream: str = STREAM) -> list[str]:
+    return [info.name for info in await js.consumers_info(stream)]
 
 
 async def _stop(reader: OrderedReader, task: asyncio.Task[None]) -> None:
@@ -78,23 +88,25 @@ async def _stop(reader: OrderedReader, task: asyncio.Task[None]) -> None:
     await reader.discard()
 
 
-async def test_list_streams_names_subjects_and_work_queues(bus: Bus) -> None:
-    await bus.js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
-                                         retention=RetentionPolicy.WORK_QUEUE))
-    found = sorted(await list_streams(bus.js))
+async def test_list_streams_names_subjects_and_work_queues(
+        bus: Bus, js: JetStreamContext) -> None:
+    await js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
+                                     retention=RetentionPolicy.WORK_QUEUE))
+    found = sorted(await list_streams(bus))
     assert found == [StreamSubjects(STREAM, ["f.>"], False),
                      StreamSubjects(WORK, ["w.request"], True)]
 
 
-async def test_reads_in_order_filtered_with_headers_and_leaves_no_consumer(bus: Bus) -> None:
-    await bus.js.publish("f.a.1", b"one", headers={"X-Note": "first"})
-    await bus.js.publish("f.b.1", b"two")  # not followed: stream sequence 2 is skipped
-    await bus.js.publish("f.c.1", b"three")
+async def test_reads_in_order_filtered_with_headers_and_leaves_no_consumer(
+        bus: Bus, js: JetStreamContext) -> None:
+    await js.publish("f.a.1", b"one", headers={"X-Note": "first"})
+    await js.publish("f.b.1", b"two")  # not followed: stream sequence 2 is skipped
+    await js.publish("f.c.1", b"three")
     reader = OrderedReader(bus, STREAM, ("f.a.>", "f.c.>"), start=Start(from_start=True))
     await reader.create()
     assert reader.consumer is not None
     assert reader.consumer.startswith(subjects.TRACE_CONSUMER_PREFIX)
-    assert await _consumers(bus) == [reader.consumer]
+    assert await _consumers(js) == [reader.consumer]
     collected = Collected()
     task = asyncio.create_task(reader.run(collected))
     try:
@@ -109,17 +121,18 @@ async def test_reads_in_order_filtered_with_headers_and_leaves_no_consumer(bus: 
         assert abs((datetime.now(UTC) - first.time).total_seconds()) < 60
     finally:
         await _stop(reader, task)
-    assert await _consumers(bus) == []
+    assert await _consumers(js) == []
 
 
-async def test_new_only_skips_what_the_stream_held(bus: Bus) -> None:
-    await bus.js.publish("f.old", b"old")
+async def test_new_only_skips_what_the_stream_held(
+        bus: Bus, js: JetStreamContext) -> None:
+    await js.publish("f.old", b"old")
     reader = OrderedReader(bus, STREAM, ("f.>",), start=Start())
     await reader.create()
     collected = Collected()
     task = asyncio.create_task(reader.run(collected))
     try:
-        await bus.js.publish("f.new", b"new")
+        await js.publish("f.new", b"new")
         await collected.reach(1)
         assert [(m.subject, m.seq) for m in collected.messages] == [("f.new", 2)]
     finally:
@@ -127,7 +140,7 @@ async def test_new_only_skips_what_the_stream_held(bus: Bus) -> None:
 
 
 async def test_a_deleted_consumer_is_recreated_after_the_last_delivered_message(
-    bus: Bus,
+    bus: Bus, js: JetStreamContext,
 ) -> None:
     reader = OrderedReader(bus, STREAM, ("f.>",), start=Start())
     await reader.create()
@@ -135,23 +148,24 @@ async def test_a_deleted_consumer_is_recreated_after_the_last_delivered_message(
     task = asyncio.create_task(reader.run(collected))
     try:
         for number in range(3):
-            await bus.js.publish(f"f.{number}", b"x")
+            await js.publish(f"f.{number}", b"x")
         await collected.reach(3)
-        [gone] = await _consumers(bus)
-        await bus.js.delete_consumer(STREAM, gone)
+        [gone] = await _consumers(js)
+        await js.delete_consumer(STREAM, gone)
         for number in range(3, 6):
-            await bus.js.publish(f"f.{number}", b"x")
+            await js.publish(f"f.{number}", b"x")
         await collected.reach(6)
         assert collected.seqs == [1, 2, 3, 4, 5, 6]  # nothing lost, nothing twice
-        [new] = await _consumers(bus)
+        [new] = await _consumers(js)
         assert new != gone
     finally:
         await _stop(reader, task)
 
 
-async def test_a_refused_consumer_is_a_permanent_project_error(bus: Bus) -> None:
-    await bus.js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
-                                         retention=RetentionPolicy.WORK_QUEUE))
+async def test_a_refused_consumer_is_a_permanent_project_error(
+        bus: Bus, js: JetStreamContext) -> None:
+    await js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
+                                     retention=RetentionPolicy.WORK_QUEUE))
     reader = OrderedReader(bus, WORK, ("w.request",), start=Start(from_start=True))
     # a work queue wants acknowledged consumers: the server refuses an ack-none one
     with pytest.raises(ConsumerRefusedError) as refused:
@@ -160,18 +174,19 @@ async def test_a_refused_consumer_is_a_permanent_project_error(bus: Bus) -> None
     assert not isinstance(refused.value, nats.errors.Error)
     assert isinstance(refused.value.__cause__, nats.errors.Error)
     assert str(refused.value)
-    assert await _consumers(bus, WORK) == []
+    assert await _consumers(js, WORK) == []
 
 
-async def test_the_live_tap_sees_publishes_without_taking_work(bus: Bus) -> None:
-    await bus.js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
-                                         retention=RetentionPolicy.WORK_QUEUE))
+async def test_the_live_tap_sees_publishes_without_taking_work(
+        bus: Bus, js: JetStreamContext) -> None:
+    await js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
+                                     retention=RetentionPolicy.WORK_QUEUE))
     tap = LiveTap(bus, WORK, ("w.request",))
     collected = Collected()
     await tap.start(collected)
     try:
         before = datetime.now(UTC)
-        await bus.js.publish("w.request", b"work", headers={"X-Note": "n"})
+        await js.publish("w.request", b"work", headers={"X-Note": "n"})
         await collected.reach(1)
         [seen] = collected.messages
         assert (seen.stream, seen.subject, seen.data, seen.seq) == (
@@ -180,11 +195,11 @@ async def test_the_live_tap_sees_publishes_without_taking_work(bus: Bus) -> None
         assert seen.time >= before
     finally:
         await tap.stop()
-    info = await bus.js.stream_info(WORK)
+    info = await js.stream_info(WORK)
     assert (info.state.messages, info.state.consumer_count) == (1, 0)
     # stopped: nothing more arrives
-    await bus.js.publish("w.request", b"more")
-    await bus.nc.flush()
+    await js.publish("w.request", b"more")
+    await bus.flush()  # what the server delivered to it has arrived
     assert len(collected.messages) == 1
 
 
@@ -202,7 +217,7 @@ async def test_nats_failures_are_project_errors(bus: Bus) -> None:
     await reader.discard()  # never raises, even without NATS
 
     with pytest.raises(NoStreamError, match="cannot list JetStream streams"):
-        await list_streams(bus.js)
+        await list_streams(bus)
     with pytest.raises(RetryableError) as creating:
         await OrderedReader(bus, STREAM, ("f.>",), start=Start()).create()
     assert type(creating.value) is RetryableError

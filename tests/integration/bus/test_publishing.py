@@ -11,6 +11,7 @@ from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.publishing import Outgoing, Pipeline
 from clusterregistry.bus.streams import ensure_stream
 from clusterregistry.sandbox.natsservers import NatsServer
+from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -21,19 +22,16 @@ def _messages(n: int, start: int = 0) -> list[Outgoing]:
 
 
 async def _stream_payloads(server: NatsServer) -> list[bytes]:
-    bus = await connect([server.url], name="reader")
-    try:
-        info = await bus.js.stream_info("T")
-        return [(await bus.js.get_msg("T", seq)).data or b""
+    async with jetstream(server.url) as js:
+        info = await js.stream_info("T")
+        return [(await js.get_msg("T", seq)).data or b""
                 for seq in range(info.state.first_seq, info.state.last_seq + 1)]
-    finally:
-        await bus.close()
 
 
 async def test_acks_in_order_and_duplicates_recognised(nats_server: NatsServer) -> None:
     bus = await connect([nats_server.url], name="t")
     try:
-        await ensure_stream(bus.js, name="T", subjects=["t.>"])
+        await ensure_stream(bus, name="T", subjects=["t.>"])
         pipeline: Pipeline[int] = Pipeline(bus, window=50)
         tokens: list[int] = []
         duplicates = 0
@@ -72,7 +70,7 @@ async def test_no_stream_yet_means_retry_until_it_exists(nats_server: NatsServer
         async with asyncio.timeout(30):
             while not retries:  # no responders: the failure is reported, then resent
                 await asyncio.wait({acking}, timeout=0.05)
-        await ensure_stream(bus.js, name="T", subjects=["t.>"])
+        await ensure_stream(bus, name="T", subjects=["t.>"])
         got: list[int] = []
         async with asyncio.timeout(30):
             got.extend(a.token for a in await acking)
@@ -90,7 +88,7 @@ async def test_send_many_keeps_the_window_order_and_tokens(nats_server: NatsServ
                                                            direct: bool) -> None:
     bus = await connect([nats_server.url], name="t")
     try:
-        await ensure_stream(bus.js, name="T", subjects=["t.>"])
+        await ensure_stream(bus, name="T", subjects=["t.>"])
         pipeline: Pipeline[int] = Pipeline(bus, window=50)
         pipeline._direct = direct  # False: the path used while disconnected, or without
         # the nats-py internals
@@ -120,7 +118,7 @@ async def test_send_many_keeps_the_window_order_and_tokens(nats_server: NatsServ
 async def test_line_breaks_in_headers_cannot_inject_protocol(nats_server: NatsServer) -> None:
     bus = await connect([nats_server.url], name="t")
     try:
-        await ensure_stream(bus.js, name="T", subjects=["t.>"])
+        await ensure_stream(bus, name="T", subjects=["t.>"])
         pipeline: Pipeline[int] = Pipeline(bus, window=10)
         await pipeline.send_many([
             (Outgoing("t.a", b"one", "id-1\r\nPUB t.b 3\r\nbad", {"Trace": "x\ny"}), 1),
@@ -131,7 +129,8 @@ async def test_line_breaks_in_headers_cannot_inject_protocol(nats_server: NatsSe
                 got.extend(acked.token for acked in await pipeline.acked())
         assert got == [1, 2]
         assert await _stream_payloads(nats_server) == [b"one", b"two"]
-        stored = await bus.js.get_msg("T", 1)
+        async with jetstream(nats_server.url) as js:
+            stored = await js.get_msg("T", 1)
         assert stored.headers == {"Nats-Msg-Id": "id-1  PUB t.b 3  bad", "Trace": "x y"}
         await pipeline.close()
     finally:

@@ -9,9 +9,10 @@ import pytest
 
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
-from clusterregistry.bus.streams import ensure_stream
+from clusterregistry.bus.streams import ensure_stream, publish
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import wait_for
+from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.integration
 async def _work_queue(bus: Bus, name: str, *, ack_wait: float) -> Puller:
     """A work-queue stream `name` on `<name>.>` (kept if there), and its consumer `w`."""
     prefix = name.lower()
-    await ensure_stream(bus.js, name=name, subjects=[f"{prefix}.>"], work_queue=True)
-    puller = Puller(bus.js, ConsumerSpec(stream=name, durable="w", filter_subject=f"{prefix}.>",
+    await ensure_stream(bus, name=name, subjects=[f"{prefix}.>"], work_queue=True)
+    puller = Puller(bus, ConsumerSpec(stream=name, durable="w", filter_subject=f"{prefix}.>",
                                          ack_wait=ack_wait))
     await puller.start()
     return puller
@@ -36,9 +37,10 @@ async def _one(puller: Puller) -> Pulled:
 
 
 async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsServer) -> None:
-    async with await connect([nats_server.url], name="pulling-settle") as bus:
+    async with (await connect([nats_server.url], name="pulling-settle") as bus,
+                jetstream(nats_server.url) as js):
         puller = await _work_queue(bus, "Q", ack_wait=30.0)
-        await bus.js.publish("q.job", b"one")
+        await publish(bus, "q.job", b"one")
         first = await _one(puller)
         assert (first.subject, first.data, first.stream_sequence, first.delivered) == (
             "q.job", b"one", 1, 1)
@@ -48,10 +50,10 @@ async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsSe
         assert (again.data, again.stream_sequence, again.delivered) == (b"one", 1, 2)
         assert await again.in_progress() is True
         for body in (b"two", b"three"):
-            await bus.js.publish("q.job", body)
+            await publish(bus, "q.job", body)
         # a confirmed ack returns once the work queue has dropped the message
         assert await again.ack(confirmed=True) is True
-        assert (await bus.js.stream_info("Q")).state.messages == 2
+        assert (await js.stream_info("Q")).state.messages == 2
 
         second = await _one(puller)
         assert (second.data, second.stream_sequence) == (b"two", 2)
@@ -60,7 +62,7 @@ async def test_pulled_messages_say_where_they_are_and_settle(nats_server: NatsSe
         assert await third.ack() is True
 
         async def drained() -> bool:
-            return (await bus.js.stream_info("Q")).state.messages == 0
+            return (await js.stream_info("Q")).state.messages == 0
 
         # a plain ack is sent, not confirmed: the server drops the message when it arrives
         await wait_for(drained, timeout=10, description="the work queue to drain")
@@ -71,7 +73,7 @@ async def test_a_settlement_that_cannot_be_sent_is_reported_not_raised(
 ) -> None:
     bus = await connect([nats_server.url], name="pulling-lost")
     puller = await _work_queue(bus, "L", ack_wait=2.0)
-    await bus.js.publish("l.job", b"x")
+    await publish(bus, "l.job", b"x")
     msg = await _one(puller)
     await bus.close()
     caplog.set_level(logging.WARNING, logger="clusterregistry.bus.pulling")

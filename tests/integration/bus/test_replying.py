@@ -34,8 +34,8 @@ async def test_each_request_is_answered_by_one_member_of_the_group(
                       Responder(b, "q.ask", queue="g", handle=handler("b"))]
         for responder in responders:
             await responder.start()
-        await a.nc.flush()
-        await b.nc.flush()
+        await a.flush()
+        await b.flush()
         replies = [await replying.request(client, "q.ask", str(i).encode(), timeout=5)
                    for i in range(20)]
         assert sorted(r.split(b":")[1] for r in replies) == sorted(
@@ -57,7 +57,7 @@ async def test_a_slow_answer_does_not_hold_up_the_next_request(nats_server: Nats
                 await connect([nats_server.url], name="rr-c") as client):
         responder = Responder(server, "q.slow", queue="g", handle=handle)
         await responder.start()
-        await server.nc.flush()
+        await server.flush()
         slow = asyncio.create_task(replying.request(client, "q.slow", b"slow", timeout=30))
         assert await replying.request(client, "q.slow", b"fast", timeout=5) == b"fast"
         assert not slow.done() and len(responder.running) == 1
@@ -85,7 +85,7 @@ async def test_stop_unsubscribes_and_leaves_the_running_answers_to_the_caller(
                 await connect([nats_server.url], name="rr-stop-c") as client):
         responder = Responder(server, "q.stop", queue="g", handle=handle)
         await responder.start()
-        await server.nc.flush()
+        await server.flush()
         waiting = asyncio.create_task(replying.request(client, "q.stop", b"x", timeout=30))
         await asyncio.wait_for(started.wait(), 10)
         await responder.stop()

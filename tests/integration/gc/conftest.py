@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import pytest
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from prometheus_client import CollectorRegistry
 
@@ -55,6 +57,8 @@ class GcWorld:
     nats: NatsServer
     registry: Registry
     bus: Bus
+    observer: JetStreamContext  # the test's own nats-py client: it reads the GC's events
+    # raw buckets, written as the tracker (refs) and the reconciler (records) would
     refs: KeyValue
     records: KeyValue
     client: RegistryClient
@@ -80,8 +84,8 @@ class GcWorld:
                   holder: str = "gc-test", **overrides: Any) -> Collector:
         settings = self.settings(**overrides)
         return Collector(
-            js=self.bus.js,
-            fence=Fence(self.bus.js, ttl_seconds=settings.lock_ttl_seconds, holder=holder,
+            bus=self.bus,
+            fence=Fence(self.bus, ttl_seconds=settings.lock_ttl_seconds, holder=holder,
                         poll_interval=0.05),
             registry=self.client, settings=settings,
             schedule=Schedule("0 0 * * *", threshold), storage_bytes=storage_bytes,
@@ -179,10 +183,10 @@ class GcWorld:
         return int(result.output.split()[0])
 
     async def events(self) -> list[dict[str, Any]]:
-        info = await self.bus.js.stream_info(subjects.GC_STREAM)
+        info = await self.observer.stream_info(subjects.GC_STREAM)
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await self.bus.js.get_msg(subjects.GC_STREAM, seq)
+            msg = await self.observer.get_msg(subjects.GC_STREAM, seq)
             out.append(msgspec.json.decode(msg.data or b"{}"))
         return out
 
@@ -191,13 +195,18 @@ class GcWorld:
 async def gc_world(nats_server: NatsServer, registry: Registry, tmp_path: Path
                    ) -> AsyncIterator[GcWorld]:
     bus = await connect([nats_server.url], name="gc-test")
+    observer = await nats.connect(nats_server.url)
     client = RegistryClient(registry.host, plain_http=True, actions="*")
     try:
-        refs = await ensure_bucket(bus.js, name=subjects.REFS_BUCKET)
-        records = await ensure_bucket(bus.js, name=subjects.ARTIFACTS_BUCKET)
-        yield GcWorld(nats=nats_server, registry=registry, bus=bus, refs=refs,
-                      records=records, client=client,
+        # the buckets as the services make them, then opened as a plain KV client
+        await ensure_bucket(bus, name=subjects.REFS_BUCKET)
+        await ensure_bucket(bus, name=subjects.ARTIFACTS_BUCKET)
+        js = observer.jetstream()
+        yield GcWorld(nats=nats_server, registry=registry, bus=bus, observer=js,
+                      refs=await js.key_value(subjects.REFS_BUCKET),
+                      records=await js.key_value(subjects.ARTIFACTS_BUCKET), client=client,
                       builder=ImageBuilder(tmp_path / "images", seed=0), tmp=tmp_path)
     finally:
         await client.close()
+        await observer.close()
         await bus.close()

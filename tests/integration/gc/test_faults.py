@@ -81,7 +81,7 @@ async def test_gc_killed_while_sweeping_read_only_leaves_nothing_behind(
     slow.chmod(0o755)
 
     # the registry's supervisor: read-only exactly while GC's lock says it sweeps
-    fence = Fence(world.bus.js, ttl_seconds=TTL, holder="supervisor", poll_interval=0.05)
+    fence = Fence(world.bus, ttl_seconds=TTL, holder="supervisor", poll_interval=0.05)
     await fence.ensure()
     windows: list[float] = []
 
@@ -204,7 +204,7 @@ async def test_gc_waits_for_a_mirror_copy_in_flight_and_sweeps_none_of_it(
     try:
         async with RegistryClient(store.host, plain_http=True, actions="*") as pusher:
             await upload(pusher, arriving, "app/arriving", "1")
-        fence = Fence(world.bus.js, ttl_seconds=TTL, holder="mirror-0", poll_interval=0.05)
+        fence = Fence(world.bus, ttl_seconds=TTL, holder="mirror-0", poll_interval=0.05)
         await fence.ensure()
         worker = Worker(bus=world.bus, settings=settings, clients=clients,
                         worker_id="mirror-0", fence=fence)

@@ -18,6 +18,7 @@ from clusterregistry.bus.fencing import Fence
 from clusterregistry.errors import FenceHeldError, FenceLostError
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import Process, wait_for
+from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ TTL = 1.5
 
 async def _fence(server: NatsServer, holder: str, *, ttl: float = TTL) -> tuple[Bus, Fence]:
     bus = await connect([server.url], name=holder)
-    fence = Fence(bus.js, ttl_seconds=ttl, holder=holder, poll_interval=0.05)
+    fence = Fence(bus, ttl_seconds=ttl, holder=holder, poll_interval=0.05)
     await fence.ensure()
     return bus, fence
 
@@ -106,28 +107,29 @@ async def test_gc_gives_up_after_wait_timeout_and_releases_the_lock(
 async def test_a_lost_entry_cancels_the_work_inside(nats_server: NatsServer) -> None:
     bus, fence = await _fence(nats_server, "t")
     try:
-        kv = await bus.js.key_value(subjects.GC_BUCKET)
-        reached = asyncio.Event()
-        with pytest.raises(FenceLostError, match="lost"):
-            async with fence.exclusive(purpose="sweep", wait_timeout=1):
-                # someone else removes our lock (as an expiry would): the next renewal fails
-                await kv.purge(subjects.FENCE_LOCK)
-                reached.set()
-                await asyncio.sleep(30)
-                pytest.fail("the body was not cancelled")
-        assert reached.is_set()
-        with pytest.raises(FenceLostError):
-            async with fence.writing("copy"):
-                for key in (await fence.writers()):
-                    await kv.purge(key)
-                await asyncio.sleep(30)
-        # a caller's own cancellation stays a cancellation, and still releases
-        task = asyncio.create_task(_hold_exclusive(fence))
-        await wait_for(fence.lock_holder, timeout=10, description="lock taken")
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert await fence.lock_holder() is None
+        async with jetstream(nats_server.url) as js:  # removes entries behind their holders
+            kv = await js.key_value(subjects.GC_BUCKET)
+            reached = asyncio.Event()
+            with pytest.raises(FenceLostError, match="lost"):
+                async with fence.exclusive(purpose="sweep", wait_timeout=1):
+                    # someone else removes our lock (as an expiry would): the next renewal fails
+                    await kv.purge(subjects.FENCE_LOCK)
+                    reached.set()
+                    await asyncio.sleep(30)
+                    pytest.fail("the body was not cancelled")
+            assert reached.is_set()
+            with pytest.raises(FenceLostError):
+                async with fence.writing("copy"):
+                    for key in (await fence.writers()):
+                        await kv.purge(key)
+                    await asyncio.sleep(30)
+            # a caller's own cancellation stays a cancellation, and still releases
+            task = asyncio.create_task(_hold_exclusive(fence))
+            await wait_for(fence.lock_holder, timeout=10, description="lock taken")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await fence.lock_holder() is None
     finally:
         await bus.close()
 
@@ -137,20 +139,21 @@ async def test_a_swallowed_cancellation_is_delivered_again(nats_server: NatsServ
     cancels again until the work inside a lost entry has stopped."""
     bus, fence = await _fence(nats_server, "t")
     try:
-        kv = await bus.js.key_value(subjects.GC_BUCKET)
-        swallowed = 0
-        with pytest.raises(FenceLostError):
-            async with fence.writing("copy"):
-                for key in await fence.writers():
-                    await kv.purge(key)
-                try:
+        async with jetstream(nats_server.url) as js:  # removes entries behind their holders
+            kv = await js.key_value(subjects.GC_BUCKET)
+            swallowed = 0
+            with pytest.raises(FenceLostError):
+                async with fence.writing("copy"):
+                    for key in await fence.writers():
+                        await kv.purge(key)
+                    try:
+                        await asyncio.sleep(30)
+                    except asyncio.CancelledError:
+                        swallowed += 1  # as wait_for does when the reply arrives at that moment
                     await asyncio.sleep(30)
-                except asyncio.CancelledError:
-                    swallowed += 1  # as wait_for does when the reply arrives at that moment
-                await asyncio.sleep(30)
-                pytest.fail("the body was not cancelled again")
-        assert swallowed == 1
-        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+                    pytest.fail("the body was not cancelled again")
+            assert swallowed == 1
+            assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     finally:
         await bus.close()
 
@@ -222,7 +225,7 @@ _HOLDER = textwrap.dedent("""
 
     async def main(url, side, ttl):
         bus = await connect([url], name="victim")
-        fence = Fence(bus.js, ttl_seconds=float(ttl), holder="victim")
+        fence = Fence(bus, ttl_seconds=float(ttl), holder="victim")
         await fence.ensure()
         context = (fence.exclusive(purpose="sweep", wait_timeout=5) if side == "gc"
                    else fence.writing("copy"))

@@ -20,8 +20,8 @@ async def test_follower_switches_with_the_lock_and_undoes_a_failed_switch(
     nats_server: NatsServer,
 ) -> None:
     bus = await connect([nats_server.url], name="t")
-    gc = Fence(bus.js, ttl_seconds=2, holder="gc", poll_interval=0.05)
-    supervisor = Fence(bus.js, ttl_seconds=2, holder="supervisor", poll_interval=0.05)
+    gc = Fence(bus, ttl_seconds=2, holder="gc", poll_interval=0.05)
+    supervisor = Fence(bus, ttl_seconds=2, holder="supervisor", poll_interval=0.05)
     await gc.ensure()
     calls: list[bool] = []
     failures = [True]  # the first switch to read-only breaks

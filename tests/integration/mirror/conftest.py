@@ -10,13 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import nats
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.pulling import ConsumerSpec, Puller
+from clusterregistry.bus.streams import publish
 from clusterregistry.config import MirrorSettings, RegistryAccess
 from clusterregistry.mirror import ledgers
 from clusterregistry.mirror.clients import RegistryClients
@@ -51,21 +55,29 @@ class MirrorWorld:
     nats: NatsServer
     local_registry: str
     bus: Bus | None = None
+    _client: Client | None = None  # the test's own nats-py client, to look at consumers
     workers: list[tuple[Worker, asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
     _cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _results: Any = None
+    _results: Puller | None = None
     results: list[MirrorResult] = field(default_factory=list)
 
     async def start(self) -> None:
         self.bus = await connect([self.nats.url], name="test-mirror")
+        self._client = await nats.connect(self.nats.url)
+
+    @property
+    def observer(self) -> JetStreamContext:
+        """A bare nats-py JetStream client, to look at consumers as an outside client would."""
+        assert self._client is not None
+        return self._client.jetstream()
 
     async def add_worker(self, settings: MirrorSettings, *, name: str = "worker-1",
                          fence: bool = True, secrets: SecretReader | None = None,
                          local_registry: str | None = None) -> Worker:
         bus = await connect([self.nats.url], name=name)
         clients = RegistryClients(settings, local_registry=local_registry or self.local_registry)
-        kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=settings.blob_ledger_ttl_seconds)
-        gate = Fence(bus.js, ttl_seconds=FENCE_TTL, holder=name) if fence else None
+        kv = await ledgers.ensure_bucket(bus, ttl_seconds=settings.blob_ledger_ttl_seconds)
+        gate = Fence(bus, ttl_seconds=FENCE_TTL, holder=name) if fence else None
         worker = Worker(bus=bus, settings=settings, clients=clients, worker_id=name,
                         ledger=ledgers.KvBlobLedger(kv, holder=name), fence=gate,
                         secrets=secrets, metrics=MirrorMetrics(CollectorRegistry()))
@@ -91,21 +103,22 @@ class MirrorWorld:
         message = MirrorRequest(artifact=artifact, generation=generation, source=source,
                                 destination=destination, pull_secrets=pull_secrets or [],
                                 platforms=platforms or [])
-        await self.bus.js.publish(
-            subjects.MIRROR_REQUEST, schemas.encode(message),
+        await publish(
+            self.bus, subjects.MIRROR_REQUEST, schemas.encode(message),
             headers={subjects.MSG_ID_HEADER: subjects.mirror_msg_id(artifact, generation)})
 
     async def _pull_results(self) -> None:
         assert self.bus is not None
         if self._results is None:
-            self._results = await self.bus.js.pull_subscribe(
-                subjects.MIRROR_RESULT_ALL, durable="test-results",
-                stream=subjects.MIRROR_STREAM,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
-        with contextlib.suppress(TimeoutError):
-            for msg in await self._results.fetch(100, timeout=0.2):
-                self.results.append(msgspec.json.decode(msg.data, type=MirrorResult))
-                await msg.ack()
+            # the reconciler's part: the one consumer of the results in the work queue
+            results = Puller(self.bus, ConsumerSpec(
+                stream=subjects.MIRROR_STREAM, durable="test-results",
+                filter_subject=subjects.MIRROR_RESULT_ALL))
+            await results.start()
+            self._results = results
+        for msg in await self._results.fetch(100, timeout=0.2):
+            self.results.append(msgspec.json.decode(msg.data, type=MirrorResult))
+            await msg.ack()
 
     async def wait_results(self, count: int, *, timeout: float = 60.0) -> list[MirrorResult]:
         async def enough() -> list[MirrorResult] | None:
@@ -117,9 +130,13 @@ class MirrorWorld:
     async def stop(self) -> None:
         for cleanup in reversed(self._cleanups):
             await cleanup()
+        if self._results is not None:
+            await self._results.stop()
         if self.bus is not None:
             # no drain: the test's own subscriptions hold nothing worth delivering
-            await self.bus.nc.close()
+            await self.bus.close(drain_timeout=0)
+        if self._client is not None:
+            await self._client.close()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ DIGEST = "sha256:" + "d" * 64
 async def test_claims_locations_and_takeover(nats_server: NatsServer) -> None:
     bus = await connect([nats_server.url], name="ledger-test")
     try:
-        kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=60)
+        kv = await ledgers.ensure_bucket(bus, ttl_seconds=60)
         a = ledgers.KvBlobLedger(kv, holder="a")
         b = ledgers.KvBlobLedger(kv, holder="b")
         patient = ledgers.KvBlobLedger(kv, holder="c", claim_seconds=3600)
@@ -43,7 +43,7 @@ async def test_claims_locations_and_takeover(nats_server: NatsServer) -> None:
 
 async def test_without_nats_the_ledger_only_stops_saving(nats_server: NatsServer) -> None:
     bus = await connect([nats_server.url], name="ledger-gone")
-    kv = await ledgers.ensure_bucket(bus.js, ttl_seconds=60)
+    kv = await ledgers.ensure_bucket(bus, ttl_seconds=60)
     ledger = ledgers.KvBlobLedger(kv, holder="a")
     await ledger.record(DIGEST, "nf/upf")
     assert await ledger.lookup(DIGEST) == "nf/upf"

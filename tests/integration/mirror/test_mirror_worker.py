@@ -12,6 +12,7 @@ from kubernetes_asyncio import client as k8s
 
 from clusterregistry import subjects
 from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.streams import publish
 from clusterregistry.kube.clients import api_client
 from clusterregistry.kube.secrets import docker_config
 from clusterregistry.sandbox.registries import Registry
@@ -32,8 +33,7 @@ def _docker_config(host: str, user: str, password: str) -> str:
 
 
 async def _pending(world: MirrorWorld) -> int:
-    assert world.bus is not None
-    info = await world.bus.js.consumer_info(subjects.MIRROR_STREAM, subjects.MIRROR_CONSUMER)
+    info = await world.observer.consumer_info(subjects.MIRROR_STREAM, subjects.MIRROR_CONSUMER)
     return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
 
@@ -130,7 +130,7 @@ async def test_no_write_while_gc_holds_the_fence(
     await push_image(image, secure_registry, "nf/smf")
     worker = await mirror_world.add_worker(settings_for(secure_registry))
     assert mirror_world.bus is not None
-    gc = Fence(mirror_world.bus.js, ttl_seconds=FENCE_TTL, holder="gc-test")
+    gc = Fence(mirror_world.bus, ttl_seconds=FENCE_TTL, holder="gc-test")
     local = f"{registry.host}/mirror/nf/smf:latest"
     async with gc.exclusive(purpose="gc test", wait_timeout=10):
         await mirror_world.request("smf", f"{secure_registry.host}/nf/smf:latest", local)
@@ -150,7 +150,7 @@ async def test_bad_requests_are_terminated_and_reported(
 ) -> None:
     worker = await mirror_world.add_worker(settings_for(secure_registry))
     assert mirror_world.bus is not None
-    await mirror_world.bus.js.publish(subjects.MIRROR_REQUEST, b"{not json")
+    await publish(mirror_world.bus, subjects.MIRROR_REQUEST, b"{not json")
     await mirror_world.request("bad", "UPPER CASE/nope", f"{registry.host}/x:1")
     await mirror_world.request("gone", f"{secure_registry.host}/nf/none:1",
                                f"{registry.host}/m/nf/none:1")
@@ -198,7 +198,6 @@ async def test_a_copy_longer_than_ack_wait_is_extended_not_redelivered(
 
     await wait_for(settled, timeout=10, description="the request acked")
     assert worker.handled == 1 and worker.metrics.requests.labels("ok")._value.get() == 1
-    assert mirror_world.bus is not None
-    info = await mirror_world.bus.js.consumer_info(subjects.MIRROR_STREAM,
-                                                   subjects.MIRROR_CONSUMER)
+    info = await mirror_world.observer.consumer_info(subjects.MIRROR_STREAM,
+                                                     subjects.MIRROR_CONSUMER)
     assert info.delivered.consumer_seq == 1 and not info.num_redelivered

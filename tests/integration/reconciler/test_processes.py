@@ -78,7 +78,7 @@ async def test_the_processes_serve_probes_reconcile_and_stop_cleanly(
             await process.stop(grace=20)
             assert process.returncode == 0, process.tail_log()
         # the tracker replicas' shared durable consumer survives the stop, nothing unacked
-        info = await (await world.reader()).js.consumer_info(
+        info = await (await world.observer()).consumer_info(
             "CLUSTERREGISTRY_KUBE", "clusterregistry-tracker")
         assert info.num_ack_pending == 0
     finally:

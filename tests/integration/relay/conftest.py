@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.js.errors
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +24,7 @@ from clusterregistry.relay.relaying import Relay
 from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import wait_for
 from kubesim.running import Cluster, ClusterSettings
+from tests.world.nats import jetstream
 
 NAMESPACE = "clusterregistry"
 
@@ -94,22 +96,19 @@ class World:
 
     async def records(self) -> list[Record]:
         """Everything in CLUSTERREGISTRY_KUBE, in stream order."""
-        bus = await connect([self.nats.url], name="reader")
-        try:
-            info = await bus.js.stream_info(subjects.KUBE_STREAM)
+        async with jetstream(self.nats.url) as js:
+            info = await js.stream_info(subjects.KUBE_STREAM)
             out: list[Record] = []
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 try:
-                    msg = await bus.js.get_msg(subjects.KUBE_STREAM, seq)
-                except Exception:  # deleted by limits
+                    msg = await js.get_msg(subjects.KUBE_STREAM, seq)
+                except nats.js.errors.NotFoundError:  # deleted by limits
                     continue
                 headers = msg.headers or {}
                 out.append(Record(seq, msg.subject, headers.get(subjects.MSG_ID_HEADER, ""),
                                   headers.get(subjects.TRACE_HEADER, ""),
                                   msgspec.json.decode(msg.data or b"{}")))
             return out
-        finally:
-            await bus.close()
 
     async def wait_records(self, predicate: Callable[[list[Record]], bool], *,
                            timeout: float = 60, what: str = "stream contents") -> list[Record]:

@@ -200,8 +200,8 @@ async def _missed_deleted_recovered(services: Services) -> None:
 
 
 async def _one_shared_consumer(services: Services) -> None:
-    bus = await services.reader()
-    names = [c.name for c in await bus.js.consumers_info(subjects.KUBE_STREAM)
+    js = await services.observer()
+    names = [c.name for c in await js.consumers_info(subjects.KUBE_STREAM)
              if c.name.startswith(subjects.TRACKER_CONSUMER)]
     assert names == [subjects.TRACKER_CONSUMER]
 
@@ -324,15 +324,15 @@ async def test_a_new_tracker_does_not_replay_the_stream(services: Services) -> N
     expected = {("ReplicaSet", "nf", f"rs-{i}"): [f"acr.example.io/nf/app{i}:1"]
                 for i in range(5)}
     await _until_refs(services, expected)
-    bus = await services.reader()
+    js = await services.observer()
 
     async def all_acked() -> bool:
-        info = await bus.js.consumer_info(subjects.KUBE_STREAM, subjects.TRACKER_CONSUMER)
-        stream = await bus.js.stream_info(subjects.KUBE_STREAM)
+        info = await js.consumer_info(subjects.KUBE_STREAM, subjects.TRACKER_CONSUMER)
+        stream = await js.stream_info(subjects.KUBE_STREAM)
         return bool(info.ack_floor and info.ack_floor.stream_seq == stream.state.last_seq)
 
     await wait_for(all_acked, timeout=30, description="the stream applied")
-    history = (await bus.js.stream_info(subjects.KUBE_STREAM)).state.messages
+    history = (await js.stream_info(subjects.KUBE_STREAM)).state.messages
     await old.shutdown()
     # a rollout: the next pod has a new name, and reads on where the last one stopped
     new = await services.start_tracker("tracker-5d8f-new", early_loading=True)

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
-from clusterregistry.bus.keyvalues import Records
+from clusterregistry.bus.keyvalues import open_records
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
+from clusterregistry.bus.streams import publish
 from clusterregistry.config import ReconcilerSettings, RelaySettings, TrackerSettings
 from clusterregistry.errors import RetryableError
 from clusterregistry.kinds import ARTIFACT_GROUP, ARTIFACT_PLURAL, ARTIFACT_VERSION
@@ -68,7 +73,7 @@ class Running:
             await asyncio.wait({self.task}, timeout=0.5)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             self.task.result()
-        await self.bus.nc.close()
+        await self.bus.close(drain_timeout=0)  # nothing buffered is delivered
         await self._close()
 
     async def _close(self) -> None:
@@ -106,21 +111,18 @@ class FakeMirrorWorker:
         self.bus = bus
         self.respond = respond
         self.requests: list[MirrorRequest] = []
-        self.puller = Puller(bus.js, ConsumerSpec(
+        self.puller = Puller(bus, ConsumerSpec(
             stream=subjects.MIRROR_STREAM, durable=subjects.MIRROR_CONSUMER,
             filter_subject=subjects.MIRROR_REQUEST, ack_wait=30.0))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        async def stream_ready() -> bool:
-            try:
-                await self.bus.js.stream_info(subjects.MIRROR_STREAM)
-            except Exception:
-                return False
+        async def started() -> bool:
+            await self.puller.start()  # RetryableError until the reconciler made the stream
             return True
 
-        await wait_for(stream_ready, timeout=30, description="the mirror stream")
-        await self.puller.start()
+        await wait_for(started, timeout=30, description="the mirror stream",
+                       retry_on=(RetryableError,))
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -133,8 +135,8 @@ class FakeMirrorWorker:
         self.requests.append(request)
         result = self.respond(request)
         if result is not None:
-            await self.bus.js.publish(subjects.mirror_result(request.artifact),
-                                      schemas.encode(result))
+            await publish(self.bus, subjects.mirror_result(request.artifact),
+                          schemas.encode(result))
         await msg.ack()
 
     async def stop(self) -> None:
@@ -152,6 +154,7 @@ class Services:
     running: list[Running] = field(default_factory=list)
     mirrors: list[FakeMirrorWorker] = field(default_factory=list)
     _reader: Bus | None = None
+    _observer: Client | None = None
 
     # -- starting services -------------------------------------------------------------------
 
@@ -230,6 +233,8 @@ class Services:
             await running.shutdown()
         if self._reader is not None:
             await self._reader.close()
+        if self._observer is not None:
+            await self._observer.close()
 
     # -- reading back ------------------------------------------------------------------------
 
@@ -238,16 +243,23 @@ class Services:
             self._reader = await self._bus("reader")
         return self._reader
 
+    async def observer(self) -> JetStreamContext:
+        """A bare nats-py client of the test's own, to look at streams and consumers as an
+        outside client would (the services' Bus keeps its nats-py objects to itself)."""
+        if self._observer is None:
+            self._observer = await nats.connect(self.nats.url)
+        return self._observer.jetstream()
+
     async def relisted(self, *kinds: str) -> None:
         """Until the relay's first relist of each kind has ended (the relay is watching)."""
         wanted = kinds or ("pod", "replicaset", "job", "daemonset", "statefulset")
 
         async def done() -> bool:
-            bus = await self.reader()
+            js = await self.observer()
             for kind in wanted:
                 try:
-                    await bus.js.get_last_msg(subjects.KUBE_STREAM, subjects.relist(kind))
-                except Exception:
+                    await js.get_last_msg(subjects.KUBE_STREAM, subjects.relist(kind))
+                except nats.errors.Error:  # no such message (or stream) yet
                     return False
             return True
 
@@ -255,21 +267,19 @@ class Services:
 
     async def refs(self) -> dict[str, OwnerRecord]:
         """Every live owner record in KV `clusterregistry-refs`."""
-        bus = await self.reader()
-        try:
-            kv = await bus.js.key_value(subjects.REFS_BUCKET)
-        except Exception:
+        records = await open_records(await self.reader(), subjects.REFS_BUCKET,
+                                     schemas.owner_record_decoder.decode)
+        if records is None:
             return {}
-        snapshot = await Records(kv, schemas.owner_record_decoder.decode).snapshot()
+        snapshot = await records.snapshot()
         return {uid: v.value for uid, v in snapshot.items() if v.value is not None}
 
     async def artifact_records(self) -> dict[str, schemas.ArtifactRecord]:
-        bus = await self.reader()
-        try:
-            kv = await bus.js.key_value(subjects.ARTIFACTS_BUCKET)
-        except Exception:
+        records = await open_records(await self.reader(), subjects.ARTIFACTS_BUCKET,
+                                     schemas.artifact_record_decoder.decode)
+        if records is None:
             return {}
-        snapshot = await Records(kv, schemas.artifact_record_decoder.decode).snapshot()
+        snapshot = await records.snapshot()
         return {name: v.value for name, v in snapshot.items() if v.value is not None}
 
     def artifacts(self) -> dict[str, dict[str, Any]]:

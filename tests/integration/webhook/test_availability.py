@@ -20,6 +20,7 @@ from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.sandbox.supervising import free_port, wait_for
 from kubesim.certificates import CertificateAuthority
 from tests.integration.webhook.conftest import RunningWebhook, running_webhook
+from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -62,11 +63,13 @@ async def rewritten(webhook: RunningWebhook, ca: CertificateAuthority) -> list[s
 
 async def test_if_available_follows_the_bucket_and_falls_back_without_nats(
         tmp_path: Path, ca: CertificateAuthority, nats_server: NatsServer) -> None:
-    bus = await connect([nats_server.url], name="test-reconciler")
-    kv = await ensure_bucket(bus.js, name=subjects.ARTIFACTS_BUCKET)
-    for source, phase in (("nginx:1.25", "Available"), ("acr.io/nf/upf:1.2", "Mirroring")):
-        await kv.put(*record(source, phase))
-    await bus.close()
+    # the reconciler's bucket, written as a plain KV client would
+    async with await connect([nats_server.url], name="test-reconciler") as bus:
+        await ensure_bucket(bus, name=subjects.ARTIFACTS_BUCKET)
+    async with jetstream(nats_server.url) as js:
+        kv = await js.key_value(subjects.ARTIFACTS_BUCKET)
+        for source, phase in (("nginx:1.25", "Available"), ("acr.io/nf/upf:1.2", "Mirroring")):
+            await kv.put(*record(source, phase))
     async with running_webhook(tmp_path, ca, local_registry=LOCAL, policy="IfAvailable",
                                unavailableFallback="Always",
                                nats_servers=[nats_server.url]) as webhook:
@@ -80,11 +83,10 @@ async def test_if_available_follows_the_bucket_and_falls_back_without_nats(
                               reason="not-available") == 2
 
         # the reconciler finishes a copy, and removes another record
-        bus = await connect([nats_server.url], name="test-reconciler")
-        kv = await bus.js.key_value(subjects.ARTIFACTS_BUCKET)
-        await kv.put(*record("acr.io/nf/upf:1.2", "Available"))
-        await kv.delete(record("nginx:1.25", "Available")[0])
-        await bus.close()
+        async with jetstream(nats_server.url) as js:
+            kv = await js.key_value(subjects.ARTIFACTS_BUCKET)
+            await kv.put(*record("acr.io/nf/upf:1.2", "Available"))
+            await kv.delete(record("nginx:1.25", "Available")[0])
 
         async def updated() -> bool:
             return await rewritten(webhook, ca) == ["acr.io/nf/upf:1.2"]
