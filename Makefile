@@ -10,11 +10,14 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) system-packages
 
-# The venv is rebuilt only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# Three distributions, all editable (the tests see source edits): the product (the image
+# installs it alone), kubesim, and the sandbox, which adds `demo` and `sandbox` to the
+# clusterregistry command line. The venv is rebuilt only when a pyproject.toml changes.
+DISTRIBUTIONS := pyproject.toml pkg/kubesim/pyproject.toml pkg/clusterregistry_sandbox/pyproject.toml
+$(STAMP): $(DISTRIBUTIONS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e pkg/kubesim -e pkg/clusterregistry_sandbox
 	@touch $(STAMP)
 
 # Debian's distribution registry, skopeo, wrk (the webhook bench) and Prometheus (the
@@ -56,4 +59,5 @@ demo: setup
 	$(BIN)/clusterregistry demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info pkg/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info pkg/*.egg-info \
+		pkg/*/*.egg-info pkg/*/build

@@ -55,16 +55,16 @@ from clusterregistry.gc.scheduling import Schedule
 from clusterregistry.gc.sweeping import SubprocessSweeper, SweepResult
 from clusterregistry.gc.usage import blob_bytes
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.images import ImageBuilder
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.registries import Registry, find_docker_registry
-from clusterregistry.sandbox.uploading import upload
 from clusterregistry.schemas import (
     ArtifactRecord,
     OwnerRecord,
     artifact_record_decoder,
     owner_record_decoder,
 )
+from clusterregistry_sandbox.images import ImageBuilder
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.registries import Registry, find_docker_registry
+from clusterregistry_sandbox.uploading import upload
 
 SOURCE = "src.example.io"
 

@@ -67,8 +67,8 @@ from typing import Any
 import aiohttp
 
 from bench.mirror import _cpu_seconds, _pid
-from clusterregistry.sandbox.images import BuiltImage, ImageBuilder, push
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, push
+from clusterregistry_sandbox.registries import Registry
 from kubesim.controllers.pulling import CONCURRENT_DOWNLOADS, Puller, RegistryClient
 from kubesim.controllers.references import parse_reference
 

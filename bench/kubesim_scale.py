@@ -23,7 +23,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim.apiserver import ApiServer
 from kubesim.serving import Server
 from kubesim.storage import Store

@@ -73,9 +73,9 @@ from typing import Any
 
 from clusterregistry.oci.copying import Copier, CopyOptions
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.images import BuiltImage, ImageBuilder, find_skopeo, push
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import run_command
+from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, find_skopeo, push
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import run_command
 
 MiB = 1 << 20
 RUNS = 5

@@ -78,8 +78,8 @@ from clusterregistry.kube.objects import Pod, TypedWatchEvent
 from clusterregistry.relay import translating
 from clusterregistry.relay.metrics import RelayMetrics
 from clusterregistry.relay.relaying import Relay
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 
 NAMESPACE = "bench"
 LEASE_NAMESPACE = "clusterregistry"

@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from clusterregistry.sandbox.loading import run_load
-from clusterregistry.sandbox.systems import System, SystemOptions
+from clusterregistry_sandbox.loading import run_load
+from clusterregistry_sandbox.systems import System, SystemOptions
 
 
 async def _one(root: Path, *, services: list[str] | None, size: tuple[int, int, int]) -> dict[

@@ -51,10 +51,10 @@ from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.pulling import ConsumerSpec, Puller
 from clusterregistry.bus.streams import ensure_stream
 from clusterregistry.config import TrackerSettings
-from clusterregistry.sandbox.natsservers import NatsServer
 from clusterregistry.schemas import Container, KubeEvent, OwnerRef, PodState, TemplateState
 from clusterregistry.tracker.consuming import Tracker
 from clusterregistry.tracker.metrics import TrackerMetrics
+from clusterregistry_sandbox.natsservers import NatsServer
 
 LOCAL = "clusterregistry.clusterregistry.svc:5000"
 SIDECAR = "docker.io/istio/proxyv2:1.20.0"

@@ -53,8 +53,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from clusterregistry.sandbox.supervising import Process, free_port, run_command, wait_for
 from clusterregistry.webhook.certificates import self_signed
+from clusterregistry_sandbox.supervising import Process, free_port, run_command, wait_for
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]

@@ -1,63 +1,81 @@
-"""The `clusterregistry` command line.
+"""The `clusterregistry` command line: parse, pick the subcommand, run it.
 
-Subcommands grow with the services; each stays thin: parse arguments, load
-settings, call the service.
+The subcommands live in `clusterregistry.commands`, one module each; this
+module only knows their names. Other installed distributions add theirs
+through the entry-point group `clusterregistry.commands` (an entry point
+names a `Command`): the sandbox distribution registers `demo` and
+`sandbox` there, so a checkout with `make setup` has them while the
+product's image, which installs the product alone, neither has nor imports
+them. Only the asked-for subcommand's module is imported (all of them for
+`--help`), and each imports its heavy parts only when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from importlib.metadata import EntryPoint, entry_points
 
-import msgspec
-import yaml
+from clusterregistry import __version__
+from clusterregistry.commands import ENTRY_POINT_GROUP, Command
 
-from clusterregistry import __version__, config, tracing
-from clusterregistry.errors import ConfigError
-from clusterregistry.gc import commanding as gc_commanding
-from clusterregistry.mirror import commanding as mirror_commanding
-from clusterregistry.sandbox import commands
+__all__ = ["BUILTIN", "main"]
+
+# the product's own subcommands: name -> the `Command` of its module in clusterregistry.commands
+BUILTIN: dict[str, str] = {
+    "config": "clusterregistry.commands.checking:COMMAND",
+    "trace": "clusterregistry.commands.tracing:COMMAND",
+    "copy": "clusterregistry.commands.copying:COMMAND",
+    "gc": "clusterregistry.commands.collecting:COMMAND",
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _available() -> dict[str, EntryPoint]:
+    """Every subcommand by name: the built-in ones, then what other distributions register."""
+    found = {name: EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in BUILTIN.items()}
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found.setdefault(entry.name, entry)  # a distribution cannot replace a built-in
+    return found
+
+
+def _load(entry: EntryPoint) -> Command:
+    command = entry.load()
+    if not isinstance(command, Command):
+        raise TypeError(f"entry point {entry.name} = {entry.value} is not a Command")
+    return command
+
+
+def _asked_for(argv: list[str]) -> str | None:
+    # the top level has options without values only (--help, --version)
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clusterregistry",
         description="An event-driven edge registry for Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"clusterregistry {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("config", help="validate settings and print them as resolved")
-    check.add_argument("--file", type=Path, default=None, help="settings YAML (the ConfigMap)")
-    commands.add_demo_arguments(sub.add_parser("demo", help=commands.DEMO_HELP))
-    commands.add_sandbox_arguments(sub.add_parser("sandbox", help=commands.SANDBOX_HELP))
-    tracing.add_arguments(sub.add_parser("trace", help=tracing.HELP))
-    gc_commanding.add_arguments(sub.add_parser("gc", help=gc_commanding.HELP))
-    mirror_commanding.add_arguments(sub.add_parser("copy", help=mirror_commanding.HELP))
+    available = _available()
+    asked = _asked_for(argv)
+    listing = asked is None and any(arg in ("-h", "--help") for arg in argv)
+    for name, entry in available.items():
+        if name == asked or listing:
+            command = _load(entry)
+            subparser = sub.add_parser(name, help=command.help)
+            command.add_arguments(subparser)
+            subparser.set_defaults(run=command.run)
+        elif asked not in available:
+            sub.add_parser(name)  # named in the usage and the error; not loaded
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "config":
-        try:
-            settings = config.load(args.file)
-        except ConfigError as exc:
-            print(f"clusterregistry: {exc}", file=sys.stderr)
-            return 2
-        print(yaml.safe_dump(msgspec.to_builtins(settings), sort_keys=False), end="")
-        return 0
-    if args.command == "trace":
-        return tracing.command(args)
-    if args.command == "copy":
-        return mirror_commanding.command(args)
-    if args.command == "gc":
-        return gc_commanding.command(args)
-    if args.command == "demo":
-        return commands.demo_command(args)
-    if args.command == "sandbox":
-        return commands.sandbox_command(args)
-    return 2
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(arguments).parse_args(arguments)
+    code: int = args.run(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from clusterregistry.sandbox.scenarios import Scenario
-from clusterregistry.sandbox.systems import System, SystemOptions
+from clusterregistry_sandbox.scenarios import Scenario
+from clusterregistry_sandbox.systems import System, SystemOptions
 
 pytestmark = pytest.mark.e2e
 

@@ -1,14 +1,14 @@
-"""Waiting for the exact end state (see `clusterregistry.sandbox.verifying`), with the last list
+"""Waiting for the exact end state (see `clusterregistry_sandbox.verifying`), with the last list
 of what was still wrong as the failure message."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from clusterregistry.sandbox import verifying
-from clusterregistry.sandbox.scenarios import Scenario
-from clusterregistry.sandbox.supervising import wait_for
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox import verifying
+from clusterregistry_sandbox.scenarios import Scenario
+from clusterregistry_sandbox.supervising import wait_for
+from clusterregistry_sandbox.systems import System
 
 
 async def exact(system: System, scenario: Scenario, *, timeout: float = 60,

@@ -30,9 +30,9 @@ import pytest
 import yaml
 
 from clusterregistry.config import parse_quantity
-from clusterregistry.sandbox.scenarios import NF_NAMESPACE, PULL_SECRET, Scenario
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox.scenarios import NF_NAMESPACE, PULL_SECRET, Scenario
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.systems import System
 
 # Debian's prometheus (and promtool) come with `make setup`: no skip if missing
 pytestmark = [pytest.mark.e2e]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from clusterregistry.sandbox.scenarios import NF_NAMESPACE, Scenario
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox.scenarios import NF_NAMESPACE, Scenario
+from clusterregistry_sandbox.systems import System
 from tests.e2e.endstates import exact
 
 pytestmark = pytest.mark.e2e

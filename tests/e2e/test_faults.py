@@ -17,10 +17,10 @@ import nats
 import pytest
 
 from clusterregistry import references, subjects
-from clusterregistry.sandbox.samples import PushedSample
-from clusterregistry.sandbox.scenarios import NF_NAMESPACE, PULL_SECRET, Scenario
-from clusterregistry.sandbox.supervising import wait_for
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox.samples import PushedSample
+from clusterregistry_sandbox.scenarios import NF_NAMESPACE, PULL_SECRET, Scenario
+from clusterregistry_sandbox.supervising import wait_for
+from clusterregistry_sandbox.systems import System
 from tests.e2e.conftest import SystemFactory
 from tests.e2e.endstates import exact
 

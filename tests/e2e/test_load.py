@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from clusterregistry.sandbox.loading import run_load
+from clusterregistry_sandbox.loading import run_load
 from tests.e2e.conftest import SystemFactory
 
 pytestmark = pytest.mark.e2e

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from clusterregistry import references
-from clusterregistry.sandbox.scenarios import NF_NAMESPACE, Scenario
-from clusterregistry.sandbox.supervising import wait_for
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox.scenarios import NF_NAMESPACE, Scenario
+from clusterregistry_sandbox.supervising import wait_for
+from clusterregistry_sandbox.systems import System
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterregistry.sandbox.supervising import run_command
-from clusterregistry.sandbox.systems import SERVICES, alive, read_state
+from clusterregistry_sandbox.supervising import run_command
+from clusterregistry_sandbox.systems import SERVICES, alive, read_state
 from tests.world.kube import Kubectl
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterregistry.sandbox.images import BuiltImage, ImageBuilder, push
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, push
+from clusterregistry_sandbox.registries import Registry
 
 BuildImage = Callable[..., BuiltImage]
 PushImage = Callable[..., Awaitable[str]]

@@ -15,7 +15,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from clusterregistry.sandbox.natsservers import NatsCluster, NatsServer
+from clusterregistry_sandbox.natsservers import NatsCluster, NatsServer
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from kubesim.certificates import CertificateAuthority
 
 SECURE_REGISTRY_USER = "clusterregistry"

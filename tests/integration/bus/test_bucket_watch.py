@@ -13,7 +13,7 @@ from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.keyvalues import Change, Records, watch_bucket
 from clusterregistry.bus.streams import ensure_bucket
 from clusterregistry.errors import RetryableError
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from clusterregistry.bus.following import (
     list_streams,
 )
 from clusterregistry.errors import PermanentError, RetryableError
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import wait_for
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.keyvalues import Records, open_records
 from clusterregistry.bus.streams import ensure_bucket
 from clusterregistry.errors import ConflictError, RetryableError
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client
 
 from clusterregistry.bus import publishing
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 
 pytestmark = pytest.mark.integration
 

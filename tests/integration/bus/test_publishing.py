@@ -10,7 +10,7 @@ import pytest
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.publishing import Outgoing, Pipeline
 from clusterregistry.bus.streams import ensure_stream
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration

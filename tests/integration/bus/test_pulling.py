@@ -10,8 +10,8 @@ import pytest
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.bus.streams import ensure_stream, publish
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import wait_for
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration

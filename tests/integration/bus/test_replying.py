@@ -12,7 +12,7 @@ from clusterregistry.bus import replying
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.replying import Responder
 from clusterregistry.errors import RetryableError
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 
 pytestmark = pytest.mark.integration
 

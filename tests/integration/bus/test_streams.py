@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.streams import ensure_stream, publish
 from clusterregistry.errors import PermanentError, RetryableError
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration

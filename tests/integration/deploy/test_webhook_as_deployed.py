@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import yaml
 
-from clusterregistry.sandbox.supervising import Process, free_port
+from clusterregistry_sandbox.supervising import Process, free_port
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.kube import Kubectl
 

@@ -28,12 +28,12 @@ from clusterregistry.gc.scheduling import Schedule
 from clusterregistry.gc.sweeping import SubprocessSweeper
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.images import ImageBuilder, SkopeoError, skopeo_copy
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.registries import Registry, find_docker_registry
-from clusterregistry.sandbox.supervising import run_command
-from clusterregistry.sandbox.uploading import upload
 from clusterregistry.schemas import ArtifactRecord, OwnerRecord, encode
+from clusterregistry_sandbox.images import ImageBuilder, SkopeoError, skopeo_copy
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.registries import Registry, find_docker_registry
+from clusterregistry_sandbox.supervising import run_command
+from clusterregistry_sandbox.uploading import upload
 
 SOURCE_REGISTRY = "src.example.io"
 

@@ -26,10 +26,10 @@ from clusterregistry.gc.sweeping import SweepResult
 from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.mirroring import Worker
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.registries import Registry, find_docker_registry
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
-from clusterregistry.sandbox.uploading import upload
 from clusterregistry.schemas import MirrorRequest
+from clusterregistry_sandbox.registries import Registry, find_docker_registry
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.uploading import upload
 from tests.integration.gc.conftest import GcWorld, Image
 
 pytestmark = pytest.mark.integration

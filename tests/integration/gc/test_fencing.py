@@ -16,8 +16,8 @@ from clusterregistry import subjects
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.errors import FenceHeldError, FenceLostError
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import Process, wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import Process, wait_for
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.gc.following import follow
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import wait_for
 
 pytestmark = pytest.mark.integration
 

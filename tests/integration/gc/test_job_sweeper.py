@@ -16,9 +16,9 @@ from kubernetes_asyncio import client
 from clusterregistry.errors import RetryableError
 from clusterregistry.gc.sweeping import JobSweeper
 from clusterregistry.kube.clients import api_client
-from clusterregistry.sandbox.images import ImageBuilder
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.images import ImageBuilder
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import PushImage
 from tests.world.kube import fast_kubelet

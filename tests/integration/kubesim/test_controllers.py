@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from kubesim.apiserver import ApiServer
 from kubesim.controllers import ControllerManager, KubeletSettings
 from kubesim.resources import Resource

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from clusterregistry.sandbox.images import BuiltImage
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.images import BuiltImage
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import BuildImage, PushImage
 from tests.world.kube import Kubectl, fast_kubelet

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 from kubesim.certificates import CertificateAuthority
 from kubesim.running import Cluster
 from tests.world.kube import Kubectl

@@ -27,11 +27,11 @@ from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import SecretReader, Worker
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.images import BuiltImage
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import wait_for
 from clusterregistry.schemas import MirrorRequest, MirrorResult, SecretRef
+from clusterregistry_sandbox.images import BuiltImage
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import wait_for
 
 # short, so a fenced request comes back quickly (nak delay: ttl/3)
 FENCE_TTL = 3.0

@@ -7,7 +7,7 @@ import pytest
 
 from clusterregistry.bus.connecting import connect
 from clusterregistry.mirror import ledgers
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import yaml
 
-from clusterregistry.sandbox.natsservers import NatsCluster
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.natsservers import NatsCluster
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 from tests.integration.mirror.conftest import MirrorWorld
 from tests.world.images import BuildImage, PushImage
 

@@ -15,9 +15,9 @@ from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.streams import publish
 from clusterregistry.kube.clients import api_client
 from clusterregistry.kube.secrets import docker_config
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import wait_for
 from clusterregistry.schemas import SecretRef
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster
 from tests.integration.mirror.conftest import FENCE_TTL, MirrorWorld, settings_for
 from tests.integration.oci.conftest import inspect_digest

@@ -8,8 +8,8 @@ import collections
 
 import pytest
 
-from clusterregistry.sandbox.images import BuiltImage
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.images import BuiltImage
+from clusterregistry_sandbox.registries import Registry
 from tests.integration.mirror.conftest import MirrorWorld, settings_for, upload_image
 from tests.integration.oci.conftest import client_for
 from tests.integration.oci.proxying import RegistryProxy

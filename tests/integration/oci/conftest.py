@@ -9,9 +9,9 @@ from typing import Any
 from clusterregistry.oci import manifests
 from clusterregistry.oci.authenticating import Credentials
 from clusterregistry.oci.registries import RegistryClient, Retry, ssl_context
-from clusterregistry.sandbox.images import find_skopeo
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import run_command
+from clusterregistry_sandbox.images import find_skopeo
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import run_command
 
 
 def client_for(registry: Registry, *, actions: str = "pull", password: str | None = None,

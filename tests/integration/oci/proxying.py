@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import free_port
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import free_port
 
 _BLOB_GET = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
 _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})

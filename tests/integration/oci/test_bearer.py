@@ -11,7 +11,7 @@ from clusterregistry.errors import AuthenticationError
 from clusterregistry.oci.authenticating import Credentials
 from clusterregistry.oci.copying import Copier
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from tests.integration.oci.conftest import client_for, inspect_digest
 from tests.integration.oci.tokens import TokenRegistry, TokenServer
 from tests.world.images import BuildImage, PushImage

@@ -12,7 +12,7 @@ from clusterregistry.oci import manifests
 from clusterregistry.oci.authenticating import Credentials
 from clusterregistry.oci.copying import Copier, CopyOptions
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from tests.integration.oci.conftest import client_for, copy_to_layout, inspect, inspect_digest
 from tests.integration.oci.proxying import RegistryProxy
 from tests.world.images import BuildImage, PushImage

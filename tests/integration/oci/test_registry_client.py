@@ -9,7 +9,7 @@ from clusterregistry.errors import AuthenticationError, ManifestUnknownError
 from clusterregistry.oci import manifests
 from clusterregistry.oci.authenticating import Credentials
 from clusterregistry.oci.registries import RegistryClient, ssl_context
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from tests.world.images import BuildImage, PushImage
 
 pytestmark = pytest.mark.integration

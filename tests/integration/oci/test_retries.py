@@ -11,7 +11,7 @@ from aiohttp import web
 from clusterregistry.errors import RegistryError
 from clusterregistry.oci import manifests
 from clusterregistry.oci.registries import RegistryClient, Retry
-from clusterregistry.sandbox.supervising import free_port
+from clusterregistry_sandbox.supervising import free_port
 
 pytestmark = pytest.mark.integration
 

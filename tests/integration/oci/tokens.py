@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import free_port
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import free_port
 
 SERVICE = "clusterregistry-test-registry"
 ISSUER = "clusterregistry-test-token-server"

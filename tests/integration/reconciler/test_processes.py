@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 from tests.integration.tracker.worlds import LOCAL_REGISTRY, Services
 
 pytestmark = pytest.mark.integration

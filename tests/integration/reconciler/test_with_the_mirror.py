@@ -19,7 +19,7 @@ from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import Worker
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from tests.integration.tracker.worlds import Services
 from tests.world.images import BuildImage, PushImage
 

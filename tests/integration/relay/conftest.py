@@ -21,8 +21,8 @@ from clusterregistry.config import RelaySettings
 from clusterregistry.kube.clients import api_client
 from clusterregistry.relay.metrics import RelayMetrics
 from clusterregistry.relay.relaying import Relay
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.nats import jetstream
 

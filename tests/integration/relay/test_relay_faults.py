@@ -11,7 +11,7 @@ import pytest
 
 from clusterregistry import schemas, subjects
 from clusterregistry.inventories import Inventory
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.supervising import wait_for
 from tests.integration.relay.conftest import Record, RunningRelay, World, events
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from clusterregistry import subjects
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 from tests.integration.relay.conftest import World
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from kubernetes_asyncio import client
 from clusterregistry.errors import RetryableError
 from clusterregistry.kube.objects import Pod
 from clusterregistry.kube.watching import GoneError, Target, WatchEvent, watch
-from clusterregistry.sandbox.supervising import free_port
+from clusterregistry_sandbox.supervising import free_port
 
 pytestmark = pytest.mark.integration
 

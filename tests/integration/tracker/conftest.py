@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from clusterregistry.sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.natsservers import NatsServer
 from kubesim.running import Cluster
 from tests.integration.tracker.worlds import NAMESPACE, Services
 

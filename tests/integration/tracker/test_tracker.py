@@ -17,8 +17,8 @@ import pytest
 
 from clusterregistry import subjects
 from clusterregistry.errors import RetryableError
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
 from clusterregistry.schemas import OwnerRecord
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 from tests.integration.tracker.worlds import LOCAL_REGISTRY, Services, images_by_owner
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import pytest
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.streams import ensure_bucket
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import free_port, wait_for
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import free_port, wait_for
 from kubesim.certificates import CertificateAuthority
 from tests.integration.webhook.conftest import RunningWebhook, running_webhook
 from tests.world.nats import jetstream

@@ -16,8 +16,8 @@ import pytest
 from cryptography import x509
 
 from clusterregistry import kinds
-from clusterregistry.sandbox.supervising import Process, free_port, wait_for
 from clusterregistry.webhook.registrations import mutating_webhook_configuration
+from clusterregistry_sandbox.supervising import Process, free_port, wait_for
 from kubesim.running import Cluster
 from tests.integration.webhook.conftest import webhook_settings
 from tests.world.kube import Kubectl

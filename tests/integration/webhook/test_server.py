@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim.certificates import CertificateAuthority
 from tests.integration.webhook.conftest import RunningWebhook, running_webhook
 

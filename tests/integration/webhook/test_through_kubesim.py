@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from clusterregistry import kinds
-from clusterregistry.sandbox.images import push
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import free_port, wait_for
 from clusterregistry.webhook.registrations import mutating_webhook_configuration
+from clusterregistry_sandbox.images import push
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import free_port, wait_for
 from kubesim.certificates import CertificateAuthority
 from kubesim.running import Cluster, ClusterSettings
 from tests.integration.webhook.conftest import ca_bundle, running_webhook, webhook_settings

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterregistry.sandbox.images import (
+from clusterregistry_sandbox.images import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_MANIFEST,
@@ -32,7 +32,7 @@ from clusterregistry.sandbox.images import (
     SkopeoError,
     push,
 )
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.registries import Registry
 from tests.world.images import BuildImage, PushImage
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
-from clusterregistry.sandbox.natsservers import NatsCluster, NatsServer
-from clusterregistry.sandbox.supervising import Process, ProcessError, free_port, wait_for
+from clusterregistry_sandbox.natsservers import NatsCluster, NatsServer
+from clusterregistry_sandbox.supervising import Process, ProcessError, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

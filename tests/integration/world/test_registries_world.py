@@ -14,8 +14,8 @@ import ssl
 import aiohttp
 import pytest
 
-from clusterregistry.sandbox.images import SkopeoError
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.images import SkopeoError
+from clusterregistry_sandbox.registries import Registry
 from tests.world.images import BuildImage, PushImage
 
 pytestmark = pytest.mark.integration

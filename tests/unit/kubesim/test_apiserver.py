@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from clusterregistry.sandbox.supervising import wait_for
+from clusterregistry_sandbox.supervising import wait_for
 from kubesim import statuses
 from kubesim.apiserver import JSON_PATCH, MERGE_PATCH, ApiServer
 from kubesim.resources import Resource

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterregistry.sandbox.podstarts import summarize
+from clusterregistry_sandbox.podstarts import summarize
 
 
 def pod(uid: str, created: str, started: str | None, *, job: bool = False) -> dict[str, Any]:

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from clusterregistry import config
-from clusterregistry.sandbox.hosting import _clear
-from clusterregistry.sandbox.narrating import Narrator, table
-from clusterregistry.sandbox.scenarios import _human, count_manifest_pulls, network_function
-from clusterregistry.sandbox.systems import (
+from clusterregistry_sandbox.hosting import _clear
+from clusterregistry_sandbox.narrating import Narrator, table
+from clusterregistry_sandbox.scenarios import _human, count_manifest_pulls, network_function
+from clusterregistry_sandbox.systems import (
     SERVICES,
     System,
     SystemOptions,
@@ -29,7 +29,7 @@ from clusterregistry.sandbox.systems import (
     known_settings,
     read_state,
 )
-from clusterregistry.sandbox.verifying import _pod_source_images, _template_images
+from clusterregistry_sandbox.verifying import _pod_source_images, _template_images
 
 
 def test_every_service_is_one_row_with_a_distinct_name_and_a_cmd_entry() -> None:

@@ -25,17 +25,19 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from clusterregistry import schemas, subjects, tracing
+from clusterregistry import schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.following import NoStreamError
 from clusterregistry.bus.streams import ensure_stream, publish
-from clusterregistry.sandbox.natsservers import NatsServer
-from clusterregistry.sandbox.supervising import free_port, wait_for
-from clusterregistry.tracing import Filters
+from clusterregistry.commands import tracing
+from clusterregistry.commands.tracing import Filters
+from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import free_port, wait_for
 from tests.world.nats import jetstream
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WAIT = 20.0
 UPF = "edge.local:5000/acr.io/nf/upf:1.2"
 UPF_SOURCE = "acr.io/nf/upf:1.2"
@@ -331,7 +333,7 @@ async def test_kind_filter_leaves_the_other_streams_alone(bus: Bus, js: JetStrea
 
 
 async def test_a_missing_stream_is_an_error_not_a_hang(bus: Bus) -> None:
-    with pytest.raises(tracing.NoStreamError, match=r"clusterregistry\.gc\.>"):
+    with pytest.raises(NoStreamError, match=r"clusterregistry\.gc\.>"):
         await tracing.follow(bus, filters=Filters(kinds=frozenset({"gc"})), out=io.StringIO(),
                              err=io.StringIO(), idle_timeout=1.0)
 

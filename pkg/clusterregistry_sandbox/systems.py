@@ -45,11 +45,11 @@ from clusterregistry import config
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.gc.following import follow
-from clusterregistry.sandbox.apiclients import ApiClient, ApiError
-from clusterregistry.sandbox.natsservers import NatsCluster, NatsServer
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.samples import PushedSample, fill
-from clusterregistry.sandbox.supervising import (
+from clusterregistry_sandbox.apiclients import ApiClient, ApiError
+from clusterregistry_sandbox.natsservers import NatsCluster, NatsServer
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.samples import PushedSample, fill
+from clusterregistry_sandbox.supervising import (
     DEFAULT_GRACE,
     Process,
     ProcessError,
@@ -59,7 +59,9 @@ from clusterregistry.sandbox.supervising import (
 from kubesim.certificates import CertificateAuthority
 
 __all__ = [
+    "CHECKOUT_ENV",
     "SERVICES",
+    "CheckoutNotFoundError",
     "ComponentState",
     "ServiceSpec",
     "System",
@@ -78,16 +80,52 @@ _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 _START_TIMEOUT = 90.0
 
 
-def cmd_dir() -> Path:
-    """Where the `cmd/<name>.py` entry points are: $CLUSTERREGISTRY_CMD_DIR, else the repo's."""
-    override = os.environ.get("CLUSTERREGISTRY_CMD_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[3] / "cmd"
+CHECKOUT_ENV = "CLUSTERREGISTRY_CHECKOUT"
+# what a directory holds to be a clusterregistry checkout the sandbox can run from
+_CHECKOUT_MARKERS = ("pyproject.toml", "cmd", "deploy/kustomize/base")
+
+
+def _is_checkout(path: Path) -> bool:
+    return all((path / marker).exists() for marker in _CHECKOUT_MARKERS)
 
 
 def repo_dir() -> Path:
-    return Path(__file__).resolve().parents[3]
+    """The clusterregistry checkout the sandbox runs: its `cmd/` and `deploy/`.
+
+    The sandbox starts every service as its Deployment does, from `cmd/<entry>.py`, and
+    installs the Artifact CRD from `deploy/kustomize/base`; neither ships in a
+    distribution, so the sandbox needs a checkout: $CLUSTERREGISTRY_CHECKOUT, else the
+    nearest directory above this package (an editable install) or above the working
+    directory that holds pyproject.toml, cmd/ and deploy/kustomize/base.
+    """
+    override = os.environ.get(CHECKOUT_ENV)
+    if override:
+        path = Path(override).resolve()
+        if not _is_checkout(path):
+            raise CheckoutNotFoundError(
+                f"${CHECKOUT_ENV}={override} is not a clusterregistry checkout "
+                f"(it needs {', '.join(_CHECKOUT_MARKERS)})")
+        return path
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for path in (start, *start.parents):
+            if _is_checkout(path):
+                return path
+    raise CheckoutNotFoundError(
+        "the sandbox runs the services from a clusterregistry checkout (its cmd/ and "
+        f"deploy/kustomize/base); none above {Path(__file__).parent} or the working "
+        f"directory: run it from a checkout or set ${CHECKOUT_ENV}")
+
+
+def cmd_dir() -> Path:
+    """Where the `cmd/<name>.py` entry points are: $CLUSTERREGISTRY_CMD_DIR, else the checkout's."""
+    override = os.environ.get("CLUSTERREGISTRY_CMD_DIR")
+    if override:
+        return Path(override)
+    return repo_dir() / "cmd"
+
+
+class CheckoutNotFoundError(RuntimeError):
+    """No clusterregistry checkout to run the services from (see `repo_dir`)."""
 
 
 @dataclass(frozen=True)

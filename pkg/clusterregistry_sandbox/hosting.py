@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clusterregistry.sandbox.narrating import table
-from clusterregistry.sandbox.systems import (
+from clusterregistry_sandbox.narrating import table
+from clusterregistry_sandbox.systems import (
     STATE_FILE,
     ComponentState,
     System,
@@ -35,9 +35,7 @@ from clusterregistry.sandbox.systems import (
     read_state,
 )
 
-__all__ = ["DEFAULT_DIR", "down", "run_foreground", "status", "up"]
-
-DEFAULT_DIR = Path(".sandbox")
+__all__ = ["down", "run_foreground", "status", "up"]
 _UP_TIMEOUT = 240.0
 # what a sandbox writes in its directory; only these are removed before a fresh start
 _OWNED = ("logs", "nats", "artifact-store", "edge", "kube", "images", "config", "webhook",

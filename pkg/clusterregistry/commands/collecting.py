@@ -1,4 +1,4 @@
-"""`clusterregistry gc run-once [--dry-run]`: one GC run now, and what it did.
+"""`clusterregistry gc run-once [--dry-run]`: one garbage collection run now, and what it did.
 
 By default the running GC process does the run (a NATS request to
 `subjects.GC_RUN_REQUEST`, answered by one replica), so the run uses the very
@@ -15,11 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-import msgspec
-
-from clusterregistry import config
+from clusterregistry.commands import Command
 from clusterregistry.errors import ClusterRegistryError, ConfigError
-from clusterregistry.gc.serving import request_run, run_in_process
+
+__all__ = ["COMMAND", "HELP", "add_arguments", "command"]
 
 HELP = "garbage collection: `gc run-once [--dry-run]`"
 
@@ -41,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """0 when the run finished or was skipped, 1 when it failed, 2 for bad settings."""
+    # the GC and its clients (NATS, Kubernetes), only when the command runs
+    import msgspec  # noqa: PLC0415
+
+    from clusterregistry import config  # noqa: PLC0415
+    from clusterregistry.gc.serving import request_run, run_in_process  # noqa: PLC0415
+
     # the connection's own warnings (reconnecting...) are noise here; errors still show
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     try:
@@ -60,3 +65,6 @@ def command(args: argparse.Namespace) -> int:
         return 1
     print(msgspec.json.encode(event).decode())
     return 0 if event.event in ("finished", "skipped") else 1
+
+
+COMMAND = Command(HELP, add_arguments, command)

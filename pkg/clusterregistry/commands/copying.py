@@ -13,14 +13,17 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from clusterregistry import config, references
-from clusterregistry.config import MirrorSettings, RegistryAccess
+from clusterregistry.commands import Command
 from clusterregistry.errors import ClusterRegistryError, ConfigError
-from clusterregistry.mirror.clients import RegistryClients, copy_options
-from clusterregistry.oci.authenticating import Credentials, parse_docker_config
-from clusterregistry.oci.copying import Copier, CopyReport
+
+if TYPE_CHECKING:
+    from clusterregistry.config import MirrorSettings
+    from clusterregistry.oci.authenticating import Credentials
+    from clusterregistry.oci.copying import CopyReport
+
+__all__ = ["COMMAND", "HELP", "BarProgress", "PlainProgress", "add_arguments", "command"]
 
 HELP = "copy one image (every platform, or --platform ones) between registries"
 MiB = 1 << 20
@@ -117,6 +120,9 @@ class PlainProgress:
 
 
 def _settings(args: argparse.Namespace, source: str, destination: str) -> MirrorSettings:
+    from clusterregistry import config  # noqa: PLC0415
+    from clusterregistry.config import MirrorSettings, RegistryAccess  # noqa: PLC0415
+
     settings = config.load(args.config).mirror
     accesses = {access.host: access for access in settings.registries}
     for side, host in (("src", source), ("dest", destination)):
@@ -138,6 +144,8 @@ def _settings(args: argparse.Namespace, source: str, destination: str) -> Mirror
 
 
 def _authfile(path: str | None) -> dict[str, Credentials]:
+    from clusterregistry.oci.authenticating import parse_docker_config  # noqa: PLC0415
+
     if not path:
         return {}
     try:
@@ -147,6 +155,11 @@ def _authfile(path: str | None) -> dict[str, Credentials]:
 
 
 async def _copy(args: argparse.Namespace, extra: dict[str, Credentials]) -> CopyReport:
+    # the mirror's engine and its HTTP clients, only when the command runs
+    from clusterregistry import references  # noqa: PLC0415
+    from clusterregistry.mirror.clients import RegistryClients, copy_options  # noqa: PLC0415
+    from clusterregistry.oci.copying import Copier  # noqa: PLC0415
+
     try:
         source = references.parse(args.source).with_default_tag()
         destination = references.parse(args.destination).with_default_tag()
@@ -196,3 +209,6 @@ def command(args: argparse.Namespace) -> int:
           + ("; filtered index (digest differs from the source's)" if report.filtered else ""),
           file=sys.stderr)
     return 0
+
+
+COMMAND = Command(HELP, add_arguments, command)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clusterregistry.sandbox.images import BuiltImage, ImageBuilder, ImageFormat, push
-from clusterregistry.sandbox.registries import Registry
+from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, ImageFormat, push
+from clusterregistry_sandbox.registries import Registry
 
 __all__ = ["SAMPLES", "PushedSample", "Sample", "fill"]
 

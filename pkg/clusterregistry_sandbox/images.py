@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterregistry.sandbox.supervising import ProcessError, find_executable, run_command
+from clusterregistry_sandbox.supervising import ProcessError, find_executable, run_command
 
 __all__ = [
     "DOCKER_CONFIG",

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from clusterregistry.sandbox.supervising import (
+from clusterregistry_sandbox.supervising import (
     DEFAULT_GRACE,
     Process,
     ProcessError,

@@ -1,7 +1,11 @@
-"""The `sandbox` and `demo` subcommands: arguments and dispatch, kept out of `cli.py`.
+"""The `clusterregistry sandbox` and `clusterregistry demo` subcommands.
 
-`cli.py` is shared by every service's commands, so the sandbox's own
-arguments live here and `cli.py` only wires them in.
+The product's command line never imports the sandbox: this distribution
+registers `DEMO` and `SANDBOX` in the entry-point group
+`clusterregistry.commands` (its pyproject.toml), and `clusterregistry.cli`
+loads one only when that subcommand is asked for. This module stays light
+(argparse only); the launchers, kubesim and the scenarios are imported when
+the command runs.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-from clusterregistry.sandbox import hosting, scenarios
-from clusterregistry.sandbox.systems import SystemOptions
+from clusterregistry.commands import Command
 
-__all__ = ["DEMO_HELP", "SANDBOX_HELP", "add_demo_arguments", "add_sandbox_arguments",
-           "demo_command", "sandbox_command"]
+__all__ = ["DEFAULT_DIR", "DEMO", "DEMO_HELP", "SANDBOX", "SANDBOX_HELP", "add_demo_arguments",
+           "add_sandbox_arguments", "demo_command", "sandbox_command"]
+
+DEFAULT_DIR = Path(".sandbox")
 
 SANDBOX_HELP = "run the whole system on this machine: up, status, down"
 DEMO_HELP = "run the demonstration scenario on a fresh sandbox and verify every step"
@@ -23,8 +28,8 @@ DEMO_HELP = "run the demonstration scenario on a fresh sandbox and verify every 
 
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("up", "status", "down"))
-    parser.add_argument("--dir", type=Path, default=hosting.DEFAULT_DIR,
-                        help=f"the sandbox's directory (default {hosting.DEFAULT_DIR})")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                        help=f"the sandbox's directory (default {DEFAULT_DIR})")
     parser.add_argument("--nats-cluster", action="store_true",
                         help="a 3-node NATS cluster with R3 streams instead of one server")
     parser.add_argument("--foreground", action="store_true",
@@ -32,6 +37,9 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sandbox_command(args: argparse.Namespace) -> int:
+    from clusterregistry_sandbox import hosting  # noqa: PLC0415 (kubesim and the launchers)
+    from clusterregistry_sandbox.systems import SystemOptions  # noqa: PLC0415
+
     if args.action == "up" and args.foreground:
         options = SystemOptions(nats_cluster=args.nats_cluster)
         return asyncio.run(hosting.run_foreground(args.dir.resolve(), options))
@@ -55,9 +63,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    from clusterregistry_sandbox import scenarios  # noqa: PLC0415 (the whole system)
+
     try:
         return asyncio.run(scenarios.run_demo(directory=args.dir, keep=args.keep))
     except (KeyboardInterrupt, asyncio.CancelledError):
         # interrupted (Ctrl-C, SIGTERM): the sandbox was stopped on the way out
         print("clusterregistry demo: interrupted", file=sys.stderr)
         return 130
+
+
+SANDBOX = Command(SANDBOX_HELP, add_sandbox_arguments, sandbox_command)
+DEMO = Command(DEMO_HELP, add_demo_arguments, demo_command)

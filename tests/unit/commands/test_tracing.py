@@ -16,10 +16,11 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, DeliverPolicy
 
-from clusterregistry import schemas, subjects, tracing
+from clusterregistry import schemas, subjects
 from clusterregistry.bus import following
 from clusterregistry.bus.connecting import Bus
-from clusterregistry.tracing import Filters, Other, Record, Source
+from clusterregistry.commands import tracing
+from clusterregistry.commands.tracing import Filters, Other, Record, Source
 
 WHEN = datetime(2025, 1, 7, 15, 20, 13, 123456, tzinfo=UTC)
 TRACE = "3f2a9b8c7d6e5f4031323334"

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterregistry import references
-from clusterregistry.sandbox.apiclients import ApiClient
-from clusterregistry.sandbox.images import ImageFormat
-from clusterregistry.sandbox.samples import PushedSample, Sample, fill
-from clusterregistry.sandbox.scenarios import count_manifest_pulls
-from clusterregistry.sandbox.supervising import wait_for
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox.apiclients import ApiClient
+from clusterregistry_sandbox.images import ImageFormat
+from clusterregistry_sandbox.samples import PushedSample, Sample, fill
+from clusterregistry_sandbox.scenarios import count_manifest_pulls
+from clusterregistry_sandbox.supervising import wait_for
+from clusterregistry_sandbox.systems import System
 
 __all__ = ["LoadResult", "load_samples", "run_load"]
 

@@ -9,7 +9,7 @@ lacks, then child manifests by digest, then the top manifest under its tag.
 from __future__ import annotations
 
 from clusterregistry.oci.registries import RegistryClient
-from clusterregistry.sandbox.images import BuiltImage
+from clusterregistry_sandbox.images import BuiltImage
 
 __all__ = ["upload"]
 

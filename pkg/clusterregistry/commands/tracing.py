@@ -31,29 +31,22 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
-from clusterregistry import config, schemas, subjects
-from clusterregistry.bus.connecting import Bus, connect
-from clusterregistry.bus.following import (
-    FETCH_WINDOW,
-    ConsumerRefusedError,
-    Delivered,
-    LiveTap,
-    NoStreamError,
-    OrderedReader,
-    Start,
-    list_streams,
-)
+from clusterregistry import schemas, subjects
+from clusterregistry.commands import Command
 from clusterregistry.errors import ClusterRegistryError, ConfigError, RetryableError
-from clusterregistry.runtime.lifecycle import cancel_and_wait
+
+if TYPE_CHECKING:
+    from clusterregistry.bus.connecting import Bus
+    from clusterregistry.bus.following import Delivered, OrderedReader, Start
 
 __all__ = [
+    "COMMAND",
     "HELP",
     "Filters",
-    "NoStreamError",
     "Other",
     "Record",
     "Source",
@@ -573,6 +566,18 @@ async def follow(
     were printed. Raises NoStreamError when no stream holds a wanted subject (or the
     streams cannot be listed), RetryableError when the connection is closed for good.
     """
+    # NATS only when a trace runs: the pure parts above are what the rest of the CLI loads
+    from clusterregistry.bus.following import (  # noqa: PLC0415
+        FETCH_WINDOW,
+        ConsumerRefusedError,
+        LiveTap,
+        NoStreamError,
+        OrderedReader,
+        Start,
+        list_streams,
+    )
+    from clusterregistry.runtime.lifecycle import cancel_and_wait  # noqa: PLC0415
+
     if from_start and since is not None:
         raise ValueError("from_start and since exclude each other")
     start = Start(from_start=from_start, since=since)
@@ -711,6 +716,9 @@ async def run(args: argparse.Namespace, *, out: TextIO | None = None,
               err: TextIO | None = None) -> int:
     """`clusterregistry trace`: 0 when done, 1 when NATS or the streams are missing,
     2 for bad arguments or settings."""
+    from clusterregistry import config  # noqa: PLC0415
+    from clusterregistry.bus.connecting import connect  # noqa: PLC0415
+
     stdout = out if out is not None else sys.stdout
     stderr = err if err is not None else sys.stderr
     try:
@@ -760,6 +768,9 @@ def command(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
+
+
+COMMAND = Command(HELP, add_arguments, command)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from clusterregistry.sandbox.apiclients import ApiClient
+from clusterregistry_sandbox.apiclients import ApiClient
 
 __all__ = ["PodStarts", "pod_starts"]
 

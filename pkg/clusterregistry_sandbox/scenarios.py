@@ -42,12 +42,12 @@ import msgspec
 import nats
 
 from clusterregistry import kinds, references, schemas, subjects
-from clusterregistry.sandbox.apiclients import ApiClient, ApiError
-from clusterregistry.sandbox.narrating import Narrator, table
-from clusterregistry.sandbox.podstarts import pod_starts
-from clusterregistry.sandbox.samples import PushedSample
-from clusterregistry.sandbox.supervising import wait_for
-from clusterregistry.sandbox.systems import SERVICES, System, SystemOptions
+from clusterregistry_sandbox.apiclients import ApiClient, ApiError
+from clusterregistry_sandbox.narrating import Narrator, table
+from clusterregistry_sandbox.podstarts import pod_starts
+from clusterregistry_sandbox.samples import PushedSample
+from clusterregistry_sandbox.supervising import wait_for
+from clusterregistry_sandbox.systems import SERVICES, System, SystemOptions
 
 __all__ = [
     "NF_NAMESPACE",

@@ -28,8 +28,8 @@ import nats
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from clusterregistry import kinds, references, schemas, subjects
-from clusterregistry.sandbox.apiclients import ApiClient
-from clusterregistry.sandbox.systems import System
+from clusterregistry_sandbox.apiclients import ApiClient
+from clusterregistry_sandbox.systems import System
 
 __all__ = ["expected_references", "problems"]
 

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import nats
 
-from clusterregistry.sandbox.supervising import (
+from clusterregistry_sandbox.supervising import (
     DEFAULT_GRACE,
     Process,
     ProcessError,

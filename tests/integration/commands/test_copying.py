@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterregistry.sandbox.registries import Registry
-from clusterregistry.sandbox.supervising import run_command
+from clusterregistry_sandbox.registries import Registry
+from clusterregistry_sandbox.supervising import run_command
 from tests.integration.oci.conftest import inspect_digest
 from tests.world.images import BuildImage, PushImage
 
