@@ -52,8 +52,8 @@ from clusterregistry.bus.pulling import ConsumerSpec, Puller
 from clusterregistry.bus.streams import ensure_stream
 from clusterregistry.config import TrackerSettings
 from clusterregistry.schemas import Container, KubeEvent, OwnerRef, PodState, TemplateState
-from clusterregistry.tracker.consuming import Tracker
 from clusterregistry.tracker.metrics import TrackerMetrics
+from clusterregistry.tracker.tracking import Tracker
 from clusterregistry_sandbox.natsservers import NatsServer
 
 LOCAL = "clusterregistry.clusterregistry.svc:5000"

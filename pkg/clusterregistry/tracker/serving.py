@@ -7,7 +7,7 @@ import asyncio
 from clusterregistry.bus.connecting import connect
 from clusterregistry.config import Settings
 from clusterregistry.runtime.probes import ProbeServer
-from clusterregistry.tracker.consuming import Tracker
+from clusterregistry.tracker.tracking import Tracker
 from clusterregistry.tracker.metrics import TrackerMetrics
 
 

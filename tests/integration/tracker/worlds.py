@@ -36,8 +36,8 @@ from clusterregistry.reconciler.reconciling import Reconciler
 from clusterregistry.relay.metrics import RelayMetrics
 from clusterregistry.relay.relaying import Relay
 from clusterregistry.schemas import MirrorRequest, MirrorResult, OwnerRecord
-from clusterregistry.tracker.consuming import Tracker
 from clusterregistry.tracker.metrics import TrackerMetrics
+from clusterregistry.tracker.tracking import Tracker
 from clusterregistry_sandbox.natsservers import NatsServer
 from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster
