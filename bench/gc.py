@@ -8,7 +8,7 @@ period. One GC run
 (`gc.collecting.Collector`, `readOnlyMode: follower`) then: takes the lock, chooses, marks
 500 artifacts Deleting, re-checks, resolves every manifest of the affected repositories,
 deletes 500 manifests through the API, relabels its lock `sweep`, waits for the registry's
-supervisor (`gc.following.follow`, here restarting this registry with
+supervisor (`gc.readonly.follow`, here restarting this registry with
 `storage.maintenance.readonly`) to confirm read-only, runs `garbage-collect`, releases, and
 waits for read-write again.
 
@@ -49,8 +49,8 @@ from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.streams import ensure_bucket
 from clusterregistry.config import GcSettings
 from clusterregistry.gc.collecting import Collector
-from clusterregistry.gc.following import follow
 from clusterregistry.gc.metrics import GcMetrics
+from clusterregistry.gc.readonly import follow
 from clusterregistry.gc.scheduling import Schedule
 from clusterregistry.gc.sweeping import SubprocessSweeper, SweepResult
 from clusterregistry.gc.usage import blob_bytes

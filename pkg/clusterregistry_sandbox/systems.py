@@ -44,7 +44,7 @@ import yaml
 from clusterregistry import config
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.fencing import Fence
-from clusterregistry.gc.following import follow
+from clusterregistry.gc.readonly import follow
 from clusterregistry_sandbox.apiclients import ApiClient, ApiError
 from clusterregistry_sandbox.natsservers import NatsCluster, NatsServer
 from clusterregistry_sandbox.registries import Registry

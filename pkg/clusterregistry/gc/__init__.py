@@ -1,5 +1,5 @@
 """Garbage collection: frees registry space held by images no owner references.
 
 Pure decisions (`scheduling`, `selecting`) apart from the I/O that acts on them
-(`usage`, `collecting`, `sweeping`, `following`, `serving`).
+(`usage`, `collecting`, `sweeping`, `readonly`, `serving`).
 """

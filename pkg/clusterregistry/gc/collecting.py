@@ -15,7 +15,7 @@ The order is what keeps every referenced image intact:
 5. Delete the manifests through the registry API, minus any a live image shares
    (`selecting.manifests_to_delete`), then the record and the Artifact.
 6. The sweep (`sweeping`): relabel the lock `sweep ...`; in `follower` mode wait
-   for the registry's supervisor to confirm read-only (`following`); run
+   for the registry's supervisor to confirm read-only (`readonly`); run
    `garbage-collect`. The lock is released on every way out (`Fence.exclusive`).
 7. Usage again; every step is published as a GcEvent on `clusterregistry.gc.*`.
 """
@@ -47,8 +47,8 @@ from clusterregistry.errors import (
     RetryableError,
 )
 from clusterregistry.gc import selecting, usage
-from clusterregistry.gc.following import SWEEP_PURPOSE
 from clusterregistry.gc.metrics import GcMetrics
+from clusterregistry.gc.readonly import SWEEP_PURPOSE
 from clusterregistry.gc.scheduling import Schedule
 from clusterregistry.gc.selecting import Tree
 from clusterregistry.gc.sweeping import Sweeper, SweepResult

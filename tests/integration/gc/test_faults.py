@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from clusterregistry import config, references
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.config import MirrorSettings, RegistryAccess
-from clusterregistry.gc.following import follow
+from clusterregistry.gc.readonly import follow
 from clusterregistry.gc.metrics import GcMetrics
 from clusterregistry.gc.serving import request_run
 from clusterregistry.gc.sweeping import SweepResult

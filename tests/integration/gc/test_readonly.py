@@ -9,7 +9,7 @@ import pytest
 
 from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.fencing import Fence
-from clusterregistry.gc.following import follow
+from clusterregistry.gc.readonly import follow
 from clusterregistry_sandbox.natsservers import NatsServer
 from clusterregistry_sandbox.supervising import wait_for
 
