@@ -405,7 +405,7 @@ async def test_kill_9_and_restart_of_nats_loses_and_repeats_nothing(
 
 async def _command(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clusterregistry.tracing", *argv,
+        sys.executable, "-m", "clusterregistry.commands.tracing", *argv,
         cwd=ROOT, env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -447,7 +447,7 @@ async def test_ctrl_c_ends_a_live_trace_quietly_and_removes_its_consumer(
     bus: Bus, nats_server: NatsServer, js: JetStreamContext
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clusterregistry.tracing", "--server", nats_server.url,
+        sys.executable, "-m", "clusterregistry.commands.tracing", "--server", nats_server.url,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         # as from a terminal: a suite run in the background (`make test &`) inherits an
         # ignored SIGINT, and Python keeps it ignored, so Ctrl-C could not be tested
