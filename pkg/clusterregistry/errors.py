@@ -77,5 +77,10 @@ class AuthenticationError(PermanentError):
     """Credentials missing, refused (401) or not allowed (403). Never carries a secret."""
 
 
+class InvalidReferenceError(PermanentError, ValueError):
+    """Not a valid image reference (`references.parse`); the message says why, in
+    distribution's words. Parsing it again cannot succeed."""
+
+
 class DigestMismatchError(PermanentError):
     """Bytes did not match their digest or size: a corrupt source or a broken proxy."""

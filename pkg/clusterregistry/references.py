@@ -32,6 +32,9 @@ from typing import Final
 
 import msgspec
 
+# what parse and the mappings raise: part of the error tree, and named here for their callers
+from clusterregistry.errors import InvalidReferenceError as InvalidReferenceError  # noqa: PLC0414
+
 DEFAULT_DOMAIN: Final = "docker.io"
 LEGACY_DEFAULT_DOMAIN: Final = "index.docker.io"
 OFFICIAL_REPOSITORY_PREFIX: Final = "library/"
@@ -67,10 +70,6 @@ _ANCHORED_IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 _DIGEST_LENGTHS: Final = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DIGEST_HEX = re.compile(r"[a-f0-9]+")
 _PORT_IN_PATH = re.compile(r"(?P<host>.+)_(?P<port>[0-9]+)")
-
-
-class ReferenceError(ValueError):
-    """Not a valid image reference; the message says why, in distribution's words."""
 
 
 class Reference(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,11 +133,11 @@ def _validate_digest(digest: str) -> None:
     algorithm, _, hex_part = digest.partition(":")
     expected = _DIGEST_LENGTHS.get(algorithm)
     if expected is None:
-        raise ReferenceError(f"unsupported digest algorithm {algorithm!r}")
+        raise InvalidReferenceError(f"unsupported digest algorithm {algorithm!r}")
     if len(hex_part) != expected:
-        raise ReferenceError("invalid checksum digest length")
+        raise InvalidReferenceError("invalid checksum digest length")
     if not _DIGEST_HEX.fullmatch(hex_part):
-        raise ReferenceError("invalid checksum digest format")
+        raise InvalidReferenceError("invalid checksum digest format")
 
 
 def _split_domain(name: str) -> tuple[str, str]:
@@ -158,7 +157,7 @@ def _split_domain(name: str) -> tuple[str, str]:
 
 
 def parse(text: str) -> Reference:
-    """A normalised reference from what a pod spec says; `ReferenceError` when invalid.
+    """A normalised reference from what a pod spec says; `InvalidReferenceError` when invalid.
 
     Exactly `parse_whole` (distribution's grammar), only cheaper for the common case. The
     grammar is `name [":" tag] ["@" digest]` and neither tag nor digest can hold `/` or
@@ -198,7 +197,7 @@ def _parse_name(name: str) -> Reference | None:
         return None
     try:
         named = parse_whole(name)
-    except ReferenceError:
+    except InvalidReferenceError:
         return None
     if named.tag or named.digest:  # cannot happen for a split name; never cache a surprise
         return None
@@ -213,7 +212,7 @@ def _digest_valid(digest: str) -> bool:
         return False
     try:
         _validate_digest(digest)
-    except ReferenceError:
+    except InvalidReferenceError:
         return False
     return True
 
@@ -227,35 +226,35 @@ def parse_whole(text: str) -> Reference:
     given: no `:latest` is added (see `with_default_tag`).
     """
     if not text:
-        raise ReferenceError("repository name must have at least one component")
+        raise InvalidReferenceError("repository name must have at least one component")
     if len(text) > REFERENCE_LENGTH_MAX:
-        raise ReferenceError(f"invalid reference format: longer than {REFERENCE_LENGTH_MAX} "
-                             "characters")
+        raise InvalidReferenceError(
+            f"invalid reference format: longer than {REFERENCE_LENGTH_MAX} characters")
     if _ANCHORED_IDENTIFIER.fullmatch(text):
-        raise ReferenceError(
+        raise InvalidReferenceError(
             f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
         )
     domain, remainder = _split_domain(text)
     remote = remainder.split(":", 1)[0]
     if remote.lower() != remote:
-        raise ReferenceError(f"invalid reference format: repository name ({remote}) must be "
-                             "lowercase")
+        raise InvalidReferenceError(
+            f"invalid reference format: repository name ({remote}) must be lowercase")
     full = f"{domain}/{remainder}"
     match = _REFERENCE.fullmatch(full)
     if match is None:
         lowered = full.lower()
         if lowered != full and _REFERENCE.fullmatch(lowered):
-            raise ReferenceError("repository name must be lowercase")
-        raise ReferenceError("invalid reference format")
+            raise InvalidReferenceError("repository name must be lowercase")
+        raise InvalidReferenceError("invalid reference format")
     path = match.group("path")
     if len(path) > NAME_TOTAL_LENGTH_MAX:
-        raise ReferenceError(f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} "
-                             "characters")
+        raise InvalidReferenceError(
+            f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
     if match.group("domain") is None:
         # `a_b.c/x`: splitDockerDomain takes `a_b.c` for a registry, which the domain grammar
         # then refuses, so distribution returns a name without a domain; no runtime can pull
         # that, and no mapping can keep it apart from Docker Hub: refuse it here
-        raise ReferenceError(f"invalid reference format: {domain!r} is not a registry host")
+        raise InvalidReferenceError(f"invalid reference format: {domain!r} is not a registry host")
     digest = match.group("digest") or ""
     if digest:
         _validate_digest(digest)
@@ -266,7 +265,7 @@ def parse_whole(text: str) -> Reference:
 def is_valid(text: str) -> bool:
     try:
         parse(text)
-    except ReferenceError:
+    except InvalidReferenceError:
         return False
     return True
 
@@ -274,27 +273,28 @@ def is_valid(text: str) -> bool:
 def _host_component(domain: str) -> str:
     """The source domain as one path component: lower-case, `:port` as `_port`."""
     if domain.startswith("["):
-        raise ReferenceError(f"an IPv6 registry host ({domain}) cannot be mapped to a local path")
+        raise InvalidReferenceError(
+            f"an IPv6 registry host ({domain}) cannot be mapped to a local path")
     host, _, port = domain.partition(":")
     if not port and "." not in host and host.lower() != "localhost":
         # `UPPER/x` is a registry called UPPER to distribution, but `upper/x` would read
         # back as Docker Hub's `upper/x`: refuse rather than map it ambiguously
-        raise ReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
+        raise InvalidReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
     component = host.lower() + (f"_{port}" if port else "")
     if not _PATH_ONLY.fullmatch(component):
-        raise ReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
+        raise InvalidReferenceError(f"registry host {domain!r} cannot be mapped to a local path")
     return component
 
 
 def to_local(source: Reference, local_registry: str) -> Reference:
     """Where `source` lives in the local registry; keeps tag and digest exactly.
 
-    `ReferenceError` when the mapped name would be invalid (IPv6 host, a path over 255
+    `InvalidReferenceError` when the mapped name would be invalid (IPv6 host, a path over 255
     characters, which distribution refuses).
     """
     path = f"{_host_component(source.domain)}/{source.path}"
     if len(path) > NAME_TOTAL_LENGTH_MAX:
-        raise ReferenceError(
+        raise InvalidReferenceError(
             f"the local name for {source} would be longer than {NAME_TOTAL_LENGTH_MAX} characters"
         )
     return Reference(domain=local_registry, path=path, tag=source.tag, digest=source.digest)
@@ -307,14 +307,14 @@ def is_local(reference: Reference, local_registry: str) -> bool:
 def from_local(local: Reference, local_registry: str) -> Reference:
     """The source a local reference was mapped from (the inverse of `to_local`)."""
     if not is_local(local, local_registry):
-        raise ReferenceError(f"{local} is not in the local registry {local_registry}")
+        raise InvalidReferenceError(f"{local} is not in the local registry {local_registry}")
     first, sep, rest = local.path.partition("/")
     if not sep:
-        raise ReferenceError(f"{local} does not name a source registry")
+        raise InvalidReferenceError(f"{local} does not name a source registry")
     port_match = _PORT_IN_PATH.fullmatch(first)
     domain = f"{port_match['host']}:{port_match['port']}" if port_match else first
     if "." not in domain and ":" not in domain and domain != "localhost":
-        raise ReferenceError(f"{local} does not name a source registry")
+        raise InvalidReferenceError(f"{local} does not name a source registry")
     return Reference(domain=domain, path=rest, tag=local.tag, digest=local.digest)
 
 

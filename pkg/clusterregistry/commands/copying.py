@@ -163,7 +163,7 @@ async def _copy(args: argparse.Namespace, extra: dict[str, Credentials]) -> Copy
     try:
         source = references.parse(args.source).with_default_tag()
         destination = references.parse(args.destination).with_default_tag()
-    except references.ReferenceError as exc:
+    except references.InvalidReferenceError as exc:
         raise ConfigError(str(exc)) from None
     settings = _settings(args, source.domain, destination.domain)
     clients = RegistryClients(settings, local_registry="")

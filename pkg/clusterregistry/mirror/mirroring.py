@@ -341,7 +341,7 @@ class Worker:
         try:
             source = references.parse(request.source).with_default_tag()
             destination = references.parse(request.destination).with_default_tag()
-        except references.ReferenceError as exc:
+        except references.InvalidReferenceError as exc:
             raise PermanentError(f"invalid reference in request: {exc}") from None
         pull_secrets = await self._credentials(request.pull_secrets)
         src = self.clients.source(source.domain, pull_secrets)

@@ -193,7 +193,7 @@ class Reconciler:
             try:
                 statuses.local_of(source, self.rules.local_registry)
                 name = references.artifact_name(references.parse(source))
-            except references.ReferenceError as exc:
+            except references.InvalidReferenceError as exc:
                 log.warning("source %s cannot be mirrored: %s", source, exc)
                 self._unmappable.add(source)
                 return None

@@ -148,7 +148,7 @@ def _canonical(text: str, local_registry: str) -> str | None:
         if local_registry and references.is_local(parsed, local_registry):
             parsed = references.from_local(parsed, local_registry)
         return str(parsed.with_default_tag())
-    except references.ReferenceError as exc:
+    except references.InvalidReferenceError as exc:
         log.warning("image %r is not a valid reference (%s); not tracked", text, exc)
         return None
 

@@ -27,7 +27,7 @@ from clusterregistry import references, schemas, subjects
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.keyvalues import watch_bucket
 from clusterregistry.errors import PermanentError, RetryableError
-from clusterregistry.references import ReferenceError
+from clusterregistry.references import InvalidReferenceError
 from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.webhook.metrics import WebhookMetrics
 from clusterregistry.webhook.mutation import AVAILABLE_PHASE
@@ -47,7 +47,7 @@ class _Snapshot:
         try:
             record = schemas.artifact_record_decoder.decode(value)
             source = references.canonical(record.source)
-        except (msgspec.DecodeError, ReferenceError) as exc:
+        except (msgspec.DecodeError, InvalidReferenceError) as exc:
             log.warning("ignoring artifact record %s: %s", key, exc)
             return
         self.by_key[key] = (source, record.phase)

@@ -30,7 +30,7 @@ from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from clusterregistry import kinds, references
-from clusterregistry.references import Reference, ReferenceError
+from clusterregistry.references import InvalidReferenceError, Reference
 from clusterregistry.webhook.policies import SourceRules
 from clusterregistry.webhook.reviews import Container, Pod
 
@@ -170,7 +170,7 @@ def _make_mapping(source: Reference, rules: Rules) -> _Mapping:
         return _Mapping(reason, "", "")
     try:
         local = references.to_local(source, rules.local_registry)
-    except ReferenceError as exc:
+    except InvalidReferenceError as exc:
         return _Mapping(UNMAPPABLE, str(exc), "")
     return _Mapping(None, "", local.path)
 
@@ -178,7 +178,7 @@ def _make_mapping(source: Reference, rules: Rules) -> _Mapping:
 def _make_plan(image: str, rules: Rules) -> Plan:
     try:
         source = references.parse(image)
-    except ReferenceError as exc:
+    except InvalidReferenceError as exc:
         return Plan(None, INVALID, str(exc), "", "")
     mapping = rules.mapping(source)
     # str(Reference) spelled out: tag and digest exactly as written
@@ -207,7 +207,7 @@ def _original_of(local: Reference, local_registry: str) -> str | None:
     """The source a local image was mapped from, or None when it is not such an image."""
     try:
         return str(references.from_local(local, local_registry))
-    except ReferenceError:
+    except InvalidReferenceError:
         return None
 
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clusterregistry import references
-from clusterregistry.references import Reference, ReferenceError
+from clusterregistry.references import InvalidReferenceError, Reference
 
 FF64 = "f" * 64
 DIGEST = f"sha256:{FF64}"
@@ -281,7 +281,7 @@ DOCKER_REF = [
                          ids=lambda v: str(v)[:60] if isinstance(v, str) else None)
 def test_distribution_reference_parse_cases(text: str, valid: bool, tag: str, digest: str) -> None:
     if not valid:
-        with pytest.raises(ReferenceError):
+        with pytest.raises(InvalidReferenceError):
             references.parse(text)
         assert not references.is_valid(text)
         return
@@ -293,13 +293,13 @@ def test_distribution_reference_parse_cases(text: str, valid: bool, tag: str, di
 
 @pytest.mark.parametrize(("text", "message"), ERROR_MESSAGES)
 def test_errors_say_what_distribution_says(text: str, message: str) -> None:
-    with pytest.raises(ReferenceError, match=message):
+    with pytest.raises(InvalidReferenceError, match=message):
         references.parse(text)
 
 
 @pytest.mark.parametrize("text", WITH_NAME_FAILURE)
 def test_distribution_with_name_failures(text: str) -> None:
-    with pytest.raises(ReferenceError):
+    with pytest.raises(InvalidReferenceError):
         references.parse(text)
 
 
@@ -324,7 +324,7 @@ def test_distribution_valid_names(text: str) -> None:
 @pytest.mark.parametrize("text", INVALID_REFERENCE_NAMES + INVALID_REMOTE_NAMES,
                          ids=lambda v: v[:60])
 def test_distribution_invalid_names(text: str) -> None:
-    with pytest.raises(ReferenceError):
+    with pytest.raises(InvalidReferenceError):
         references.parse(text)
 
 
@@ -349,7 +349,7 @@ def test_distribution_tag_and_digest() -> None:
 
 
 def test_distribution_invalid_components() -> None:
-    with pytest.raises(ReferenceError):
+    with pytest.raises(InvalidReferenceError):
         references.parse("-foo")
     assert references.is_valid("busybox")
     assert not references.is_valid("busybox:-foo")  # WithTag(ref, "-foo")
@@ -378,12 +378,12 @@ def test_tag_and_digest_keep_both_unlike_parse_docker_ref() -> None:
                                   "ng\u0131nx", "nginx:\uff11"])
 def test_trailing_newline_whitespace_and_non_ascii_are_invalid(text: str) -> None:
     # Go's `$` never matches before a final newline, and `\w` is ASCII there
-    with pytest.raises(ReferenceError):
+    with pytest.raises(InvalidReferenceError):
         references.parse(text)
 
 
 def test_upper_case_hex_in_a_digest_is_invalid() -> None:
-    with pytest.raises(ReferenceError, match="invalid checksum digest format"):
+    with pytest.raises(InvalidReferenceError, match="invalid checksum digest format"):
         references.parse("nginx@sha256:" + "F" * 64)
 
 
@@ -410,13 +410,13 @@ def test_local_mapping_and_its_inverse(source: str, local: str) -> None:
 
 @pytest.mark.parametrize("source", ["[::1]:5000/repo", "UPPER/x"])
 def test_sources_that_cannot_be_mapped_say_so(source: str) -> None:
-    with pytest.raises(ReferenceError, match="cannot be mapped"):
+    with pytest.raises(InvalidReferenceError, match="cannot be mapped"):
         references.to_local(references.parse(source), "edge:5000")
 
 
 def test_a_local_name_over_255_is_refused() -> None:
     source = references.parse("example.com/" + "a" * 250)  # its own path: 250 characters
-    with pytest.raises(ReferenceError, match="longer than 255"):
+    with pytest.raises(InvalidReferenceError, match="longer than 255"):
         references.to_local(source, "edge:5000")
 
 
@@ -478,23 +478,23 @@ def test_to_local_is_reversible(text: str) -> None:
 def test_any_text_parses_or_raises_reference_error(text: str) -> None:
     try:
         ref = references.parse(text)
-    except ReferenceError as exc:
+    except InvalidReferenceError as exc:
         assert str(exc)  # says why
     else:
         assert references.parse(str(ref)) == ref
 
 
 def test_text_longer_than_any_pullable_reference_is_refused_first() -> None:
-    with pytest.raises(ReferenceError, match="longer than 1024"):
+    with pytest.raises(InvalidReferenceError, match="longer than 1024"):
         references.parse("a" * 2000)
 
 
 def test_a_failing_match_does_not_backtrack_exponentially() -> None:
     # with an empty-able separator (`[-]*`, distribution's grammar before 2023) this input
     # takes 2**60 steps in a backtracking engine; it must fail at once
-    with pytest.raises(ReferenceError):
+    with pytest.raises(InvalidReferenceError):
         references.parse("a" * 60 + "!")
-    with pytest.raises(ReferenceError):
+    with pytest.raises(InvalidReferenceError):
         references.parse("f" * 64 + "\n")
 
 
@@ -503,7 +503,7 @@ def test_a_failing_match_does_not_backtrack_exponentially() -> None:
 def _outcome(parse: Any, text: str) -> Reference | str:
     try:
         return parse(text)  # type: ignore[no-any-return]
-    except ReferenceError as exc:
+    except InvalidReferenceError as exc:
         return f"error: {exc}"
 
 
