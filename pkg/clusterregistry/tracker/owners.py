@@ -2,10 +2,11 @@
 
 `handle(event, stored)` decides what one relayed event means for the KV
 record of the owner it concerns; `relist_end` and `dereferenced` apply the
-relay's relist markers (the rule of `clusterregistry.inventories`) from what
-the records themselves remember: every record notes the last relist that
-listed its owner, because the replicas sharing the tracker's consumer each
-see only part of a relist, so no process holds a relist's whole list.
+relay's relist markers from what the records themselves remember: every
+record notes the last relist that listed its owner, because the replicas
+sharing the tracker's consumer each see only part of a relist, so no process
+holds a relist's whole list. (`tests/world/inventories.py` states the same
+rule for one reader that sees the whole stream: the tests' oracle.)
 
 The rules (DESIGN.md, "Owner-based references"):
 
@@ -62,7 +63,7 @@ CONTROLLERS: Final[frozenset[str]] = frozenset(
 
 def rv(value: str) -> int:
     """resourceVersions are opaque in general; kube-apiserver's (etcd revisions) and
-    kubesim's are integers, which ordering them relies on (as inventories does)."""
+    kubesim's are integers, which ordering them relies on."""
     try:
         return int(value)
     except ValueError:

@@ -10,9 +10,9 @@ import msgspec
 import pytest
 
 from clusterregistry import schemas, subjects
-from clusterregistry.inventories import Inventory
 from clusterregistry_sandbox.supervising import wait_for
 from tests.integration.relay.conftest import Record, RunningRelay, World, events
+from tests.world.inventories import Inventory
 
 pytestmark = pytest.mark.integration
 

@@ -1,9 +1,10 @@
-"""The consumers' rules for the relay's stream: stale messages, deletes, relist markers."""
+"""The oracle of the relay's stream (`tests.world.inventories`): stale messages, deletes,
+relist markers."""
 
 from __future__ import annotations
 
-from clusterregistry.inventories import Inventory
 from clusterregistry.schemas import KubeEvent, RelistMarker
+from tests.world.inventories import Inventory
 
 
 def ev(uid: str, rv: int, etype: str = "ADDED", relist: str = "") -> KubeEvent:

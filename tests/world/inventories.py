@@ -1,12 +1,17 @@
-"""What exists, per kind, as the relay's stream tells it: events plus relist markers.
+"""The tests' oracle of the relay's stream: what exists, per kind, from events and relist markers.
 
-Every consumer of CLUSTERREGISTRY_KUBE needs the same rules, so they live
-here, pure: a message older than what is held for that object is ignored
-(redelivery and replays are harmless); a DELETED removes; and a completed
+The rules every consumer of CLUSTERREGISTRY_KUBE must agree with, for one reader
+that sees the whole stream: a message older than what is held for that object is
+ignored (redelivery and replays are harmless); a DELETED removes; and a completed
 relist (its begin and end markers seen, in that order, with the SYNC events
-between) removes every object of that kind that the relist did not mention
-and that did not change after the relist's resourceVersion: its DELETED
-event was missed (410 Gone, a relay down for long), but it is gone.
+between) removes every object of that kind that the relist did not mention and
+that did not change after the relist's resourceVersion: its DELETED event was
+missed (410 Gone, a relay down for long), but it is gone.
+
+No product code reads the stream this way: the tracker's replicas share one
+consumer, so none of them sees a whole relist, and `tracker.owners` applies the
+same rule from marks kept in the owner records. Tests replay a stream through
+this to say what the consumers should have concluded.
 """
 
 from __future__ import annotations
