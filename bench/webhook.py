@@ -348,6 +348,7 @@ async def webhook(*, quick: bool = False) -> dict[str, Any]:
         context = ssl.create_default_context(cadata=material.ca_pem.decode())
         webhook_port, probe_port, bare_port = free_port(), free_port(), free_port()
         env = {**os.environ,
+               "CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
                "CLUSTERREGISTRY_WEBHOOK_HOST": "127.0.0.1",
                "CLUSTERREGISTRY_WEBHOOK_PORT": str(webhook_port),
                "CLUSTERREGISTRY_WEBHOOK_TLSCERTFILE": str(tmp / "tls.crt"),

@@ -1,29 +1,9 @@
 """clusterregistry mirror: copy requested images into the local registry."""
 
-import argparse
-import asyncio
 import sys
 
-from clusterregistry import config
-from clusterregistry.mirror.serving import serve
-from clusterregistry.runtime import lifecycle, logs
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="mirror", description=__doc__)
-    parser.add_argument("--config", default=None, help="settings YAML (the ConfigMap)")
-    parser.add_argument("--kubeconfig", default=None,
-                        help="for pull secrets; default: $KUBECONFIG or in-cluster")
-    parser.add_argument("--identity", default=None, help="worker id (POD_NAME)")
-    args = parser.parse_args()
-
-    async def main_(stop: asyncio.Event) -> None:
-        settings = config.load(args.config)
-        logs.configure()
-        await serve(settings, stop, kubeconfig=args.kubeconfig, identity=args.identity)
-
-    return lifecycle.run(main_, name="mirror")
-
+from clusterregistry.mirror.serving import SERVICE
+from clusterregistry.runtime.running import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(SERVICE))

@@ -38,6 +38,8 @@ from clusterregistry.kube.clients import api_client
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
+from clusterregistry.runtime.running import Service
+from clusterregistry.runtime.running import identity as default_identity
 from clusterregistry.schemas import (
     GcEvent,
     GcRunRequest,
@@ -47,10 +49,6 @@ from clusterregistry.schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def default_identity() -> str:
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _kube_configured(kubeconfig: str | None) -> bool:
@@ -215,3 +213,11 @@ async def run_in_process(settings: Settings, *, dry_run: bool, force: bool,
     finally:
         await _close(closing)
         await bus.close()
+
+
+SERVICE = Service(
+    name="gc",
+    summary="clusterregistry gc: garbage collection of the edge registry, on a schedule and "
+            "on request.",
+    serve=serve, kubeconfig_help="for Artifacts and sweep Jobs; without one, KV records only",
+    identity_help="fence holder identity")

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
+
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
@@ -22,14 +22,11 @@ from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import Worker
 from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
+from clusterregistry.runtime.running import Service
+from clusterregistry.runtime.running import identity as default_identity
 from clusterregistry.schemas import BlobLocation, SecretRef
 
 log = logging.getLogger(__name__)
-
-
-def default_identity() -> str:
-    """The pod name in a cluster, made unique per process elsewhere."""
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 async def _read_secret(api: ApiClient, ref: SecretRef) -> bytes:
@@ -43,7 +40,7 @@ async def serve(
     kubeconfig: str | None = None,
     identity: str | None = None,
     probe_host: str | None = None,
-    metrics: MirrorMetrics | None = None,
+    metrics_registry: CollectorRegistry = REGISTRY,
 ) -> None:
     """Run one worker until `stop`. Without a Kubernetes configuration the worker still
     copies, but a request naming pull secrets fails (permanently) with a clear error."""
@@ -63,7 +60,8 @@ async def serve(
         fence = Fence(bus, ttl_seconds=settings.gc.lock_ttl_seconds, holder=worker_id,
                       replicas=replicas)
         workers: list[Worker] = []  # the worker, once NATS let it be made
-        probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port)
+        probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port,
+                             registry=metrics_registry)
         probes.add_check("nats", lambda: bool(workers) and workers[0].ready
                          and bus.connected)
         async with probes:
@@ -74,7 +72,7 @@ async def serve(
                 bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
                 ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
                 secrets=functools.partial(_read_secret, api) if api is not None else None,
-                metrics=metrics or MirrorMetrics(), stream_replicas=replicas))
+                metrics=MirrorMetrics(metrics_registry), stream_replicas=replicas))
             await workers[0].run(stop)
 
 
@@ -96,3 +94,9 @@ async def _prepare(bus: Bus, fence: Fence, settings: Settings,
             delay = min(delay * 2, 10.0)
             continue
         return kv
+
+
+SERVICE = Service(
+    name="mirror", summary="clusterregistry mirror: copy requested images into the local registry.",
+    serve=serve, kubeconfig_help="for pull secrets",
+    identity_help="worker id (mirror.workerId, if set, when this is not)")

@@ -8,6 +8,11 @@ the caBundle): before that kube-apiserver could not verify the webhook, so a
 Service must not send it traffic. The artifact view (IfAvailable) is no part of
 readiness: without it the configured fallback answers, which is the point.
 
+With `enableClusterRegistry: false` the runner starts `serve_disabled` instead:
+the same server, certificate and caBundle, answering every AdmissionReview
+with the pod allowed unchanged (and a warning saying why), so a configuration
+left registered, even with failurePolicy Fail, never blocks a pod.
+
 Request bodies above `webhook.maxBodyBytes` get HTTP 413 from aiohttp before
 they are read whole. The rewrite is synchronous and short (tens of
 microseconds): it runs on the event loop, no executor hop.
@@ -18,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -27,7 +34,9 @@ from clusterregistry.errors import RetryableError
 from clusterregistry.kube.clients import api_client
 from clusterregistry.runtime.lifecycle import cancel_and_wait, wait_stopped
 from clusterregistry.runtime.probes import ProbeServer
-from clusterregistry.webhook.admitting import Admitter
+from clusterregistry.runtime.running import ENABLE_KEY, Service
+from clusterregistry.webhook import metrics as outcomes
+from clusterregistry.webhook.admitting import Admitter, bad_request
 from clusterregistry.webhook.availability import ArtifactView
 from clusterregistry.webhook.certificates import (
     Material,
@@ -39,6 +48,12 @@ from clusterregistry.webhook.certificates import (
 from clusterregistry.webhook.metrics import WebhookMetrics
 from clusterregistry.webhook.mutation import Rules
 from clusterregistry.webhook.policies import MatchCondition, SourceRules
+from clusterregistry.webhook.reviews import (
+    AdmissionResponse,
+    ReviewError,
+    decode_review,
+    encode_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +78,38 @@ def build_admitter(settings: Settings, *, metrics: WebhookMetrics,
     return Admitter(rules=rules, own_namespace=settings.namespace, metrics=metrics, match=match)
 
 
+class Reviewer(Protocol):
+    def review(self, body: bytes) -> tuple[int, bytes]:
+        """(HTTP status, body) for one AdmissionReview request body."""
+
+
+class AllowEverything:
+    """The answer while the cluster registry is disabled: every pod allowed, unchanged."""
+
+    WARNING = (f"clusterregistry: disabled ({ENABLE_KEY}: false); image references left as "
+               "they are")
+
+    def __init__(self, metrics: WebhookMetrics) -> None:
+        self.metrics = metrics
+
+    def review(self, body: bytes) -> tuple[int, bytes]:
+        started = time.perf_counter()
+        try:
+            request = decode_review(body)
+        except ReviewError as exc:
+            self.metrics.outcome[outcomes.BAD_REQUEST].inc()
+            return 400, bad_request(str(exc))
+        self.metrics.outcome[outcomes.UNCHANGED].inc()
+        payload = encode_response(AdmissionResponse(uid=request.uid, allowed=True,
+                                                    warnings=[self.WARNING]))
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return 200, payload
+
+
 class WebhookServer:
     """aiohttp over TLS: /mutate, plus the probes; `port=0` binds a free port (see `.port`)."""
 
-    def __init__(self, admitter: Admitter, certificate: ServingCertificate, probes: ProbeServer,
+    def __init__(self, admitter: Reviewer, certificate: ServingCertificate, probes: ProbeServer,
                  *, host: str, port: int, max_body_bytes: int,
                  registry: CollectorRegistry = REGISTRY) -> None:
         self._admitter = admitter
@@ -150,23 +193,27 @@ async def serve(
     *,
     kubeconfig: str | None = None,
     probe_host: str | None = None,
-    registry: CollectorRegistry = REGISTRY,
+    metrics_registry: CollectorRegistry = REGISTRY,
     started: asyncio.Future[WebhookServer] | None = None,
     freeze_heap: bool = True,
+    rewriting: bool = True,
 ) -> None:
     """Run the webhook until `stop`; `started` (tests) receives the listening server.
 
     `freeze_heap=False` for a webhook run inside another program (tests): freezing is
-    process-wide.
+    process-wide. `rewriting=False` allows every pod unchanged (`serve_disabled`).
     """
     webhook = settings.webhook
-    metrics = WebhookMetrics(registry)
+    metrics = WebhookMetrics(metrics_registry)
     view: ArtifactView | None = None
-    if webhook.policy == "IfAvailable":
-        view = ArtifactView(settings.nats.servers, metrics=metrics)
-    admitter = build_admitter(settings, metrics=metrics, artifacts=view)
+    admitter: Reviewer = AllowEverything(metrics)
+    if rewriting:
+        if webhook.policy == "IfAvailable":
+            view = ArtifactView(settings.nats.servers, metrics=metrics)
+        admitter = build_admitter(settings, metrics=metrics, artifacts=view)
     certificate = ServingCertificate(metrics)
-    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port, registry=registry)
+    probes = ProbeServer(probe_host or settings.probe_host, settings.probe_port,
+                         registry=metrics_registry)
     probes.add_check("tls", lambda: certificate.ready)
     tasks: list[asyncio.Task[None]] = []
     published = asyncio.Event()
@@ -188,7 +235,7 @@ async def serve(
     if view is not None:
         tasks.append(asyncio.create_task(view.run(stop), name="webhook-artifact-view"))
     server = WebhookServer(admitter, certificate, probes, host=webhook.host, port=webhook.port,
-                           max_body_bytes=webhook.max_body_bytes, registry=registry)
+                           max_body_bytes=webhook.max_body_bytes, registry=metrics_registry)
     try:
         await server.start()
         await probes.start()
@@ -205,3 +252,19 @@ async def serve(
         await cancel_and_wait(*tasks)
         await server.stop()
         await probes.stop()
+
+
+async def serve_disabled(settings: Settings, stop: asyncio.Event, *,
+                         kubeconfig: str | None = None,
+                         metrics_registry: CollectorRegistry = REGISTRY) -> None:
+    """enableClusterRegistry false: answer every admission request, allowing the pod unchanged."""
+    await serve(settings, stop, kubeconfig=kubeconfig, metrics_registry=metrics_registry,
+                rewriting=False)
+
+
+SERVICE = Service(
+    name="webhook",
+    summary="clusterregistry webhook: rewrites pod images to the in-cluster registry at "
+            "admission.",
+    serve=serve, disabled=serve_disabled,
+    kubeconfig_help="for webhook.selfSigned only (the caBundle write)")

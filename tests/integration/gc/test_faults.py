@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from clusterregistry import config, references
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.config import MirrorSettings, RegistryAccess
-from clusterregistry.gc.readonly import follow
 from clusterregistry.gc.metrics import GcMetrics
+from clusterregistry.gc.readonly import follow
 from clusterregistry.gc.serving import request_run
 from clusterregistry.gc.sweeping import SweepResult
 from clusterregistry.mirror.clients import RegistryClients
@@ -93,6 +93,7 @@ async def test_gc_killed_while_sweeping_read_only_leaves_nothing_behind(
                                            poll_interval=0.05, on_window=windows.append))
     probe_port = free_port()
     env = {
+        "CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
         "CLUSTERREGISTRY_NATS_SERVERS": world.nats.url,
         "CLUSTERREGISTRY_LOCALREGISTRY": world.registry.host,
         "CLUSTERREGISTRY_PROBEPORT": str(probe_port),

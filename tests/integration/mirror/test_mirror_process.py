@@ -27,7 +27,8 @@ def mirror_process(tmp_path: Path, settings: dict[str, object], *, nats: str, pr
     environment, JSON logs in tmp_path/mirror.log, no Kubernetes configuration."""
     (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.update({"CLUSTERREGISTRY_NATS_SERVERS": nats,
+    env.update({"CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
+                "CLUSTERREGISTRY_NATS_SERVERS": nats,
                 "CLUSTERREGISTRY_PROBEPORT": str(probe_port),
                 "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1", "CLUSTERREGISTRY_LOG_FORMAT": "json",
                 "POD_NAME": "mirror-0", **env_extra})

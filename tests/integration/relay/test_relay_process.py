@@ -22,6 +22,7 @@ async def test_cmd_relay_serves_probes_relays_and_stops_cleanly(world: World,
                                                                 tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ,
+           "CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
            "CLUSTERREGISTRY_NATS_SERVERS": world.nats.url,
            "CLUSTERREGISTRY_PROBEPORT": str(port),
            "CLUSTERREGISTRY_PROBEHOST": "127.0.0.1",

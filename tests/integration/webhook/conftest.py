@@ -69,7 +69,8 @@ async def running_webhook(tmp_path: Path, ca: CertificateAuthority, *, local_reg
     registry = CollectorRegistry()
     stop = asyncio.Event()
     started: asyncio.Future[WebhookServer] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, stop, probe_host="127.0.0.1", registry=registry,
+    task = asyncio.create_task(serve(settings, stop, probe_host="127.0.0.1",
+                                     metrics_registry=registry,
                                      started=started, freeze_heap=False))
     done, _ = await asyncio.wait({started, task}, timeout=30,
                                  return_when=asyncio.FIRST_COMPLETED)

@@ -37,6 +37,7 @@ async def test_cmd_webhook_self_signed_publishes_its_ca_and_rewrites(
         settings, url=f"https://127.0.0.1:{port}/mutate", failure_policy="Fail")
     await kubectl.run("create", "-f", "-", stdin=json.dumps(configuration))
     env = {**os.environ,
+           "CLUSTERREGISTRY_ENABLECLUSTERREGISTRY": "true",
            "CLUSTERREGISTRY_WEBHOOK_SELFSIGNED": "true",
            "CLUSTERREGISTRY_WEBHOOK_HOST": "127.0.0.1",
            "CLUSTERREGISTRY_WEBHOOK_PORT": str(port),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -291,7 +292,8 @@ def test_every_process_runs_its_entry_point_with_the_settings(
     build: Build, name: str, tmp_path: Path
 ) -> None:
     """`python /app/cmd/<name>.py --config <mounted settings>` (the Dockerfile copies cmd/ to
-    /app/cmd), its identity from the downward API, probes on the settings' probePort."""
+    /app/cmd), its identity from the downward API when the service declares one, probes on the
+    settings' probePort."""
     objs = build(name)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^COPY cmd /app/cmd$", dockerfile, re.M)
@@ -306,7 +308,10 @@ def test_every_process_runs_its_entry_point_with_the_settings(
         (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(settings_path.parent)]
         (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
         assert volume["configMap"]["name"].startswith("clusterregistry-settings")
-        assert args[args.index("--identity") + 1] == "$(POD_NAME)"
+        if importlib.import_module(f"clusterregistry.{process}.serving").SERVICE.identity_help:
+            assert args[args.index("--identity") + 1] == "$(POD_NAME)"
+        else:
+            assert "--identity" not in args, f"{process} has no identity"
         env = {e["name"]: e for e in c["env"]}
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert env["CLUSTERREGISTRY_LOG_FORMAT"]["value"] == "json"  # no tty guess
