@@ -12,7 +12,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # metadata first: the dependency layer is rebuilt only when pyproject.toml changes
 COPY pyproject.toml README.md ./
-COPY pkg ./pkg
+# the product alone: kubesim and the sandbox are distributions of their own (test tools)
+COPY pkg/clusterregistry ./pkg/clusterregistry
 # pip compiles every module to bytecode here: at run time the root filesystem is read-only
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install .
