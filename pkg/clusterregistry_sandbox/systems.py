@@ -368,7 +368,7 @@ class System:
         self.service_ports: dict[str, int] = {}
         self.webhook_port = free_port()
         self.samples: list[PushedSample] = []
-        # the edge registry's supervisor: read-only while GC sweeps (gc.following)
+        # the edge registry's supervisor: read-only while GC sweeps (gc.readonly)
         self.read_only_windows: list[float] = []
         self._follower: asyncio.Task[None] | None = None
         self._follower_stop = asyncio.Event()
