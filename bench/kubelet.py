@@ -66,7 +66,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.mirror import _cpu_seconds, _pid
+from bench.mirror import _cpu_seconds, _median, _pid
 from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, push
 from clusterregistry_sandbox.registries import Registry
 from kubesim.controllers.pulling import CONCURRENT_DOWNLOADS, Puller, RegistryClient
@@ -123,16 +123,6 @@ def _sha256(blobs: list[bytes]) -> float:
     for data in blobs:
         hashlib.sha256(data).hexdigest()
     return time.perf_counter() - started
-
-
-def _median(runs: list[dict[str, Any]], *path: str) -> float:
-    values = []
-    for run in runs:
-        value: Any = run
-        for key in path:
-            value = value[key]
-        values.append(float(value))
-    return statistics.median(values)
 
 
 def _summary(runs: list[dict[str, Any]], total: int) -> dict[str, Any]:

@@ -9,18 +9,23 @@ version) and kubernetes-asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from kubesim.apiserver import ApiServer
 from kubesim.controllers import KubeletSettings
+from kubesim.resources import Resource
 from kubesim.running import Cluster, ClusterSettings
+
+T = TypeVar("T")
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
@@ -89,7 +94,8 @@ class Kubectl:
         )
 
 
-async def _cluster(tmp_path: Path, settings: ClusterSettings) -> AsyncIterator[Cluster]:
+async def running_cluster(tmp_path: Path, settings: ClusterSettings) -> AsyncIterator[Cluster]:
+    """A started kubesim Cluster under tmp_path, stopped afterwards (`async for` in a fixture)."""
     cluster = Cluster(tmp_path / "kubesim", settings)
     try:
         await cluster.start()
@@ -101,8 +107,36 @@ async def _cluster(tmp_path: Path, settings: ClusterSettings) -> AsyncIterator[C
 @pytest.fixture
 async def kube_api(tmp_path: Path) -> AsyncIterator[Cluster]:
     """kubesim serving the API only (no controllers): for API conformance tests."""
-    async for cluster in _cluster(tmp_path, ClusterSettings(controllers=False)):
+    async for cluster in running_cluster(tmp_path, ClusterSettings(controllers=False)):
         yield cluster
+
+
+class ApiChanges:
+    """An in-process ApiServer whose waits re-check their condition after every committed
+    change (and at least every 0.1 s), so tests wait on state, never on a fixed sleep."""
+
+    def __init__(self, api: ApiServer) -> None:
+        self.api = api
+        self.changed = asyncio.Event()
+        api.subscribe(self._on_change)
+
+    def _on_change(self, event: str, resource: Resource, obj: dict[str, Any]) -> None:
+        self.changed.set()
+
+    async def wait_for(self, predicate: Callable[[], T | None], *, timeout: float = 10.0,
+                       what: str = "condition") -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.changed.clear()
+            value = predicate()
+            if value:
+                return value
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, 0.1))
 
 
 def fast_kubelet(**settings: Any) -> KubeletSettings:
@@ -121,7 +155,7 @@ def fast_kubelet(**settings: Any) -> KubeletSettings:
 async def kube_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """kubesim with its controllers, scheduler and kubelet; fast image pull back-off."""
     settings = ClusterSettings(kubelet=fast_kubelet())
-    async for cluster in _cluster(tmp_path, settings):
+    async for cluster in running_cluster(tmp_path, settings):
         yield cluster
 
 

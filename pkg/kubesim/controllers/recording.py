@@ -79,6 +79,7 @@ from kubesim.statuses import ApiError
 
 if TYPE_CHECKING:
     from kubesim.apiserver import ApiServer
+    from kubesim.resources import Resource
 
 __all__ = [
     "NORMAL",
@@ -682,27 +683,10 @@ class Recorder(_Writer):
     async def _record(self, event: Obj, patch: Obj | None) -> bool:
         """recordEvent: patch an existing Event (count > 1), or create one, also when the
         patched Event is gone (404). True when done with the event, False to retry."""
-        resource = self.api.resource("v1", "Event")
-        meta = event["metadata"]
-        written: Obj | None = None
-        error: Exception | None = None
         update = int(event.get("count") or 0) > 1
-        if update:
-            try:
-                written = await self.api.patch(
-                    resource, namespace=meta["namespace"], name=meta["name"], patch=patch or {},
-                    patch_type=STRATEGIC_MERGE_PATCH,
-                )
-            except Exception as err:
-                error = err
-        if not update or (isinstance(error, ApiError) and error.code == 404):
-            created = copy.deepcopy(event)
-            created["metadata"].pop("resourceVersion", None)
-            try:
-                written = await self.api.create(resource, created, namespace=meta["namespace"])
-                error = None
-            except Exception as err:
-                error = err
+        written, error = await _patch_or_create(
+            self.api, self.api.resource("v1", "Event"), event,
+            patch=(patch or {}) if update else None)
         if error is None and written is not None:
             self.correlator.update_state(written)
             return True
@@ -718,6 +702,29 @@ class Recorder(_Writer):
         log.error("Unable to write event (may retry after sleeping): %s: %r",
                   _describe(event), error)
         return False
+
+
+async def _patch_or_create(
+    api: ApiServer, resource: Resource, event: Obj, *, patch: Obj | None
+) -> tuple[Obj | None, Exception | None]:
+    """Both recorders' write: strategic-merge `patch` onto the existing Event, or create
+    `event` when there is no patch or the patched Event is gone (404). Returns what was
+    written, or the error (any: the caller decides between dropping and retrying)."""
+    meta = event["metadata"]
+    if patch is not None:
+        try:
+            written = await api.patch(resource, namespace=meta["namespace"], name=meta["name"],
+                                      patch=patch, patch_type=STRATEGIC_MERGE_PATCH)
+            return written, None
+        except Exception as err:
+            if not (isinstance(err, ApiError) and err.code == 404):
+                return None, err
+    created = copy.deepcopy(event)
+    created["metadata"].pop("resourceVersion", None)
+    try:
+        return await api.create(resource, created, namespace=meta["namespace"]), None
+    except Exception as err:
+        return None, err
 
 
 # --- the events.k8s.io/v1 recorder (tools/events) ---------------------------------------------
@@ -898,29 +905,11 @@ class EventRecorder(_Writer):
     async def _record(self, event: Obj) -> tuple[Obj | None, bool]:
         """recordEvent: a series is a patch of the first Event's series (created in full when
         that Event is gone); anything else a create. Returns (written, retry)."""
-        resource = self.api.resource("events.k8s.io/v1", "Event")
-        meta = event["metadata"]
         is_series = event.get("series") is not None
-        written: Obj | None = None
-        error: Exception | None = None
-        if is_series:
-            # CreateTwoWayMergePatch of the event without and with its series
-            patch = {"series": copy.deepcopy(event["series"])}
-            try:
-                written = await self.api.patch(
-                    resource, namespace=meta["namespace"], name=meta["name"], patch=patch,
-                    patch_type=STRATEGIC_MERGE_PATCH,
-                )
-            except Exception as err:
-                error = err
-        if not is_series or (isinstance(error, ApiError) and error.code == 404):
-            created = copy.deepcopy(event)
-            created["metadata"].pop("resourceVersion", None)
-            try:
-                written = await self.api.create(resource, created, namespace=meta["namespace"])
-                error = None
-            except Exception as err:
-                error = err
+        # CreateTwoWayMergePatch of the event without and with its series
+        written, error = await _patch_or_create(
+            self.api, self.api.resource("events.k8s.io/v1", "Event"), event,
+            patch={"series": copy.deepcopy(event["series"])} if is_series else None)
         if error is None:
             return written, False
         if isinstance(error, ApiError):

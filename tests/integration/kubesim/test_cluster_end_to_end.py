@@ -16,7 +16,7 @@ from clusterregistry_sandbox.registries import Registry
 from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import BuildImage, PushImage
-from tests.world.kube import Kubectl, fast_kubelet
+from tests.world.kube import Kubectl, fast_kubelet, running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +26,8 @@ async def cluster(tmp_path: Path, secure_registry: Registry) -> AsyncIterator[Cl
     assert secure_registry.ca_path is not None
     settings = ClusterSettings(kubelet=fast_kubelet(
         ca_files=(str(secure_registry.ca_path),)))
-    cluster = Cluster(tmp_path / "kube", settings)
-    await cluster.start()
-    try:
+    async for cluster in running_cluster(tmp_path, settings):
         yield cluster
-    finally:
-        await cluster.stop()
 
 
 def _pull_secret(registry: Registry) -> dict[str, Any]:

@@ -7,7 +7,6 @@ condition with a timeout, woken by the API server's change notifications.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import gzip
@@ -16,7 +15,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from clusterregistry_sandbox.registries import Registry
 from kubesim.apiserver import ApiServer
 from kubesim.controllers import ControllerManager, KubeletSettings
 from kubesim.resources import Resource
-from tests.world.kube import fast_kubelet
+from tests.world.kube import ApiChanges, fast_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -117,19 +116,17 @@ async def push_image(
 # --- the simulated cluster ----------------------------------------------------------------
 
 
-class Cluster:
+class Cluster(ApiChanges):
     """An ApiServer + ControllerManager, with typed shortcuts and change-driven waits."""
 
     def __init__(self, api: ApiServer, manager: ControllerManager) -> None:
-        self.api = api
+        super().__init__(api)
         self.manager = manager
-        self.changed = asyncio.Event()
         self.events: list[tuple[str, str, Obj]] = []
-        api.subscribe(self._record)
 
-    def _record(self, event: str, resource: Resource, obj: Obj) -> None:
+    def _on_change(self, event: str, resource: Resource, obj: Obj) -> None:
         self.events.append((event, resource.kind, obj))
-        self.changed.set()
+        super()._on_change(event, resource, obj)
 
     def r(self, kind: str) -> Resource:
         api_version = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "DaemonSet": "apps/v1",
@@ -154,22 +151,6 @@ class Cluster:
     async def create(self, obj: Obj) -> Obj:
         return await self.api.create(self.r(obj["kind"]), obj, namespace=NS
                                      if obj["kind"] != "Node" else None)
-
-    async def wait_for(self, predicate: Callable[[], T | None], *, timeout: float = 10.0,
-                       what: str = "condition") -> T:
-        """Re-evaluate predicate after every change (and at least every 0.1 s) until truthy."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self.changed.clear()
-            value = predicate()
-            if value:
-                return value
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 0.1))
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from kubesim.certificates import CertificateAuthority
 from kubesim.controllers import ControllerManager, KubeletSettings
 from kubesim.controllers.contents import ContentStore
 from kubesim.resources import Resource
+from tests.world.kube import ApiChanges
 
 pytestmark = pytest.mark.integration
 
@@ -183,15 +184,10 @@ async def serve(registry: FakeRegistry, *, ssl_context: ssl.SSLContext | None = 
         await runner.cleanup()
 
 
-class Cluster:
+class Cluster(ApiChanges):
     def __init__(self, api: ApiServer, manager: ControllerManager) -> None:
-        self.api = api
+        super().__init__(api)
         self.manager = manager
-        self.changed = asyncio.Event()
-        api.subscribe(self._record)
-
-    def _record(self, event: str, resource: Resource, obj: Obj) -> None:
-        self.changed.set()
 
     @property
     def pods(self) -> Resource:
@@ -209,21 +205,6 @@ class Cluster:
                 "spec": {"nodeName": node, "containers": [{"name": "app", "image": image}],
                          **spec}}
         return await self.api.create(self.pods, body, namespace=NS)
-
-    async def wait_for(self, predicate: Callable[[], T | None], *, timeout: float = 10.0,
-                       what: str = "condition") -> T:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self.changed.clear()
-            value = predicate()
-            if value:
-                return value
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 0.1))
 
     async def running(self, name: str, **kwargs: Any) -> Obj:
         return await self.wait_for(

@@ -28,7 +28,7 @@ from clusterregistry_sandbox.registries import Registry
 from clusterregistry_sandbox.supervising import wait_for
 from kubesim.running import Cluster, ClusterSettings
 from tests.world.images import BuildImage, PushImage
-from tests.world.kube import Kubectl, fast_kubelet
+from tests.world.kube import Kubectl, fast_kubelet, running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,8 @@ async def cluster(tmp_path: Path, registry: Registry) -> AsyncIterator[Cluster]:
     settings = ClusterSettings(
         nodes=("node-1", "node-2"),
         kubelet=fast_kubelet(insecure_registries=(registry.host,)))
-    cluster = Cluster(tmp_path / "kube", settings)
-    await cluster.start()
-    try:
+    async for cluster in running_cluster(tmp_path, settings):
         yield cluster
-    finally:
-        await cluster.stop()
 
 
 class Log:

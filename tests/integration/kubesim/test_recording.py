@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from kubesim.apiserver import ApiServer
 from kubesim.controllers import ControllerManager, KubeletSettings, Recorders
 from kubesim.controllers.recording import AGGREGATE_MESSAGE_PREFIX, FakeClock, Recorder
-from kubesim.resources import Resource
+from tests.world.kube import ApiChanges
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +28,8 @@ NS = "default"
 UNREACHABLE_IMAGE = "127.0.0.1:9/team/web:1.0"
 
 
-class Api:
+class Api(ApiChanges):
     """An ApiServer with change-driven waits and event listings."""
-
-    def __init__(self, api: ApiServer) -> None:
-        self.api = api
-        self.changed = asyncio.Event()
-        api.subscribe(self._on_change)
-
-    def _on_change(self, _event: str, _resource: Resource, _obj: Obj) -> None:
-        self.changed.set()
 
     def events_about(self, name: str) -> list[Obj]:
         """What `kubectl describe pod <name>` lists."""
@@ -51,21 +43,6 @@ class Api:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
                "spec": {"containers": [{"name": "web", "image": UNREACHABLE_IMAGE}], **spec}}
         return await self.api.create(self.api.resource("v1", "Pod"), pod)
-
-    async def wait_for(self, predicate: Callable[[], T | None], *, timeout: float = 10.0,
-                       what: str = "condition") -> T:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self.changed.clear()
-            value = predicate()
-            if value:
-                return value
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 0.1))
 
 
 @pytest.fixture
