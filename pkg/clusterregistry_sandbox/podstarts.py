@@ -39,8 +39,8 @@ class PodStarts:
     def line(self) -> str:
         slowest = ("not all started" if self.slowest_seconds is None
                    else f"{self.slowest_seconds:.0f}s")
-        text = (f"time to Running {slowest} (slowest of {self.pods} pods); pull failures: "
-                f"{self.failed_pulls} Failed, {self.backoffs} BackOff")
+        text = (f"pull failures: {self.failed_pulls} Failed, {self.backoffs} BackOff; "
+                f"time to Running {slowest} (slowest of {self.pods} pods)")
         if self.first_failure:
             first = self.first_failure
             if len(first) > 200:  # the image, then the error's own end (its cause)

@@ -425,8 +425,8 @@ class Scenario:
         nodes = sorted({p["spec"].get("nodeName", "?") for p in pods})
         starts = await pod_starts(self.api, pods, namespace=NF_NAMESPACE)
         self.numbers.setdefault("pod_starts", []).append(starts.as_dict())
-        return (f"{len(pods)} pods on {', '.join(nodes)}, every image pulled from "
-                f"{self.system.local_registry}; {starts.line()}")
+        return (f"{len(pods)} pods on {', '.join(nodes)}: {starts.line()}; every image "
+                f"pulled from {self.system.local_registry}")
 
     async def new_node(self, name: str = "node-4") -> str:
         """A node that never held the images joins; its DaemonSet pod pulls every layer of
@@ -455,8 +455,8 @@ class Scenario:
         self.numbers.setdefault("pod_starts", []).append(starts.as_dict())
         self.pods_started += len(pods)
         return (f"{name} joined; its smf pod pulled all {len(blobs)} blobs "
-                f"({_human(sum(size for _, size in blobs))}) of {local} from the edge; "
-                f"{starts.line()}")
+                f"({_human(sum(size for _, size in blobs))}) from the edge; {starts.line()}; "
+                f"image {local}")
 
     async def image_blobs(self, repository: str, digest: str) -> list[tuple[str, int]]:
         """(digest, size) of the config and layers a linux/amd64 node pulls of an image."""

@@ -41,12 +41,12 @@ def test_the_slowest_pod_and_the_failures_of_these_pods_only() -> None:
     assert (starts.pods, starts.slowest_seconds, starts.failed_pulls, starts.backoffs) == (
         2, 11.0, 3, 4)
     assert starts.first_failure.endswith("earlier")
-    assert starts.line().startswith("time to Running 11s (slowest of 2 pods); pull failures: "
-                                    "3 Failed, 4 BackOff (first: Failed to pull image")
+    assert starts.line().startswith("pull failures: 3 Failed, 4 BackOff; time to Running 11s "
+                                    "(slowest of 2 pods) (first: Failed to pull image")
 
 
 def test_a_pod_not_started_yet_is_said_so() -> None:
     starts = summarize([pod("a", "2026-12-04T10:00:00Z", None)], [])
     assert starts.slowest_seconds is None
-    assert starts.line() == ("time to Running not all started (slowest of 1 pods); pull "
-                             "failures: 0 Failed, 0 BackOff")
+    assert starts.line() == ("pull failures: 0 Failed, 0 BackOff; time to Running not all "
+                             "started (slowest of 1 pods)")
