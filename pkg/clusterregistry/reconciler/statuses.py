@@ -111,6 +111,70 @@ def backoff(attempts: int, rules: Rules, rand: random.Random) -> float:
     return base * (1 + rules.retry_jitter * (2 * rand.random() - 1))
 
 
+_BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DIGEST_SHOWN = 12  # hex digits, as `docker images` and `crictl images` shorten ids
+_PLATFORMS_SHOWN = 3
+
+
+def human_size(size: int) -> str:
+    """Bytes as `kubectl` users read quantities: binary suffixes, at most one decimal.
+
+    One decimal below 10 of a unit, whole numbers from 10 (as `ls -h`), rounded half up,
+    and no trailing `.0`: 0 -> `0`, 1023 -> `1023`, 1536 -> `1.5Ki`, 987030 -> `964Ki`,
+    1288490189 -> `1.2Gi`. A size that rounds up to 1024 of a unit is 1 of the next.
+    """
+    if size < 0:
+        raise ValueError(f"a size cannot be negative: {size}")
+    if size < 1024:
+        return str(size)
+    exponent = 1
+    while exponent < len(_BINARY_SUFFIXES) and size >= 1024 ** (exponent + 1):
+        exponent += 1
+    unit = 1024**exponent
+    suffix = _BINARY_SUFFIXES[exponent - 1]
+    tenths = (size * 10 + unit // 2) // unit
+    if tenths < 100:
+        whole, decimal = divmod(tenths, 10)
+        return f"{whole}.{decimal}{suffix}" if decimal else f"{whole}{suffix}"
+    whole = (size + unit // 2) // unit
+    if whole >= 1024 and exponent < len(_BINARY_SUFFIXES):
+        return f"1{_BINARY_SUFFIXES[exponent]}"
+    return f"{whole}{suffix}"
+
+
+def short_digest(digest: str) -> str:
+    """`sha256:ab12cd34ef56`: the algorithm and the first 12 hex digits."""
+    algorithm, _, encoded = digest.rpartition(":")
+    return f"{algorithm}:{encoded[:_DIGEST_SHOWN]}" if algorithm else encoded[:_DIGEST_SHOWN]
+
+
+def short_platforms(platforms: list[str]) -> str:
+    """`linux/amd64,linux/arm64`; past three, the rest counted: `a,b,c,+4`."""
+    shown = platforms[:_PLATFORMS_SHOWN]
+    rest = len(platforms) - len(shown)
+    return ",".join(shown + ([f"+{rest}"] if rest > 0 else []))
+
+
+def _with_display(status: Status) -> Status:
+    """The fields made for `kubectl get artifacts` (JSONPath cannot format or cut), kept in
+    step with what they show, and absent when it is."""
+    new = dict(status)
+    shown = {
+        "sizeHuman": human_size(new["size"]) if isinstance(new.get("size"), int)
+        and new["size"] >= 0 else None,
+        "digestShort": short_digest(new["digest"]) if isinstance(new.get("digest"), str)
+        and new["digest"] else None,
+        "platformsShort": short_platforms([str(p) for p in new["platforms"]])
+        if isinstance(new.get("platforms"), list) and new["platforms"] else None,
+    }
+    for key, value in shown.items():
+        if value is None:
+            new.pop(key, None)
+        else:
+            new[key] = value
+    return new
+
+
 def _owner_entry(record: OwnerRecord) -> dict[str, str]:
     return {"kind": record.kind, "namespace": record.namespace, "name": record.name,
             "uid": record.uid}
@@ -247,7 +311,7 @@ def plan(*, desired: Desired, artifact: dict[str, Any] | None, now: float, rules
         request = _request(artifact["metadata"]["name"], desired.source,
                            generation=mirror_generation, attempt=attempts, owners=owners,
                            rules=rules, now=now)
-    new = _with_condition(new, now=now, generation=generation)
+    new = _with_condition(_with_display(new), now=now, generation=generation)
     wake = seconds(new.get("nextMirrorTime"))
     return Plan(status=_diff(old, new), request=request, reason=reason, again=again,
                 wake_at=wake if count else None)
@@ -284,7 +348,7 @@ def on_result(result: MirrorResult, artifact: dict[str, Any], *, now: float, rul
         if old.get("phase") != "Available":  # a failed refresh keeps the copy it has
             new["phase"] = "Failed"
     new["observedGeneration"] = generation
-    new = _with_condition(new, now=now, generation=generation)
+    new = _with_condition(_with_display(new), now=now, generation=generation)
     return _diff(old, new)
 
 

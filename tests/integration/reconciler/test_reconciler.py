@@ -14,6 +14,7 @@ import pytest
 from clusterregistry import references, schemas, subjects
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.kube.clients import api_client
+from clusterregistry.reconciler import statuses
 from clusterregistry.schemas import MirrorRequest, MirrorResult
 from tests.integration.tracker.worlds import Services, digest_of, succeed
 from tests.world.kube import Kubectl
@@ -79,7 +80,7 @@ async def test_a_deployment_s_three_images_become_artifacts_before_its_pods(
     assert set(rows) == {A, B, C}
     for source, row in rows.items():
         assert row[0] == references.artifact_name(references.parse(source))
-        assert row[2:5] == ["Available", str(1000 + len(source)), "1"]
+        assert row[2:5] == ["Available", statuses.human_size(1000 + len(source)), "1"]
     first = await world.refs()
     old_rs = next(iter(first.values()))
 

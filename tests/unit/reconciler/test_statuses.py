@@ -198,3 +198,45 @@ def test_deleting_is_gc_s_unless_someone_references_it_again() -> None:
     assert plan.request.generation == 4
     # a late result for a Deleting artifact changes nothing
     assert apply({**deleting, "mirrorGeneration": 3}, result(3), now=4) is None
+
+
+@pytest.mark.parametrize(("size", "shown"), [
+    (0, "0"), (1, "1"), (1023, "1023"), (1024, "1Ki"), (1126, "1.1Ki"), (1536, "1.5Ki"),
+    (10188, "9.9Ki"), (10189, "10Ki"), (10240, "10Ki"), (987030, "964Ki"),
+    (1048575, "1Mi"),  # 1023.999Ki rounds to 1024Ki: 1Mi, never 1024Ki
+    (1048576, "1Mi"), (1288490189, "1.2Gi"), (1073741824, "1Gi"), (5 * 1024**4, "5Ti"),
+    (1536 * 1024**4, "1.5Pi"), (1024**7, "1024Ei"),
+])
+def test_human_sizes_read_as_kubectl_quantities(size: int, shown: str) -> None:
+    assert statuses.human_size(size) == shown
+
+
+def test_a_negative_size_is_not_a_size() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        statuses.human_size(-1)
+
+
+def test_short_digests_and_platforms() -> None:
+    assert statuses.short_digest("sha256:ab12cd34ef56" + "7" * 52) == "sha256:ab12cd34ef56"
+    assert statuses.short_digest("ab12cd34ef567890") == "ab12cd34ef56"
+    assert statuses.short_platforms(["linux/amd64", "linux/arm64"]) == "linux/amd64,linux/arm64"
+    assert statuses.short_platforms(["a", "b", "c"]) == "a,b,c"
+    assert statuses.short_platforms(["a", "b", "c", "d", "e"]) == "a,b,c,+2"
+    assert statuses.short_platforms([]) == ""
+
+
+def test_the_display_fields_follow_size_digest_and_platforms() -> None:
+    _, status = step({"phase": "Pending"}, (owner("a"),), now=0)
+    assert not {"sizeHuman", "digestShort", "platformsShort"} & set(status)
+    done = apply(status, result(1, digest="sha256:" + "ab" * 32), now=5)
+    assert done is not None
+    assert (done["sizeHuman"], done["digestShort"], done["platformsShort"]) == (
+        "123", "sha256:abababababab", "linux/amd64")
+    # an Artifact written before these fields existed gets them on its next reconcile
+    old = {k: v for k, v in done.items() if k not in ("sizeHuman", "digestShort")}
+    plan, fixed = step(old, (owner("a"),), now=6)
+    assert plan.status == {"sizeHuman": "123", "digestShort": "sha256:abababababab"}
+    assert fixed == done
+    # and a status without platforms shows none
+    plan, _ = step({**done, "platforms": []}, (owner("a"),), now=7)
+    assert plan.status == {"platformsShort": None}
