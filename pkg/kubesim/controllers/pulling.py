@@ -362,8 +362,7 @@ class RegistryClient:
             batched = 0
 
             def flush(chunks: list[bytes]) -> None:
-                for piece in chunks:
-                    writer.write(piece)
+                writer.write_many(chunks)
 
             try:
                 try:

@@ -86,3 +86,15 @@ def test_a_store_whose_directories_were_removed_behind_its_back_writes_again(
     shutil.rmtree(tmp_path / "content")
     store.put(digest_of(b"two"), b"two")
     assert store.blob_path(digest_of(b"two")).read_bytes() == b"two"
+
+
+def test_many_pieces_written_at_once_land_in_order(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    pieces = [bytes([i % 251]) * (i % 7) for i in range(3000)]  # empty ones too; > IOV_MAX
+    data = b"".join(pieces)
+    writer = store.ingest(digest_of(data), len(data))
+    writer.write_many(pieces[:1500])
+    writer.write(memoryview(b"".join(pieces[1500:2000])))
+    writer.write_many(pieces[2000:])
+    writer.commit()
+    assert store.blob_path(digest_of(data)).read_bytes() == data
