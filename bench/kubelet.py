@@ -54,7 +54,7 @@ this journal-less ext4, which scans past recently deleted inodes) and its
 writes, which go in one writev per batch (a write per received piece cost
 ~0.3 ms more per 1 MiB blob: 0.76-0.81 of bare before, 0.82-0.91 after).
 
-Figures on the quiet 2-core machine, 7 runs after that change: the headline
+Figures on the quiet 2-core machine, 5 runs after that change: the headline
 (the lower image) 0.70-0.83, median 0.79; the large image 0.70-0.85, the
 many-layer one 0.82-0.91. The large image is CPU-bound on two cores (the
 registry serving, this process reading, hashing and writing): its ratio is
