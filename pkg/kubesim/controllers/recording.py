@@ -213,6 +213,19 @@ def object_reference(obj: Mapping[str, Any], *, field_path: str = "") -> Obj:
     return ref
 
 
+def _event_metadata(ref: Mapping[str, Any], unix_nanos: int,
+                    annotations: Mapping[str, str] | None) -> Obj:
+    """Both recorders' Event metadata: a generated name, the object's namespace (events of
+    cluster-scoped objects, Nodes, go to the default namespace), annotations if any."""
+    meta: Obj = {
+        "name": generate_event_name(str(ref.get("name") or ""), unix_nanos),
+        "namespace": ref.get("namespace") or "default",
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
 def _valid_type(event_type: str) -> bool:
     # util.ValidateEventType: anything else is logged and never sent
     return event_type in (NORMAL, WARNING)
@@ -633,13 +646,7 @@ class Recorder(_Writer):
         the wire), and reports its source as reportingComponent/reportingInstance too."""
         now = self.clock.time_ns()
         timestamp = format_time(now)
-        meta: Obj = {
-            "name": generate_event_name(str(ref.get("name") or ""), now),
-            # events of cluster-scoped objects (Nodes) go to the default namespace
-            "namespace": ref.get("namespace") or "default",
-        }
-        if annotations:
-            meta["annotations"] = dict(annotations)
+        meta = _event_metadata(ref, now, annotations)
         event: Obj = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -842,12 +849,7 @@ class EventRecorder(_Writer):
         annotations: Mapping[str, str] | None = None,
     ) -> Obj:
         now = self.clock.time_ns()
-        meta: Obj = {
-            "name": generate_event_name(str(regarding.get("name") or ""), now),
-            "namespace": regarding.get("namespace") or "default",
-        }
-        if annotations:
-            meta["annotations"] = dict(annotations)
+        meta = _event_metadata(regarding, now, annotations)
         event: Obj = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
