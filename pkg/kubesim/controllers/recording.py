@@ -62,6 +62,7 @@ rest is keyword-only. Tests inject a `FakeClock` and await `drained()`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import copy
 import logging
@@ -471,7 +472,7 @@ class EventCorrelator:
 # --- the background writer both recorders share ----------------------------------------------
 
 
-class _Writer:
+class _Writer(abc.ABC):
     """A bounded queue, worker tasks that drain it, and the start/stop/drain lifecycle."""
 
     kind = "event"
@@ -548,8 +549,9 @@ class _Writer:
             finally:
                 self._queue.task_done()
 
+    @abc.abstractmethod
     async def _write(self, event: Obj) -> None:
-        raise NotImplementedError
+        """Send one event to the API server (each recorder its own way)."""
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, unless the recorder shuts down first (then False)."""
