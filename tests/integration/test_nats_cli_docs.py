@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
@@ -378,13 +377,9 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-async def raw(nats_server: NatsServer) -> AsyncIterator[Client]:
+def raw(nats_client: Client) -> Client:
     """An outside client, as the nats CLI is one."""
-    nc = await nats.connect(nats_server.url, connect_timeout=5)
-    try:
-        yield nc
-    finally:
-        await nc.close()
+    return nats_client
 
 
 @pytest.mark.integration

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from clusterregistry_sandbox.natsservers import NatsCluster, NatsServer
@@ -38,6 +39,16 @@ async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
         yield cluster
     finally:
         await cluster.stop()
+
+
+@pytest.fixture
+async def nats_client(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A bare nats-py client of `nats_server`, an outside client as the nats CLI is one."""
+    nc = await nats.connect(nats_server.url, connect_timeout=5)
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 @contextlib.asynccontextmanager

@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client
 
 from clusterregistry.bus import publishing
-from clusterregistry_sandbox.natsservers import NatsServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_server.url, connect_timeout=5)
-    try:
-        yield nc
-    finally:
-        await nc.close()
+def client(nats_client: Client) -> Client:
+    return nats_client
 
 
 def test_the_pipeline_uses_the_direct_path() -> None:
