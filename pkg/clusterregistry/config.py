@@ -59,7 +59,7 @@ class Toggle(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 Scale = Literal["small", "medium", "large"]
 Policy = Literal["Always", "IfAvailable"]
 Fallback = Literal["Always", "Never"]
-ReadOnlyMode = Literal["none", "follower"]
+ReadOnlyMode = Literal["none", "follower", "front"]
 SweepMode = Literal["subprocess", "job", "none"]
 UsageSource = Literal["auto", "statvfs", "blobs"]
 # a JetStream stream's replicas: a majority of 1, 3 or 5 servers must hold each message
@@ -244,6 +244,9 @@ class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
     registries: list[RegistryAccess] = msgspec.field(default_factory=list)
     # the local registry is reached over plain HTTP unless listed in `registries`
     local_plain_http: bool = True
+    # read sources through the registry front (localRegistry) rather than directly, so
+    # that a blob a kubelet and the mirror both want is fetched from the source once
+    source_through_front: bool = False
 
 
 class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -257,7 +260,8 @@ class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     # how long a sweep waits for mirror writes in flight before giving up until the next run
     writer_wait_seconds: float = 300.0
     # `none`: the fence alone keeps writes out (every writer is a fenced mirror worker);
-    # `follower`: also wait until the registry's supervisor confirms it restarted read-only
+    # `follower`: also wait until the registry's supervisor confirms it restarted read-only;
+    # `front`: wait until every live registry front confirms it refuses writes
     read_only_mode: ReadOnlyMode = "none"
     read_only_wait_seconds: float = 60.0
     # `subprocess`: `registry garbage-collect` on this machine; `job`: a Kubernetes Job that
@@ -279,6 +283,28 @@ class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     job_config_map: str = "clusterregistry-registry-config"
 
 
+class FrontSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """The registry front: the one door kubelets and clients use (`front/`)."""
+
+    host: str = "0.0.0.0"
+    port: int = 5000
+    # a replica's name among the fronts (default: the pod name / hostname)
+    front_id: str = ""
+    # how the other replicas reach this one for a flight it holds (default: http://$POD_IP:port)
+    advertise_url: str = ""
+    # blobs being fetched from a source land here, for late joiners; bounded
+    spool_dir: str = "/var/cache/clusterregistry/front"
+    spool_limit: str = "20Gi"
+    # a source that sends no byte for this long fails the request with a registry error
+    # (containerd gives up on a pull that makes no progress for 5 minutes)
+    source_timeout_seconds: float = 30.0
+    # how long a tag fetched from a source is trusted before asking the source again
+    tag_ttl_seconds: float = 30.0
+    # a flight's holder renews its claim every third of this; older claims are taken over
+    claim_stale_seconds: float = 15.0
+    flights_ttl_seconds: float = 600.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     enable_cluster_registry: bool = False
     enable_early_loading: bool = False
@@ -293,6 +319,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     reconciler: ReconcilerSettings = msgspec.field(default_factory=ReconcilerSettings)
     mirror: MirrorSettings = msgspec.field(default_factory=MirrorSettings)
     gc: GcSettings = msgspec.field(default_factory=GcSettings)
+    front: FrontSettings = msgspec.field(default_factory=FrontSettings)
     # the namespace clusterregistry runs in (its Leases live there)
     namespace: str = "clusterregistry"
     # /healthz, /readyz and /metrics of every process
@@ -301,6 +328,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     probe_host: str = "0.0.0.0"
     # the in-cluster registry that images are rewritten to, host[:port]
     local_registry: str = "clusterregistry.clusterregistry.svc:5000"
+    # where distribution itself answers, host[:port], when a registry front holds
+    # localRegistry: the front proxies to it, the mirror writes to it. Empty: localRegistry
+    registry_endpoint: str = ""
+
+    @property
+    def registry(self) -> str:
+        """The distribution registry's own address (behind the front, if there is one)."""
+        return self.registry_endpoint or self.local_registry
 
     @property
     def storage_bytes(self) -> int:
@@ -480,8 +515,33 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"localRegistry: {settings.local_registry!r} must be a registry host[:port]"
         )
+    if "/" in settings.registry_endpoint:
+        raise ConfigError(
+            f"registryEndpoint: {settings.registry_endpoint!r} must be a registry host[:port]")
     _validate_gc(settings.gc)
     _validate_mirror(settings.mirror)
+    _validate_front(settings.front)
+
+
+def _validate_front(front: FrontSettings) -> None:
+    if not 0 <= front.port <= 65535:
+        raise ConfigError(f"front.port: {front.port} is not a TCP port")
+    try:
+        if parse_quantity(front.spool_limit) < 1:
+            raise ValueError("must be larger than zero")
+    except ValueError as exc:
+        raise ConfigError(f"front.spoolLimit: {exc}") from exc
+    for key, value in (("sourceTimeoutSeconds", front.source_timeout_seconds),
+                       ("tagTtlSeconds", front.tag_ttl_seconds),
+                       ("claimStaleSeconds", front.claim_stale_seconds),
+                       ("flightsTtlSeconds", front.flights_ttl_seconds)):
+        if value <= 0:
+            raise ConfigError(f"front.{key}: must be larger than zero")
+    if front.source_timeout_seconds >= 300:
+        raise ConfigError("front.sourceTimeoutSeconds: must stay under containerd's 5 minute "
+                          "progress timeout, or a kubelet gives up before the error comes")
+    if front.advertise_url and not front.advertise_url.startswith(("http://", "https://")):
+        raise ConfigError(f"front.advertiseUrl: {front.advertise_url!r} must be an http(s) URL")
 
 
 def _validate_gc(gc: GcSettings) -> None:

@@ -239,6 +239,20 @@ class BlobLocation(msgspec.Struct, frozen=True, kw_only=True):
     updated: float = 0.0
 
 
+class FlightClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """KV `clusterregistry-front-flights`: one front fetching a blob or manifest from a source.
+
+    `peer` is the URL where the holder serves what it has fetched so far; the holder
+    renews `updated` while it fetches, and leaves `stored` behind once the blob is in
+    the registry (the bucket's TTL forgets it), so a late replica looks there first.
+    """
+
+    state: Literal["fetching", "stored"]
+    holder: str
+    peer: str = ""
+    updated: float = 0.0
+
+
 # -- gc: `clusterregistry.gc.<event>`, and the registry fence in KV `clusterregistry-gc` --------
 
 GcEventType = Literal["started", "artifact_deleted", "swept", "finished", "failed", "skipped"]
@@ -296,5 +310,6 @@ mirror_request_decoder = msgspec.json.Decoder(MirrorRequest)
 mirror_result_decoder = msgspec.json.Decoder(MirrorResult)
 gc_event_decoder = msgspec.json.Decoder(GcEvent)
 fence_entry_decoder = msgspec.json.Decoder(FenceEntry)
+flight_claim_decoder = msgspec.json.Decoder(FlightClaim)
 gc_run_request_decoder = msgspec.json.Decoder(GcRunRequest)
 blob_location_decoder = msgspec.json.Decoder(BlobLocation)

@@ -49,6 +49,10 @@ FENCE_WRITER_PREFIX: Final = "writing"
 MIRROR_BLOBS_BUCKET: Final = "clusterregistry-mirror-blobs"
 # set by the registry's supervisor once it runs read-only for the lock (gc readOnlyMode follower)
 FENCE_READ_ONLY: Final = "readonly"
+# registry fronts: `front.<id>` says a front is alive, `readonly.<id>` that it refuses writes
+FENCE_FRONT_PREFIX: Final = "front"
+# the fronts' single flights across replicas: `blob.<algo>.<hex>`, `manifest.<hash>`
+FRONT_FLIGHTS_BUCKET: Final = "clusterregistry-front-flights"
 
 # -- durable consumers --------------------------------------------------------------------------
 TRACKER_CONSUMER: Final = "clusterregistry-tracker"
@@ -129,6 +133,21 @@ def relist_msg_id(kind: str, relist_id: str, phase: str) -> str:
 def mirror_msg_id(artifact_name: str, generation: int, attempt: int = 0) -> str:
     """`Nats-Msg-Id` of a mirror request: one queued copy per artifact, generation, attempt."""
     return f"mirror:{artifact_name}:{generation}:{attempt}"
+
+
+def fence_front(front_id: str) -> str:
+    """The fence key saying that one registry front is alive."""
+    return f"{FENCE_FRONT_PREFIX}.{_token(front_id, 'front id')}"
+
+
+def fence_front_read_only(front_id: str) -> str:
+    """The fence key of one front's acknowledgement that it refuses writes."""
+    return f"{FENCE_READ_ONLY}.{_token(front_id, 'front id')}"
+
+
+def flight_key(kind: str, name: str) -> str:
+    """The front-flights key of one fetch: `blob.sha256.<hex>` or `manifest.<sha256 hex>`."""
+    return f"{kind}.{name.replace(':', '.', 1)}"
 
 
 def fence_writer(writer_id: str) -> str:

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import references, schemas, subjects
-from clusterregistry.bus import replying
+from clusterregistry.bus import ledgers, replying
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records
@@ -37,7 +37,7 @@ from clusterregistry.bus.streams import ensure_bucket, ensure_stream, publish
 from clusterregistry.config import GcSettings
 from clusterregistry.gc import collecting
 from clusterregistry.gc.metrics import GcMetrics
-from clusterregistry.mirror import ledgers, mirroring
+from clusterregistry.mirror import mirroring
 from clusterregistry.oci.copying import CopyReport
 from clusterregistry.reconciler import reconciling
 from clusterregistry.reconciler.metrics import ReconcilerMetrics

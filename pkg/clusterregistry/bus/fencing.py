@@ -165,13 +165,24 @@ class Fence:
 
     async def writers(self) -> dict[str, FenceEntry]:
         """The mirror writes in flight now, by key (live, not deleted, not yet expired)."""
+        return await self._entries(subjects.FENCE_WRITER_PREFIX, "fence writers")
+
+    async def fronts(self) -> dict[str, FenceEntry]:
+        """The registry fronts alive now (each renews `front.<id>`), by key."""
+        return await self._entries(subjects.FENCE_FRONT_PREFIX, "registry fronts")
+
+    async def fronts_read_only(self) -> dict[str, FenceEntry]:
+        """Each front's acknowledgement that it refuses writes, by key `readonly.<id>`."""
+        return await self._entries(subjects.FENCE_READ_ONLY, "read-only acknowledgements")
+
+    async def _entries(self, prefix: str, what: str) -> dict[str, FenceEntry]:
         await self._bucket()
         found: dict[str, FenceEntry] = {}
         seq = 0
-        pattern = f"{_PREFIX}{subjects.FENCE_WRITER_PREFIX}.>"
+        pattern = f"{_PREFIX}{prefix}.>"
         while True:
             try:
-                with translating("cannot list fence writers"):
+                with translating(f"cannot list {what}"):
                     msg = await self._bus._js.get_msg(_STREAM, seq=seq, subject=pattern,
                                                       next=True, direct=False)
             except NotFoundError:
@@ -183,6 +194,16 @@ class Fence:
                 found.pop(key, None)
                 continue
             found[key] = _decode(msg.data)
+
+    async def put_entry(self, key: str, entry: FenceEntry | None) -> None:
+        """Write (or with None delete) a key of this process's own: a front's presence or its
+        read-only acknowledgement. Expires with the bucket's TTL unless written again."""
+        kv = await self._bucket()
+        with translating(f"cannot write the fence key {key}"):
+            if entry is None:
+                await kv.delete(key)
+            else:
+                await kv.put(key, encode(entry))
 
     # -- mirror side ---------------------------------------------------------------------------
 

@@ -157,7 +157,7 @@ def _authfile(path: str | None) -> dict[str, Credentials]:
 async def _copy(args: argparse.Namespace, extra: dict[str, Credentials]) -> CopyReport:
     # the mirror's engine and its HTTP clients, only when the command runs
     from clusterregistry import references  # noqa: PLC0415
-    from clusterregistry.mirror.clients import RegistryClients, copy_options  # noqa: PLC0415
+    from clusterregistry.oci.clients import RegistryClients, copy_options  # noqa: PLC0415
     from clusterregistry.oci.copying import Copier  # noqa: PLC0415
 
     try:

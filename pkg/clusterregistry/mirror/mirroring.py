@@ -44,9 +44,9 @@ from clusterregistry.errors import (
     RetryableError,
     UnsupportedManifestError,
 )
-from clusterregistry.mirror.clients import RegistryClients, copy_options
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.oci.authenticating import Credentials, parse_docker_config
+from clusterregistry.oci.clients import RegistryClients, copy_options
 from clusterregistry.oci.copying import BlobLedger, Copier, CopyReport
 from clusterregistry.runtime import logs
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped

@@ -9,6 +9,7 @@ import logging
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from clusterregistry.bus import ledgers
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records
@@ -16,10 +17,9 @@ from clusterregistry.config import Settings
 from clusterregistry.errors import ConfigError, RetryableError
 from clusterregistry.kube.clients import ApiClient, api_client
 from clusterregistry.kube.secrets import docker_config
-from clusterregistry.mirror import ledgers
-from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import Worker
+from clusterregistry.oci.clients import RegistryClients
 from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
 from clusterregistry.runtime.running import Service

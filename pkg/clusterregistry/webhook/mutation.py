@@ -31,13 +31,13 @@ import msgspec
 
 from clusterregistry import kinds, references
 from clusterregistry.references import InvalidReferenceError, Reference
-from clusterregistry.webhook.policies import SourceRules
+from clusterregistry.sources import SourceRules
 from clusterregistry.webhook.reviews import Container, Pod
 
 ContainerKind = Literal["containers", "initContainers", "ephemeralContainers"]
 Policy = Literal["Always", "IfAvailable"]
 
-# skip reasons beyond the source rules' (policies.*)
+# skip reasons beyond the source rules' (sources.*)
 INVALID: Final = "invalid-reference"
 UNMAPPABLE: Final = "unmappable"
 NOT_AVAILABLE: Final = "not-available"

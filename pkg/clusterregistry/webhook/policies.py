@@ -1,9 +1,7 @@
-"""Which images and which pods the webhook rewrites: source rules and the match condition.
+"""Which pods the webhook rewrites: exclusions and the match condition.
 
-Two decisions, both pure. Per image: is its registry a configured source
-(every registry but the local one unless allow lists say otherwise; deny lists
-win), by host glob and by repository glob. Per pod: is it excluded, by the
-webhook's own namespace, by the opt-out label, or by the operator's
+Which images are sources is `clusterregistry.sources` (the front shares it).
+Per pod: is it excluded, by the webhook's own namespace, by the opt-out label, or by the operator's
 `matchConditionExpression`. That expression is rendered into the
 MutatingWebhookConfiguration's matchConditions, where kube-apiserver evaluates
 it; it is evaluated here as well because clusters before Kubernetes 1.28 (or
@@ -18,9 +16,7 @@ paths (`object.metadata.labels`, ...) named in its syntax tree.
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import celpy
@@ -30,16 +26,9 @@ from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 from lark import Token, Tree
 
-from clusterregistry import kinds, references
+from clusterregistry import kinds
 from clusterregistry.errors import ConfigError
-from clusterregistry.references import Reference
 
-# per-image skip reasons (also the `reason` label of the skipped-images metric)
-LOCAL: Final = "already-local"
-DENIED_HOST: Final = "denied-host"
-NOT_ALLOWED_HOST: Final = "not-allowed-host"
-DENIED_REPOSITORY: Final = "denied-repository"
-NOT_ALLOWED_REPOSITORY: Final = "not-allowed-repository"
 # per-pod exclusion reasons
 OWN_NAMESPACE: Final = "own-namespace"
 OPTED_OUT: Final = "opted-out"
@@ -49,44 +38,6 @@ MATCH_CONDITION_ERROR: Final = "match-condition-error"
 # the variables kube-apiserver declares for webhook matchConditions
 _ROOTS: Final = frozenset({"object", "oldObject", "request", "namespaceObject", "authorizer"})
 _MAX_CACHED: Final = 65536
-
-
-def _globs(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    """One regex for a list of shell globs (`*` also crosses `/`), matched case-sensitively."""
-    if not patterns:
-        return None
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
-
-
-class SourceRules:
-    """Which registries and repositories are sources to rewrite."""
-
-    def __init__(self, local_registry: str, *, allow_hosts: Sequence[str] = (),
-                 deny_hosts: Sequence[str] = (), allow_repositories: Sequence[str] = (),
-                 deny_repositories: Sequence[str] = ()) -> None:
-        self.local_registry = local_registry
-        # hosts are case-insensitive (DNS): host globs compare in lower case
-        self._allow_hosts = _globs([h.lower() for h in allow_hosts])
-        self._deny_hosts = _globs([h.lower() for h in deny_hosts])
-        self._allow_repositories = _globs(allow_repositories)
-        self._deny_repositories = _globs(deny_repositories)
-
-    def skip_reason(self, source: Reference) -> str | None:
-        """None when `source` is to be rewritten, else why not."""
-        if references.is_local(source, self.local_registry):
-            return LOCAL
-        host = source.domain.lower()
-        if self._deny_hosts is not None and self._deny_hosts.match(host):
-            return DENIED_HOST
-        if self._allow_hosts is not None and not self._allow_hosts.match(host):
-            return NOT_ALLOWED_HOST
-        repository = f"{host}/{source.path}"
-        if self._deny_repositories is not None and self._deny_repositories.match(repository):
-            return DENIED_REPOSITORY
-        if (self._allow_repositories is not None
-                and not self._allow_repositories.match(repository)):
-            return NOT_ALLOWED_REPOSITORY
-        return None
 
 
 def exclusion(labels: Mapping[str, str], namespace: str, *, own_namespace: str) -> str | None:

@@ -35,6 +35,7 @@ from clusterregistry.kube.clients import api_client
 from clusterregistry.runtime.lifecycle import cancel_and_wait, wait_stopped
 from clusterregistry.runtime.probes import ProbeServer
 from clusterregistry.runtime.running import ENABLE_KEY, Service
+from clusterregistry.sources import SourceRules
 from clusterregistry.webhook import metrics as outcomes
 from clusterregistry.webhook.admitting import Admitter, bad_request
 from clusterregistry.webhook.availability import ArtifactView
@@ -47,7 +48,7 @@ from clusterregistry.webhook.certificates import (
 )
 from clusterregistry.webhook.metrics import WebhookMetrics
 from clusterregistry.webhook.mutation import Rules
-from clusterregistry.webhook.policies import MatchCondition, SourceRules
+from clusterregistry.webhook.policies import MatchCondition
 from clusterregistry.webhook.reviews import (
     AdmissionResponse,
     ReviewError,

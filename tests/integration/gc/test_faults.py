@@ -23,8 +23,8 @@ from clusterregistry.gc.metrics import GcMetrics
 from clusterregistry.gc.readonly import follow
 from clusterregistry.gc.serving import request_run
 from clusterregistry.gc.sweeping import SweepResult
-from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.mirroring import Worker
+from clusterregistry.oci.clients import RegistryClients
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.schemas import MirrorRequest
 from clusterregistry_sandbox.registries import Registry, find_docker_registry

@@ -17,15 +17,15 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import schemas, subjects
+from clusterregistry.bus import ledgers
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.pulling import ConsumerSpec, Puller
 from clusterregistry.bus.streams import publish
 from clusterregistry.config import MirrorSettings, RegistryAccess
-from clusterregistry.mirror import ledgers
-from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import SecretReader, Worker
+from clusterregistry.oci.clients import RegistryClients
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.schemas import MirrorRequest, MirrorResult, SecretRef
 from clusterregistry_sandbox.images import BuiltImage

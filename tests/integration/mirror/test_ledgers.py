@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from clusterregistry.bus import ledgers
 from clusterregistry.bus.connecting import connect
-from clusterregistry.mirror import ledgers
 from clusterregistry_sandbox.natsservers import NatsServer
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 from clusterregistry import references
 from clusterregistry.bus.connecting import connect
 from clusterregistry.config import MirrorSettings, RegistryAccess
-from clusterregistry.mirror.clients import RegistryClients
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import Worker
+from clusterregistry.oci.clients import RegistryClients
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry_sandbox.registries import Registry
 from tests.integration.tracker.worlds import Services

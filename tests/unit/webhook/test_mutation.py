@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clusterregistry import kinds, references
+from clusterregistry.sources import SourceRules
 from clusterregistry.webhook import mutation
 from clusterregistry.webhook.mutation import Result, Rules, rewrite
-from clusterregistry.webhook.policies import SourceRules
 from clusterregistry.webhook.reviews import decode_pod
 from kubesim.patching import json_patch
 

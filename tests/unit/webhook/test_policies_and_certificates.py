@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from clusterregistry import config, references
 from clusterregistry.config import DEFAULT_MATCH_CONDITION
 from clusterregistry.errors import ConfigError
+from clusterregistry.sources import SourceRules
 from clusterregistry.webhook.certificates import merged_bundle, self_signed, service_hosts
-from clusterregistry.webhook.policies import MatchCondition, SourceRules, observed_paths
+from clusterregistry.webhook.policies import MatchCondition, observed_paths
 from clusterregistry.webhook.registrations import mutating_webhook_configuration
 
 

@@ -1,4 +1,4 @@
-"""Registry clients for the mirror: one connection pool per registry, credentials per request.
+"""Registry clients (mirror, front, copy): a connection pool per registry, credentials per request.
 
 A request's credentials are the pod's imagePullSecrets (what the kubelet would
 have used) over the artifact-store credentials in the settings. Clients are
