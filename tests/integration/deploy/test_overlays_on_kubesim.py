@@ -103,7 +103,7 @@ async def test_the_dev_overlay_runs_on_kubesim(
 
     async def all_ready() -> bool:
         items = await workloads(kubectl)
-        return len(items) == 8 and all(
+        return len(items) == 9 and all(
             w.get("status", {}).get("readyReplicas", 0) == w["spec"]["replicas"] == 1
             for w in items)
 
@@ -130,7 +130,7 @@ async def test_the_ha_overlay_runs_on_kubesim(
         reasons = [c.get("message", "") for p in pods
                    for c in p.get("status", {}).get("conditions", [])
                    if c["type"] == "PodScheduled" and c["status"] == "False"]
-        return len(pods) >= 24 and len(reasons) == len(pods) and all(
+        return len(pods) >= 27 and len(reasons) == len(pods) and all(
             "didn't match Pod's node affinity/selector" in r for r in reasons)
 
     await wait_for(pending_for_the_pool, timeout=60, description="pods pending on the pool")
@@ -141,19 +141,20 @@ async def test_the_ha_overlay_runs_on_kubesim(
         items = await workloads(kubectl)
         ready = [w for w in items
                  if w.get("status", {}).get("readyReplicas", 0) == w["spec"]["replicas"] >= 3]
-        return items if len(ready) == len(items) == 8 else None
+        return items if len(ready) == len(items) == 9 else None
 
     items = await wait_for(all_ready, timeout=120, description="every workload ready")
     assert {w["metadata"]["name"] for w in items} == {
         f"clusterregistry-{c}" for c in
-        ("registry", "webhook", "relay", "tracker", "reconciler", "mirror", "gc", "nats")}
+        ("registry", "front", "webhook", "relay", "tracker", "reconciler", "mirror", "gc",
+         "nats")}
 
     pods = (await kubectl.run("get", "pods", "-n", NAMESPACE, "-o", "json")).json()["items"]
     nodes = (await kubectl.run("get", "nodes", "-o", "json")).json()["items"]
     pool = {n["metadata"]["name"] for n in nodes
             if n["metadata"]["labels"].get("kubernetes.azure.com/mode") == "system"}
     running = [p for p in pods if p["status"].get("phase") == "Running"]
-    assert len(running) == 3 * 8
+    assert len(running) == 3 * 9
     for pod in running:
         assert pod["spec"]["nodeName"] in pool
         (status,) = pod["status"]["containerStatuses"]
@@ -162,7 +163,7 @@ async def test_the_ha_overlay_runs_on_kubesim(
         assert status["ready"] is True
 
     # the rest of the overlay was stored as sent
-    for kind, count in (("hpa", 4), ("pdb", 8), ("services", 9), ("pvc", 1),
+    for kind, count in (("hpa", 4), ("pdb", 9), ("services", 10), ("pvc", 1),
                         ("roles", 2), ("rolebindings", 2), ("configmaps", 4)):
         listed = (await kubectl.run("get", kind, "-n", NAMESPACE, "-o", "json")).json()
         assert len(listed["items"]) == count, kind

@@ -30,7 +30,7 @@ Obj = dict[str, Any]
 Build = Callable[[str], list[Obj]]
 
 NAMESPACE = "clusterregistry"
-PROCESSES = ("webhook", "relay", "tracker", "reconciler", "mirror", "gc")
+PROCESSES = ("webhook", "relay", "tracker", "reconciler", "mirror", "gc", "front")
 DEPLOYMENTS = ("registry", *PROCESSES)
 WORKLOADS = (*DEPLOYMENTS, "nats")
 # AOSM's HPA covers the registry and the webhook; the tracker (one shared durable consumer)
@@ -315,6 +315,8 @@ def test_every_process_runs_its_entry_point_with_the_settings(
         env = {e["name"]: e for e in c["env"]}
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert env["CLUSTERREGISTRY_LOG_FORMAT"]["value"] == "json"  # no tty guess
+        if process == "front":  # front.advertiseUrl's default is http://$POD_IP:<port>
+            assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
         (probes,) = [p for p in c["ports"] if p["name"] == "probes"]
         assert probes["containerPort"] == probe_port
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -338,13 +340,25 @@ def test_settings_agree_with_the_manifests(build: Build, name: str, tmp_path: Pa
         "storage"]
     assert settings.cluster_registry.storage_class_name == claim["spec"].get(
         "storageClassName", "")
-    # localRegistry is the registry Service
-    host, _, port = settings.local_registry.partition(":")
-    svc_name, svc_namespace, svc = host.split(".")
-    assert (svc_namespace, svc) == (NAMESPACE, "svc")
-    service = named(objs, "Service", svc_name)
-    assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(registry))
-    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    # localRegistry (what pods pull from) is the front's Service, on the front's port;
+    # registryEndpoint (what the front proxies to and the mirror writes to) is distribution's
+    front = workload(objs, "front")
+    (front_c,) = front["spec"]["template"]["spec"]["containers"]
+    (reg_c,) = reg_pod["containers"]
+    for address, target, container, target_port in (
+        (settings.local_registry, front, front_c, settings.front.port),
+        (settings.registry_endpoint, registry, reg_c, 5000),
+    ):
+        host, _, port = address.partition(":")
+        svc_name, svc_namespace, svc = host.split(".")
+        assert (svc_namespace, svc) == (NAMESPACE, "svc")
+        service = named(objs, "Service", svc_name)
+        assert [w for w in workloads(objs) if selector_matches(
+            {"matchLabels": service["spec"]["selector"]}, pod_labels(w))] == [target], address
+        (svc_port,) = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports[svc_port["targetPort"]] == target_port, address
+    assert settings.registry == settings.registry_endpoint != settings.local_registry
     # NATS: the client Service, and stream replicas no more than servers
     nats = workload(objs, "nats")
     assert settings.nats.stream_replicas <= nats["spec"]["replicas"]
@@ -403,6 +417,50 @@ def test_the_registry(build: Build, name: str, tmp_path: Path) -> None:
                               "limits": {"cpu": lim_cpu, "memory": lim_mem}}
 
 
+@pytest.mark.parametrize("name", BUILDS)
+def test_the_front(build: Build, name: str, tmp_path: Path) -> None:
+    """The registry front as its settings expect it: its port, a bounded spool on an emptyDir
+    larger than spoolLimit, its own address from the downward API, the source credentials the
+    mirror has, GC waiting on it for read-only and the mirror reading sources through it."""
+    objs = build(name)
+    pod = workload(objs, "front")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    settings = settings_of(objs, tmp_path, c)
+    front = settings.front
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"registry": front.port, "probes": settings.probe_port}
+    assert front.host == "0.0.0.0"  # kubelets and peers reach it on the pod address
+    # one settings file for every replica: a literal address or id would be every replica's
+    assert front.advertise_url == "" and front.front_id == ""
+    # the spool: an emptyDir at spoolDir whose sizeLimit is above spoolLimit, so the front's
+    # own bound is reached before the kubelet evicts the pod
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (spool,) = [m for m in c["volumeMounts"] if m["mountPath"] == front.spool_dir]
+    assert not spool.get("readOnly")
+    size_limit = parse_quantity(volumes[spool["name"]]["emptyDir"]["sizeLimit"])
+    assert parse_quantity(front.spool_limit) < size_limit
+    # well under containerd's 5 minute progress timeout
+    assert 0 < front.source_timeout_seconds <= 60
+    assert front.claim_stale_seconds < front.source_timeout_seconds
+    # the door is the front: GC fences through it, the mirror reads sources through it
+    assert settings.gc.read_only_mode == "front"
+    assert settings.mirror.source_through_front is True
+    # source credentials: exactly the Secrets (and paths) the mirror mounts, nothing else
+    mirror_pod = workload(objs, "mirror")["spec"]["template"]["spec"]
+
+    def secret_mounts(p: Obj) -> set[tuple[str, str]]:
+        secrets = {v["name"]: v["secret"]["secretName"] for v in p.get("volumes", [])
+                   if "secret" in v}
+        return {(secrets[m["name"]], m["mountPath"]) for m in p["containers"][0]["volumeMounts"]
+                if m["name"] in secrets}
+
+    assert secret_mounts(pod) == secret_mounts(mirror_pod)
+    for path in [settings.mirror.docker_config_file,
+                 *(r.password_file for r in settings.mirror.registries)]:
+        if path:
+            assert any(Path(path).is_relative_to(m) for _, m in secret_mounts(pod)), path
+
+
 # -- RBAC -------------------------------------------------------------------------------------
 
 # (ClusterRole | Role, apiGroup, resource, verb, resourceName or "") per process, from the
@@ -436,6 +494,8 @@ EXPECTED_RBAC: dict[str, set[tuple[str, str, str, str, str]]] = {
     },
     "registry": set(),
     "nats": set(),
+    # the front reads no Kubernetes object: credentials from the mirror's settings
+    "front": set(),
 }
 
 
@@ -692,6 +752,21 @@ class TestHighAvailability:
                 assert selector_matches(term["podAffinityTerm"]["labelSelector"],
                                         pod_labels(other)) == (other is w)
 
+    def test_the_front_is_spread_over_nodes_and_zones(self, build: Build, name: str) -> None:
+        """Every pull goes through the front: its replicas spread evenly over nodes and
+        zones, softly (a node without room or a one-zone cluster still runs all three)."""
+        objs = build(name)
+        front = workload(objs, "front")
+        constraints = {s["topologyKey"]: s
+                       for s in front["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+        assert set(constraints) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+        for spread in constraints.values():
+            assert spread["maxSkew"] == 1
+            assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+            for other in workloads(objs):
+                assert selector_matches(spread["labelSelector"], pod_labels(other)) == (
+                    other is front)
+
     def test_system_node_pool(self, build: Build, name: str) -> None:
         key, value = SYSTEM_POOL
         for w in workloads(build(name)):
@@ -776,8 +851,9 @@ def test_service_monitor_scrapes_every_process_and_the_registry(build: Build) ->
 
 
 def test_network_policies(build: Build) -> None:
-    """Only the mirror and GC reach the registry from pods; only addresses (the API server's)
-    reach the webhook; every pod is covered by a default deny."""
+    """Only the front, the mirror and GC reach distribution; the front is open to the whole
+    cluster (nodes, every pod, its peers); only addresses (the API server's) reach the
+    webhook; every pod is covered by a default deny."""
     objs = build("ha+components")
     policies = of_kind(objs, "NetworkPolicy")
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]]
@@ -804,9 +880,17 @@ def test_network_policies(build: Build) -> None:
                                     if selector_matches(peer["podSelector"], labels)}
         return allowed, blocks
 
-    writers, node_blocks = peers_into("registry", 5000)
-    assert writers == {"mirror", "gc"}
-    assert len(node_blocks) == 1 and "cidr" in node_blocks[0]  # the nodes' pulls
+    writers, blocks = peers_into("registry", 5000)
+    assert writers == {"front", "mirror", "gc"}
+    assert blocks == []  # the nodes pull through the front
+    # the front: kubelet pulls come from the node network (not from a pod), the mirror reads
+    # sources through it, any pod may pull, and a replica streams to its peers
+    pullers, front_blocks = peers_into("front", 5000)
+    assert pullers == {"front"}
+    assert {"namespaceSelector": {}} in front_blocks  # every pod of every namespace
+    assert [b for b in front_blocks if "cidr" in b] and len(front_blocks) == 2  # the nodes
+    front = workload(objs, "front")["spec"]["template"]["spec"]["containers"][0]
+    assert 5000 in {p["containerPort"] for p in front["ports"]}
     callers, api_blocks = peers_into("webhook", 8443)
     assert callers == set()
     assert len(api_blocks) == 1 and "cidr" in api_blocks[0]
