@@ -69,6 +69,10 @@ class ManifestUnknownError(RegistryRejectedError):
     """The registry has no manifest for this tag or digest (404)."""
 
 
+class BlobUnknownError(RegistryRejectedError):
+    """The registry has no such blob (404 BLOB_UNKNOWN)."""
+
+
 class UnsupportedManifestError(RegistryRejectedError):
     """A manifest clusterregistry does not copy (Docker schema 1, an unknown media type)."""
 

@@ -53,6 +53,10 @@ FENCE_READ_ONLY: Final = "readonly"
 FENCE_FRONT_PREFIX: Final = "front"
 # the fronts' single flights across replicas: `blob.<algo>.<hex>`, `manifest.<hash>`
 FRONT_FLIGHTS_BUCKET: Final = "clusterregistry-front-flights"
+# HTTP headers of the front's protocol: the mirror asks for a tag as the source has it (not
+# as the registry holds it); a replica asks a peer for the fetch it holds
+FRONT_SOURCE_VIEW_HEADER: Final = "X-Clusterregistry-Source-View"
+FRONT_PEER_HEADER: Final = "X-Clusterregistry-Front"
 
 # -- durable consumers --------------------------------------------------------------------------
 TRACKER_CONSUMER: Final = "clusterregistry-tracker"

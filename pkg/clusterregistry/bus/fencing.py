@@ -72,7 +72,15 @@ from clusterregistry.schemas import FenceEntry, encode, fence_entry_decoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Fence", "Hold"]
+__all__ = ["SWEEP_PURPOSE", "Fence", "Hold", "wants_read_only"]
+
+# GC relabels its lock `sweep <run>` while blobs are being deleted: the registry must then
+# refuse writes (a blob pushed during a sweep may be deleted under its manifest)
+SWEEP_PURPOSE = "sweep"
+
+
+def wants_read_only(lock: FenceEntry | None) -> bool:
+    return lock is not None and lock.purpose.startswith(SWEEP_PURPOSE)
 
 _STREAM = f"KV_{subjects.GC_BUCKET}"
 _PREFIX = f"$KV.{subjects.GC_BUCKET}."

@@ -22,20 +22,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from clusterregistry.bus.fencing import Fence
+from clusterregistry.bus.fencing import SWEEP_PURPOSE as SWEEP_PURPOSE  # noqa: PLC0414
+from clusterregistry.bus.fencing import Fence, wants_read_only
 from clusterregistry.errors import RetryableError
 from clusterregistry.runtime.lifecycle import sleep_unless_stopped
 from clusterregistry.schemas import FenceEntry
 
 log = logging.getLogger(__name__)
 
-SWEEP_PURPOSE = "sweep"
-
 Switch = Callable[[bool], Awaitable[None]]
-
-
-def wants_read_only(lock: FenceEntry | None) -> bool:
-    return lock is not None and lock.purpose.startswith(SWEEP_PURPOSE)
 
 
 async def follow(

@@ -344,10 +344,16 @@ class Worker:
         except references.InvalidReferenceError as exc:
             raise PermanentError(f"invalid reference in request: {exc}") from None
         pull_secrets = await self._credentials(request.pull_secrets)
-        src = self.clients.source(source.domain, pull_secrets)
+        src, src_path = self.clients.source(source.domain, pull_secrets), source.path
+        if self.settings.source_through_front and not pull_secrets:
+            # through the registry front, which fetches each blob from the source once for
+            # the mirror and every kubelet pulling it now; pods' pull secrets stay here, so
+            # an image that needs them is read from the source directly
+            src = self.clients.through_front({subjects.FRONT_SOURCE_VIEW_HEADER: "1"})
+            src_path = destination.path
         dst = self.clients.destination(destination.domain)
         platforms = request.platforms or self.settings.platforms
         async with self.fence.writing(f"mirror {request.artifact}"):
             return await self.copier.copy(
-                src, source.path, source.version, dst, destination.path,
+                src, src_path, source.version, dst, destination.path,
                 tag=destination.tag or None, platforms=platforms)

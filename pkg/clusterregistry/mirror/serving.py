@@ -46,7 +46,8 @@ async def serve(
     copies, but a request naming pull secrets fails (permanently) with a clear error."""
     worker_id = identity or settings.mirror.worker_id or default_identity()
     async with contextlib.AsyncExitStack() as closing:
-        clients = RegistryClients(settings.mirror, local_registry=settings.local_registry)
+        clients = RegistryClients(settings.mirror, local_registry=settings.local_registry,
+                                  registry_endpoint=settings.registry_endpoint)
         closing.push_async_callback(clients.close)
         bus = await closing.enter_async_context(
             await connect(settings.nats.servers, name=f"clusterregistry-mirror-{worker_id}"))

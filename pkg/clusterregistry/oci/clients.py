@@ -58,9 +58,16 @@ def configured_keychain(settings: MirrorSettings) -> Keychain:
 class RegistryClients:
     """The clients of one process; `close()` them all at the end."""
 
-    def __init__(self, settings: MirrorSettings, *, local_registry: str) -> None:
+    def __init__(self, settings: MirrorSettings, *, local_registry: str,
+                 registry_endpoint: str = "", read_timeout: float = 120.0,
+                 retry_attempts: int | None = None) -> None:
         self.settings = settings
         self.local_registry = local_registry
+        # distribution's own address when a front holds localRegistry: writes go straight there
+        self.registry_endpoint = registry_endpoint
+        # the front waits far less for a silent source than the mirror: a kubelet is waiting
+        self.read_timeout = read_timeout
+        self.retry_attempts = settings.retry_attempts if retry_attempts is None else retry_attempts
         self.keychain = configured_keychain(settings)
         self._access: dict[str, RegistryAccess] = {a.host: a for a in settings.registries}
         self._ssl: dict[str, ssl.SSLContext] = {}
@@ -75,7 +82,8 @@ class RegistryClients:
         access = self._access.get(host)
         if access is not None:
             return access.plain_http
-        return host == self.local_registry and self.settings.local_plain_http
+        return host in (self.local_registry, self.registry_endpoint) and (
+            self.settings.local_plain_http)
 
     def _connector(self, host: str) -> aiohttp.TCPConnector:
         connector = self._connectors.get(host)
@@ -92,14 +100,16 @@ class RegistryClients:
         return connector
 
     def client(self, host: str, *, credentials: Credentials | None,
-               actions: str = "pull") -> RegistryClient:
-        key = (host, credentials, actions)
+               actions: str = "pull", headers: Mapping[str, str] | None = None
+               ) -> RegistryClient:
+        key = (host, credentials, actions + repr(sorted((headers or {}).items())))
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = RegistryClient(
                 host, credentials=credentials, plain_http=self._plain_http(host),
                 actions=actions, connector=self._connector(host),
-                retry=Retry(attempts=self.settings.retry_attempts))
+                retry=Retry(attempts=self.retry_attempts), read_timeout=self.read_timeout,
+                headers=headers)
         return client
 
     def source(self, host: str, pull_secrets: Mapping[str, Credentials] | None = None
@@ -108,7 +118,15 @@ class RegistryClients:
         credentials = Keychain(pull_secrets).lookup(host) if pull_secrets else None
         return self.client(host, credentials=credentials or self.keychain.lookup(host))
 
+    def through_front(self, headers: Mapping[str, str]) -> RegistryClient:
+        """The registry front (localRegistry) as a source: it fetches from the real source,
+        once for the mirror and every kubelet together."""
+        return self.client(self.local_registry, credentials=self.keychain.lookup(
+            self.local_registry), headers=headers)
+
     def destination(self, host: str) -> RegistryClient:
+        if self.registry_endpoint and host == self.local_registry:
+            host = self.registry_endpoint
         return self.client(host, credentials=self.keychain.lookup(host),
                            actions=_DESTINATION_ACTIONS)
 

@@ -28,7 +28,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -122,8 +122,10 @@ class RegistryClient:
         read_timeout: float = 120.0,
         read_buffer: int = DEFAULT_READ_BUFFER,
         connector: aiohttp.BaseConnector | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
+        self.headers = dict(headers or {})  # sent with every request
         # Docker Hub's API lives on another name than its references use
         api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
         self.base = URL(f"{'http' if plain_http else 'https'}://{api_host}")
@@ -189,7 +191,7 @@ class RegistryClient:
         attempt = 0
         answered = 0
         while True:
-            sent = dict(headers or {})
+            sent = {**self.headers, **(headers or {})}
             authorization = self.auth.header(wanted)
             if authorization is not None:
                 sent["Authorization"] = authorization
