@@ -5,7 +5,9 @@ that names a metric no process exports, or that returns nothing, fails the test.
 The scenario is the demo's (a network function deployed, rewritten, mirrored, Running, deleted,
 and its images collected by GC), plus the two things it never does and the dashboard shows: a
 pod that opts out of the webhook (a skipped image) and an image the artifact store does not
-have (a mirror failure, an Artifact in phase Failed).
+have (a mirror failure, an Artifact in phase Failed). The nodes pull through the registry
+front, and GC's sweep makes it read-only: its row (hit ratio, source and served bytes, spool,
+read-only windows) is proven by the same queries, so the sandbox must run the front.
 
 The same Prometheus also checks the ha overlay's sizing against the processes' real memory: a
 process the overlay autoscales on memory (HPA target 80% of the request) must stay below that
@@ -154,6 +156,8 @@ async def test_every_dashboard_query_returns_data(
     began = time.time()
     expected = {c.name for c in system.components() if c.role == "service" and c.pid}
     assert {"relay", "tracker", "reconciler", "gc", "webhook"} <= expected, expected
+    # the nodes pull through it (one process, or several named front-<n>)
+    assert any(re.fullmatch(r"front(-[0-9]+)?", name) for name in expected), expected
 
     async def scraped_after(moment: float) -> bool:
         targets = (await prometheus.api("targets"))["activeTargets"]

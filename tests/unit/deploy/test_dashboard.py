@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "clusterregistry.json"
-SERVICES = ("webhook", "relay", "tracker", "reconciler", "mirror", "gc")
+SERVICES = ("webhook", "relay", "tracker", "reconciler", "mirror", "gc", "front")
 # Grafana's variables, as the e2e test and Grafana substitute them
 VARIABLES = {"$__rate_interval": "1m", "$__range": "1h"}
 # what the dashboard must show (the issue's list) -> metrics that must appear in its queries
@@ -42,7 +42,17 @@ TOPICS = {
     "gc runs": {"clusterregistry_gc_runs_total"},
     "bytes freed": {"clusterregistry_gc_freed_bytes_total"},
     "read-only window": {"clusterregistry_gc_last_read_only_seconds"},
+    # the registry front (issue 15)
+    "front requests by result": {"clusterregistry_front_requests_total"},
+    "front source bytes vs served bytes": {"clusterregistry_front_source_bytes_total",
+                                           "clusterregistry_front_served_bytes_total"},
+    "front spool": {"clusterregistry_front_spool_bytes"},
+    "front read-only refusals": {"clusterregistry_front_read_only_refusals_total"},
+    "front read-only windows": {"clusterregistry_front_read_only",
+                                "clusterregistry_front_read_only_seconds_bucket"},
 }
+# label values the front's panels select on -> the metrics module's own sets of them
+FRONT_LABEL_VALUES = {"kind": "KINDS", "result": "RESULTS"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
              "gauge": ("",), "summary": ("_sum", "_count"), "info": ("_info",)}
 
@@ -139,6 +149,29 @@ def test_the_dashboard_is_grafana_json(dashboard: dict[str, Any]) -> None:
                 for y in range(g["y"], g["y"] + g["h"])}
         assert not area & cells, panel["title"]
         cells |= area
+
+
+def test_the_front_row(dashboard: dict[str, Any]) -> None:
+    """The registry front's row: a hit ratio over manifest and blob requests, and selectors
+    that name only kinds and results the front really counts (a typo is an empty panel)."""
+    titles = [p["title"] for p in dashboard["panels"]]
+    row = titles.index("Registry front")
+    front = [(title, expr) for title, expr in queries(dashboard)
+             if titles.index(title) > row]
+    assert front and all("clusterregistry_front_" in expr for _, expr in front)
+    metrics = importlib.import_module("clusterregistry.front.metrics")
+    for title, expr in front:
+        for label, attribute in FRONT_LABEL_VALUES.items():
+            for matcher in re.findall(rf'\b{label}(=~?)"([^"]*)"', expr):
+                op, value = matcher
+                values = value.split("|") if op == "=~" else [value]
+                assert set(values) <= set(getattr(metrics, attribute)), (title, expr)
+    ratios = [expr for title, expr in front if title == "Front hit ratio"]
+    assert ratios
+    for ratio in ratios:
+        hits, requests = ratio.split(" / ")
+        assert 'result="hit"' in hits and 'kind=~"manifest|blob"' in hits
+        assert requests == hits.replace(',result="hit"', "")  # the same requests, any result
 
 
 def test_promtool_accepts_every_query(dashboard: dict[str, Any], tmp_path: Path) -> None:
