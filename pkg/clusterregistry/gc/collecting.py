@@ -15,9 +15,19 @@ The order is what keeps every referenced image intact:
 5. Delete the manifests through the registry API, minus any a live image shares
    (`selecting.manifests_to_delete`), then the record and the Artifact.
 6. The sweep (`sweeping`): relabel the lock `sweep ...`; in `follower` mode wait
-   for the registry's supervisor to confirm read-only (`readonly`); run
-   `garbage-collect`. The lock is released on every way out (`Fence.exclusive`).
+   for the registry's supervisor to confirm read-only (`readonly`), in `front` mode
+   for every live registry front to confirm it refuses writes (`readonly.<id>`,
+   naming this lock), and a front not confirming in time means no sweep. Run
+   `garbage-collect`. The lock is released on every way out (`Fence.exclusive`); in
+   either mode GC then waits (bounded) for the acknowledgements to go.
 7. Usage again; every step is published as a GcEvent on `clusterregistry.gc.*`.
+
+The read-only window a run reports (`read_only_seconds`, the metrics) runs in `none`
+and `follower` mode from the relabel until the release (follower: until the
+supervisor's acknowledgement is gone). In `front` mode it is the window as the fronts
+saw it, measured by GC: from the moment every live front had confirmed (not the
+relabel: a front drains its writes in flight first) until the last acknowledgement
+was gone (not the release: a front notices it on its next look at the lock).
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.runtime.logs import fields
 from clusterregistry.schemas import (
     ArtifactRecord,
+    FenceEntry,
     GcEvent,
     GcEventType,
     OwnerRecord,
@@ -209,6 +220,9 @@ class Collector:
         if run.dry_run:  # reads only: no lock, so mirrors are not held up by a dry run
             garbage_names = await self._collect(run)
             return await self._finish(run, before, garbage_names, window)
+        mode = self.settings.read_only_mode
+        window_started = 0.0
+        sweep_lock = 0.0  # the sweep lock's `acquired`: the fronts' acknowledgements name it
         try:
             async with self.fence.exclusive(purpose=f"gc {run.id}",
                                             wait_timeout=self.settings.writer_wait_seconds
@@ -221,8 +235,12 @@ class Collector:
                 if self._sweep_pending and self.sweeper is not None:
                     await self.fence.relabel(hold, f"{SWEEP_PURPOSE} {run.id}")
                     window_started = time.monotonic()
-                    if self.settings.read_only_mode == "follower":
+                    sweep_lock = hold.entry.acquired
+                    if mode == "follower":
                         await self._wait_read_only(hold.entry.acquired)
+                    elif mode == "front":
+                        # the window starts once every front refuses writes, not at the relabel
+                        window_started = await self._wait_fronts_read_only(sweep_lock)
                     sweep = await self.sweeper.sweep(run=run.id)
                     self._sweep_pending = False
         except FenceHeldError as exc:
@@ -232,9 +250,13 @@ class Collector:
             if self.metrics is not None:
                 self.metrics.lock_held.set(0)
         if sweep is not None:
-            if self.settings.read_only_mode == "follower":
+            if mode == "follower":
                 await self._wait_read_write()
-            window = time.monotonic() - window_started
+            if mode == "front":
+                # ...and ends when the last front accepts writes again, not at the release
+                window = await self._wait_fronts_read_write(sweep_lock) - window_started
+            else:
+                window = time.monotonic() - window_started
             if self.metrics is not None:
                 self.metrics.read_only_seconds.observe(window)
                 self.metrics.last_read_only_seconds.set(window)
@@ -288,6 +310,80 @@ class Collector:
         while True:
             if await self.fence.read_only_state() is None or loop.time() >= deadline:
                 return
+            await asyncio.sleep(0.05)
+
+    # -- registry fronts (readOnlyMode: front) -------------------------------------------------
+
+    def _renewed_within_ttl(self, entry: FenceEntry, now: float) -> bool:
+        """An entry nobody renews expires with the bucket's TTL, but not every read path shows
+        a delete marker for it: one not renewed within the TTL is gone. An entry without a
+        renewal time (unreadable) is not known dead, so it counts as alive; the server
+        still expires it within the TTL."""
+        return entry.renewed <= 0 or now - entry.renewed <= self.fence.ttl
+
+    def _confirms(self, ack: FenceEntry | None, acquired: float, now: float) -> bool:
+        """A front's acknowledgement, alive and naming this lock (not an earlier one)."""
+        return (ack is not None and abs(ack.acquired - acquired) < 1e-6
+                and self._renewed_within_ttl(ack, now))
+
+    async def _wait_fronts_read_only(self, acquired: float) -> float:
+        """Wait until every live registry front (`front.<id>` renewed within the TTL) confirms
+        it refuses writes for the lock taken at `acquired` (`readonly.<id>`); a front that
+        dies meanwhile is not waited for any longer, one that starts must confirm too.
+
+        Returns the moment (`time.monotonic()`) all had confirmed, which starts the window as
+        the fronts saw it. RetryableError naming the fronts still missing after
+        `gc.readOnlyWaitSeconds`: a front that might still accept a write must not see a
+        sweep.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.read_only_wait_seconds
+        prefix = f"{subjects.FENCE_FRONT_PREFIX}."
+        while True:
+            fronts = await self.fence.fronts()
+            # read after the presences: a front confirming between the two reads counts
+            acks = await self.fence.fronts_read_only()
+            now = time.time()
+            live = sorted(key[len(prefix):] for key, entry in fronts.items()
+                          if self._renewed_within_ttl(entry, now))
+            missing = [front for front in live if not self._confirms(
+                acks.get(f"{subjects.FENCE_READ_ONLY}.{front}"), acquired, now)]
+            if not missing:
+                confirmed = time.monotonic()
+                if live:
+                    log.info("%d registry fronts confirmed read-only: %s", len(live),
+                             ", ".join(live))
+                else:
+                    log.info("no registry front is alive: none to wait for before sweeping")
+                return confirmed
+            if loop.time() > deadline:
+                raise RetryableError(
+                    f"registry fronts {', '.join(missing)} did not confirm read-only within "
+                    f"{self.settings.read_only_wait_seconds:g}s; not sweeping")
+            await asyncio.sleep(0.05)
+
+    async def _wait_fronts_read_write(self, acquired: float) -> float:
+        """After the release: wait until no live front still acknowledges read-only for the
+        lock taken at `acquired`, at most `gc.readOnlyWaitSeconds`.
+
+        Returns the moment (`time.monotonic()`) the last acknowledgement was seen gone, or
+        the deadline: the end of the window as the fronts saw it. A front that holds on is
+        logged, not an error: the sweep is done, and every front goes read-write on its own
+        once it sees the lock gone.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.read_only_wait_seconds
+        while True:
+            acks = await self.fence.fronts_read_only()
+            now = time.time()
+            holding = sorted(key for key, ack in acks.items()
+                             if self._confirms(ack, acquired, now))
+            if not holding:
+                return time.monotonic()
+            if loop.time() >= deadline:
+                log.warning("registry fronts still read-only %gs after the sweep: %s",
+                            self.settings.read_only_wait_seconds, ", ".join(holding))
+                return time.monotonic()
             await asyncio.sleep(0.05)
 
     # -- choosing and soft-deleting -------------------------------------------------------------
