@@ -180,7 +180,11 @@ class Fetcher:
             manifest = None
             if not from_peer and self.flights is not None:
                 outcome = await self.flights.claim(subjects.flight_key("manifest", key))
-                if isinstance(outcome, Elsewhere) and outcome.claim.peer:
+                # a claim of our own is an earlier fetch of ours (a manifest claim is never
+                # released): asking ourselves would wait on this very flight until the
+                # source timeout, e.g. every retry of a manifest the source lacks
+                if (isinstance(outcome, Elsewhere) and outcome.claim.peer
+                        and outcome.claim.holder != self.flights.holder):
                     manifest = await self._manifest_from_peer(outcome.claim.peer, key, source)
             if manifest is None:
                 manifest = await self._manifest_from_source(source)
@@ -428,14 +432,44 @@ class Fetcher:
     async def _push(self, flight: BlobFlight, spool: Spool) -> None:
         if await self.registry.head_blob(flight.name, flight.digest) is not None:
             return  # the mirror (or a client's push) got it there first
-        _, location = await self.registry.start_upload(flight.name)
+        # Fix (sandbox e2e, issue 15): a mirror worker reading the image through this front
+        # (mirror.sourceThroughFront) joins this flight and uploads the same blob into the
+        # same repository, under its blob-ledger claim. Two uploads of one blob into one
+        # repository race in distribution 2.8 (its filesystem driver rewrites the
+        # repository's link file in place), and the mirror's manifest PUT that reads the
+        # link meanwhile fails with DIGEST_INVALID/MANIFEST_BLOB_UNKNOWN (the Artifact goes
+        # Failed until a retry). So the front takes the same ledger claim: when a mirror
+        # holds it, its upload lands the blob once and the front waits for that (bounded);
+        # when the front holds it, the mirror waits and then skips or mounts.
+        claimed = False
+        if self.ledger is not None:
+            claimed = await self.ledger.claim(flight.digest)
+            if not claimed and await self._landed(flight):
+                return
+        try:
+            _, location = await self.registry.start_upload(flight.name)
 
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in spool.read(spool.open_reader()):
-                yield chunk
+            async def body() -> AsyncIterator[bytes]:
+                async for chunk in spool.read(spool.open_reader()):
+                    yield chunk
 
-        await self.registry.put_blob(location, repository=flight.name, digest=flight.digest,
-                                     size=spool.written, body=body())
+            await self.registry.put_blob(location, repository=flight.name,
+                                         digest=flight.digest, size=spool.written, body=body())
+        except BaseException:
+            if claimed and self.ledger is not None:
+                await self.ledger.release(flight.digest)
+            raise
+
+    async def _landed(self, flight: BlobFlight) -> bool:
+        """Whether the blob another writer claimed lands in the registry within the source
+        timeout (False: the claim is stale or its upload failed, store it here)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while loop.time() < deadline:
+            if await self.registry.head_blob(flight.name, flight.digest) is not None:
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
 
 def manifest_key(source: Reference) -> str:
