@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,9 +21,14 @@ from prometheus_client import CollectorRegistry
 from clusterregistry import config
 from clusterregistry.config import Settings
 from clusterregistry.front import serving
+from clusterregistry_sandbox.images import BuiltImage, skopeo_copy
 from clusterregistry_sandbox.natsservers import NatsServer
-from clusterregistry_sandbox.registries import Registry
-from clusterregistry_sandbox.supervising import free_port
+from clusterregistry_sandbox.registries import MANIFEST_MEDIA_TYPES, Registry
+from clusterregistry_sandbox.supervising import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+ACCEPT_ALL = ", ".join(MANIFEST_MEDIA_TYPES)
 
 # distribution's access log (combined format): one line per request, with its status
 _ACCESS = re.compile(r'"(?P<method>GET|HEAD|PUT|POST|PATCH|DELETE) (?P<uri>/v2/[^ ]*) HTTP/[0-9.]+"'
@@ -54,8 +61,26 @@ class Front:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return Path(self.settings.front.spool_dir)
+
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.get_sample_value(name, labels) or 0.0
+
+    def requests(self, kind: str, result: str) -> float:
+        return self.metric("clusterregistry_front_requests_total", kind=kind, result=result)
+
+    def spool_files(self) -> list[Path]:
+        return sorted(self.spool_dir.glob("*")) if self.spool_dir.exists() else []
+
+    async def spool_empty(self) -> bool:
+        """The spool directory holds no file and the spool_bytes gauge is back to 0."""
+        return not self.spool_files() and self.metric("clusterregistry_front_spool_bytes") == 0
 
 
 @dataclass
@@ -118,6 +143,38 @@ class FrontWorld:
         self.fronts.append(front)
         return front
 
+    def path(self, repository: str, *, source: str | None = None) -> str:
+        """The local repository (in the edge registry, and through the front) of a source
+        repository, of the artifact store unless `source` (a host:port) says otherwise."""
+        return f"{(source or self.store.host).replace(':', '_')}/{repository}"
+
+    def ref(self, repository: str, reference: str, *, front: Front | None = None,
+            source: str | None = None) -> str:
+        """`front/path:tag` or `front/path@digest`, for skopeo."""
+        host = front.host if front is not None else self.local_registry
+        separator = "@" if reference.startswith("sha256:") else ":"
+        return f"{host}/{self.path(repository, source=source)}{separator}{reference}"
+
+    async def edge_has_blobs(self, repository: str, digests: list[str]) -> bool:
+        """Every blob is in the edge registry (asked directly, not through the front)."""
+        path = self.path(repository)
+        for digest in digests:
+            if not await self.edge.blob_exists(path, digest):
+                return False
+        return True
+
+    async def wait_stored(self, repository: str, digests: list[str], *,
+                          timeout: float = 20.0) -> None:
+        async def stored() -> bool:
+            return await self.edge_has_blobs(repository, digests)
+
+        await wait_for(stored, timeout=timeout,
+                       description=f"{len(digests)} blobs stored in the edge registry")
+
+    async def wait_spool_empty(self, front: Front, *, timeout: float = 20.0) -> None:
+        await wait_for(front.spool_empty, timeout=timeout,
+                       description=f"{front.spool_dir} empty and spool_bytes 0")
+
     async def stop_front(self, front: Front) -> None:
         front.stop.set()
         await asyncio.wait_for(front.task, 30)
@@ -141,3 +198,65 @@ async def front_world(tmp_path: Path, secure_registry: Registry, registry: Regis
         yield world
     finally:
         await world.close()
+
+
+def image_digests(image: BuiltImage) -> list[str]:
+    """Every blob (configs and layers) of an image, each once."""
+    return [blob.digest for blob in image.blobs]
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def pull(reference: str, destination: Path, *, timeout: float = 60.0) -> Path:
+    """`skopeo copy --all docker://<front ref> dir:<destination>` over plain HTTP: a real
+    client that verifies every digest and size it reads."""
+    await skopeo_copy(reference, f"dir:{destination}", src_tls_verify=False,
+                      preserve_digests=False, timeout=timeout)
+    return destination
+
+
+def assert_pulled(image: BuiltImage, directory: Path) -> None:
+    """A skopeo `dir:` copy holds the image byte for byte: the top manifest (index or
+    manifest), every platform's manifest and every blob."""
+    assert (directory / "manifest.json").read_bytes() == image.read_blob(image.digest)
+    if image.is_index:
+        for manifest in image.manifests:
+            hexdigest = manifest.digest.split(":", 1)[1]
+            assert (directory / f"{hexdigest}.manifest.json").read_bytes() == \
+                image.read_blob(manifest.digest)
+    for digest in image_digests(image):
+        assert (directory / digest.split(":", 1)[1]).read_bytes() == image.read_blob(digest), \
+            f"blob {digest} differs"
+
+
+def http_session(**kwargs: Any) -> aiohttp.ClientSession:
+    """A plain client for precise HTTP checks: bytes as sent (no decompression)."""
+    return aiohttp.ClientSession(auto_decompress=False,
+                                 timeout=aiohttp.ClientTimeout(total=60), **kwargs)
+
+
+def store_blob_file(store: Registry, digest: str) -> Path:
+    """Where distribution's filesystem driver keeps a blob's bytes."""
+    hexdigest = digest.split(":", 1)[1]
+    return (store.root_dir / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexdigest[:2]
+            / hexdigest / "data")
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 that accepts connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
