@@ -444,7 +444,10 @@ class Fetcher:
         claimed = False
         if self.ledger is not None:
             claimed = await self.ledger.claim(flight.digest)
-            if not claimed and await self._landed(flight):
+            # a "stored" entry while the registry lacks the blob (a layer lost from storage)
+            # is stale: nobody is uploading it, so store it now rather than wait for it
+            if (not claimed and await self.ledger.lookup(flight.digest) is None
+                    and await self._landed(flight)):
                 return
         try:
             _, location = await self.registry.start_upload(flight.name)
