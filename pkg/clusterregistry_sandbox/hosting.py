@@ -38,8 +38,8 @@ from clusterregistry_sandbox.systems import (
 __all__ = ["down", "run_foreground", "status", "up"]
 _UP_TIMEOUT = 240.0
 # what a sandbox writes in its directory; only these are removed before a fresh start
-_OWNED = ("logs", "nats", "artifact-store", "edge", "kube", "images", "config", "webhook",
-          STATE_FILE, "kubeconfig", "settings.yaml", "ca.crt")
+_OWNED = ("logs", "nats", "artifact-store", "edge", "front", "kube", "images", "config",
+          "webhook", STATE_FILE, "kubeconfig", "settings.yaml", "ca.crt")
 
 
 def _supervisor_alive(root: Path) -> bool:
@@ -170,7 +170,7 @@ async def status(root: Path) -> tuple[int, str]:
         " clusterregistry trace --from-start",
         f"artifact store: {store.get('host')} (user {store.get('username')}, "
         f"password {store.get('password')}, CA {state.get('ca')})",
-        f"edge registry:  {state.get('local_registry')}",
+        f"pull from:      {state.get('local_registry')} (pods' images are rewritten to it)",
         f"logs:           {root / 'logs'}",
     ]
     for sample in state.get("samples", []):

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from clusterregistry import config
 from clusterregistry.bus.connecting import connect
@@ -54,6 +55,7 @@ from clusterregistry_sandbox.supervising import (
     Process,
     ProcessError,
     free_port,
+    free_ports,
     wait_for,
 )
 from kubesim.certificates import CertificateAuthority
@@ -156,7 +158,11 @@ class ServiceSpec:
 
 # The clusterregistry processes, in start order (each depends only on those before it and
 # on the backing services). Two mirror workers compete on the work queue, as in a cluster.
+# The registry fronts come first: every pull goes through them. The second one runs only
+# with `SystemOptions.front_replicas` 2 (each replica has its own port and spool).
 SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("front-1", "front", "the edge registry's one door: hits, misses, read-only"),
+    ServiceSpec("front-2", "front", "a second registry front replica"),
     ServiceSpec("relay", "relay", "kube watch events onto JetStream"),
     ServiceSpec("tracker", "tracker", "image references per pod owner"),
     ServiceSpec("reconciler", "reconciler", "one Artifact per source image"),
@@ -186,6 +192,15 @@ class SystemOptions:
     # extra settings (wire names) merged into the shared settings file
     settings: Mapping[str, Any] = field(default_factory=dict)
     fill_samples: bool = True
+    # the registry front (issue 15): pods, skopeo and every client use its address
+    # (localRegistry); it proxies to the edge registry (registryEndpoint), serves a miss
+    # from the source, and refuses writes while GC sweeps. False: the pre-front sandbox,
+    # where localRegistry is distribution itself and the sandbox restarts it read-only for
+    # GC's sweeps (`System.follow_gc_lock`).
+    front: bool = True
+    # 1, or 2 (front-1 answers at localRegistry, front-2 on a port of its own; they share
+    # one fetch per blob through NATS)
+    front_replicas: int = 1
 
 
 @dataclass
@@ -367,6 +382,12 @@ class System:
         self.services: dict[str, Process] = {}
         self.service_ports: dict[str, int] = {}
         self.webhook_port = free_port()
+        if self.options.front_replicas not in (1, 2):
+            raise ValueError("front_replicas: 1 or 2")
+        # the fronts' registry ports, chosen now: localRegistry names the first
+        self.front_ports: dict[str, int] = {
+            f"front-{n}": port
+            for n, port in enumerate(free_ports(self.options.front_replicas), start=1)}
         self.samples: list[PushedSample] = []
         # the edge registry's supervisor: read-only while GC sweeps (gc.readonly)
         self.read_only_windows: list[float] = []
@@ -387,8 +408,18 @@ class System:
         return [self.nats.url] if self.nats else []
 
     @property
+    def front_on(self) -> bool:
+        """Whether the registry front runs: pods and clients then pull through it."""
+        return any(spec.entry == "front" for spec in self.service_specs())
+
+    def front_host(self, name: str = "front-1") -> str:
+        return f"127.0.0.1:{self.front_ports[name]}"
+
+    @property
     def local_registry(self) -> str:
-        return self.edge.host
+        """What pods' images are rewritten to and every client uses: the (first) front's
+        address with the front on, else the edge registry's own."""
+        return self.front_host() if self.front_on else self.edge.host
 
     @property
     def kube_url(self) -> str:
@@ -407,8 +438,15 @@ class System:
         wanted = self.options.services
         return [
             spec for spec in SERVICES
-            if (wanted is None and spec.landed) or (wanted is not None and spec.name in wanted)
+            if (wanted is None and spec.landed and self._front_wanted(spec))
+            or (wanted is not None and spec.name in wanted)
         ]
+
+    def _front_wanted(self, spec: ServiceSpec) -> bool:
+        """By default: the fronts the options ask for (none without `front`)."""
+        if spec.entry != "front":
+            return True
+        return self.options.front and spec.name in self.front_ports
 
     def api(self) -> ApiClient:
         """A client of the sandbox's API server (close it after use)."""
@@ -467,17 +505,33 @@ class System:
                 "lockTtlSeconds": 10.0,
                 "writerWaitSeconds": 30.0,
                 # the edge registry runs here: GC sweeps it with `garbage-collect` on its config
+                # and deletes manifests through distribution's own API (never the front)
                 "sweepMode": "subprocess",
                 "registryConfigPath": str(self.edge.config_path),
                 "storagePath": str(self.edge.root_dir),
                 "usageSource": "blobs",
                 "registryUrl": self.edge.url,
-                # the sandbox supervises the edge registry: it restarts it read-only while
-                # GC's lock says sweep, and confirms it (see `follow_gc_lock`)
+                # without the front, the sandbox supervises the edge registry: it restarts it
+                # read-only while GC's lock says sweep, and confirms it (`follow_gc_lock`)
                 "readOnlyMode": "follower",
                 "readOnlyWaitSeconds": 30.0,
             },
         }
+        if self.front_on:
+            tree = _deep_merge(tree, {
+                # pods pull from the front; distribution answers behind it
+                "registryEndpoint": self.edge.host,
+                # the mirror reads sources through the front (one fetch per blob for it and
+                # every kubelet) and writes to distribution directly
+                "mirror": {"sourceThroughFront": True},
+                # every front refuses writes while GC sweeps: no restart of distribution
+                "gc": {"readOnlyMode": "front"},
+                "front": {
+                    "spoolLimit": "2Gi",
+                    # a killed replica's claims are taken over within seconds
+                    "claimStaleSeconds": 6.0,
+                },
+            })
         return known_settings(_deep_merge(tree, self.options.settings))
 
     def write_state(self, phase: str | None = None, *, error: str = "") -> None:
@@ -541,7 +595,8 @@ class System:
                 str(self.nats.log_path), **proc_fields(self.nats.process)))
         for registry, note in (
             (self.artifact_store, "TLS + basic auth, the remote artifact store"),
-            (self.edge, "plain HTTP, the edge registry pods pull from"),
+            (self.edge, "plain HTTP, the edge registry behind the front" if self.front_on
+             else "plain HTTP, the edge registry pods pull from"),
         ):
             out.append(ComponentState(
                 registry.name, "registry", registry.port, registry.url, f"{registry.url}/v2/",
@@ -554,6 +609,8 @@ class System:
             port = self.service_ports.get(spec.name)
             process = self.services.get(spec.name)
             url = f"https://127.0.0.1:{self.webhook_port}/mutate" if spec.https else ""
+            if spec.entry == "front" and spec.name in self.front_ports:
+                url = f"http://{self.front_host(spec.name)}"
             note = spec.job if spec.landed else f"absent: {spec.path.name} has not landed"
             if spec.landed and spec not in self.service_specs():
                 note = "not started in this sandbox"
@@ -599,6 +656,10 @@ class System:
             starting = self.nats.start()
         await asyncio.gather(starting, self.artifact_store.start(), self.edge.start())
 
+    def _plain_registries(self) -> list[str]:
+        """The plain-HTTP registries kubelets may pull from: the fronts and distribution."""
+        return [*(self.front_host(name) for name in self.front_ports), self.edge.host]
+
     async def _start_kube_and_samples(self) -> None:
         password = self.root / "artifact-store" / "password"
         password.write_text(self.artifact_store.password or "")
@@ -609,7 +670,7 @@ class System:
             "--kubeconfig", str(self.kubeconfig),
             "--state-dir", str(self.root / "kube"),
             "--nodes", str(self.options.nodes),
-            "--insecure-registry", self.edge.host,
+            *(arg for host in self._plain_registries() for arg in ("--insecure-registry", host)),
             "--registry-ca", str(self.ca_path),
             "--pull-backoff", str(self.options.pull_backoff),
             "--pull-backoff-max", str(self.options.pull_backoff_max),
@@ -690,6 +751,16 @@ class System:
                 "tlsKeyFile": str(tls / "tls.key"),
                 "configurationName": WEBHOOK_CONFIGURATION,
             }})
+        if spec.entry == "front":
+            port = self.front_ports.get(spec.name) or self.front_ports.setdefault(
+                spec.name, free_port())
+            extra = _deep_merge(extra, {"front": {
+                "host": "127.0.0.1",
+                "port": port,
+                "frontId": spec.name,
+                "advertiseUrl": f"http://127.0.0.1:{port}",
+                "spoolDir": str(self.root / "front" / spec.name / "spool"),
+            }})
         return extra
 
     def _make_process(self, spec: ServiceSpec) -> Process:
@@ -714,7 +785,8 @@ class System:
             pair.write(self.root / "webhook", "tls")
         for spec in specs:
             self.services[spec.name] = self._make_process(spec)
-        if any(spec.entry == "gc" for spec in specs):
+        if any(spec.entry == "gc" for spec in specs) and not self.front_on:
+            # without the front, the sandbox makes distribution read-only for GC's sweeps
             self._follower_stop = asyncio.Event()
             self._follower = asyncio.create_task(self.follow_gc_lock(), name="registry-follower")
         await asyncio.gather(*(self.start_service(spec.name) for spec in specs))
@@ -840,6 +912,37 @@ class System:
     async def stop_service(self, name: str, *, grace: float = DEFAULT_GRACE) -> None:
         await self.services[name].stop(grace=grace)
         self.write_state()
+
+    # ----------------------------------------------------------------- the fronts
+
+    async def front_counts(self) -> dict[str, float]:
+        """Every running front's requests by result (hit, miss_streamed, joined, ...) and
+        its fetches from sources (`source_fetches`), summed, from their /metrics."""
+        totals: dict[str, float] = {}
+        for spec in self.service_specs():
+            process = self.services.get(spec.name)
+            port = self.service_ports.get(spec.name)
+            if spec.entry != "front" or process is None or not process.running or not port:
+                continue
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=_PROBE_TIMEOUT) as session,
+                    session.get(f"http://127.0.0.1:{port}/metrics") as response,
+                ):
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                continue
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "clusterregistry_front_requests_total":
+                        key = sample.labels["result"]
+                    elif (sample.name == "clusterregistry_front_source_fetches_total"
+                          and sample.labels.get("outcome") == "fetched"):
+                        key = "source_fetches"
+                    else:
+                        continue
+                    totals[key] = totals.get(key, 0.0) + sample.value
+        return totals
 
     # ----------------------------------------------------------------- status
 

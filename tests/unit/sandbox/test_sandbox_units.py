@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 
@@ -35,9 +36,10 @@ from clusterregistry_sandbox.verifying import _pod_source_images, _template_imag
 def test_every_service_is_one_row_with_a_distinct_name_and_a_cmd_entry() -> None:
     names = [s.name for s in SERVICES]
     assert len(names) == len(set(names))
-    assert {s.entry for s in SERVICES} == {"relay", "tracker", "reconciler", "mirror", "gc",
-                                           "webhook"}
+    assert {s.entry for s in SERVICES} == {"front", "relay", "tracker", "reconciler", "mirror",
+                                           "gc", "webhook"}
     assert [s.name for s in SERVICES if s.entry == "mirror"] == ["mirror-1", "mirror-2"]
+    assert [s.name for s in SERVICES if s.entry == "front"] == ["front-1", "front-2"]
     for spec in SERVICES:
         assert spec.path.name == f"{spec.entry}.py"
         assert spec.path.parent.name == "cmd"
@@ -56,12 +58,54 @@ def test_the_settings_file_a_sandbox_writes_is_valid_for_every_process(tmp_path:
     path = tmp_path / "settings.yaml"
     path.write_text(yaml.safe_dump(system.settings_tree()))
     settings = config.load(path, env={})
-    assert settings.local_registry == system.edge.host
     assert settings.enable_cluster_registry
     for spec in SERVICES:
         merged = known_settings({**system.settings_tree(), **system.service_overrides(spec)})
         path.write_text(yaml.safe_dump(merged))
         config.load(path, env={})
+
+
+def test_by_default_everything_goes_through_one_front(tmp_path: Path) -> None:
+    system = System(tmp_path / "s")
+    assert [s.name for s in system.service_specs() if s.entry == "front"] == ["front-1"]
+    settings = msgspec.convert(system.settings_tree(), config.Settings, strict=False)
+    # pods and clients use the front; distribution answers behind it
+    assert settings.local_registry == system.front_host() == system.local_registry
+    assert settings.local_registry != system.edge.host
+    assert settings.registry == settings.registry_endpoint == system.edge.host
+    assert settings.mirror.source_through_front
+    # GC deletes through distribution itself, sweeps its storage, and the fronts (not a
+    # restart of distribution) make the window read-only
+    assert settings.gc.registry_url == system.edge.url
+    assert settings.gc.storage_path == str(system.edge.root_dir)
+    assert settings.gc.read_only_mode == "front"
+    front = system.service_overrides(next(s for s in SERVICES if s.name == "front-1"))["front"]
+    assert front["port"] == system.front_ports["front-1"]
+    assert front["advertiseUrl"] == f"http://{system.front_host()}"
+    assert front["host"] == "127.0.0.1"
+    assert front["spoolDir"].startswith(str(system.root))
+    assert system.front_host() in system._plain_registries()
+
+
+def test_two_front_replicas_each_on_its_own_port_and_spool(tmp_path: Path) -> None:
+    system = System(tmp_path / "s", SystemOptions(front_replicas=2))
+    fronts = [s for s in system.service_specs() if s.entry == "front"]
+    assert [s.name for s in fronts] == ["front-1", "front-2"]
+    one, two = (system.service_overrides(s)["front"] for s in fronts)
+    assert one["port"] != two["port"] and one["spoolDir"] != two["spoolDir"]
+    assert two["advertiseUrl"] == f"http://127.0.0.1:{two['port']}"
+    assert system.local_registry == system.front_host("front-1")
+
+
+def test_without_the_front_pods_pull_from_distribution_made_read_only_by_restarts(
+        tmp_path: Path) -> None:
+    system = System(tmp_path / "s", SystemOptions(front=False))
+    assert not [s for s in system.service_specs() if s.entry == "front"]
+    settings = msgspec.convert(system.settings_tree(), config.Settings, strict=False)
+    assert settings.local_registry == system.edge.host == system.local_registry
+    assert settings.registry_endpoint == ""
+    assert not settings.mirror.source_through_front
+    assert settings.gc.read_only_mode == "follower"
 
 
 def test_webhook_configuration_points_at_the_webhook_with_the_sandbox_ca(tmp_path: Path) -> None:
