@@ -68,7 +68,9 @@ def load_samples(count: int) -> list[Sample]:
     ]
 
 
-def _deployment(index: int, image: str, replicas: int) -> dict[str, Any]:
+def _deployment(index: int, image: str, replicas: int, *, pull_secrets: bool = True) -> dict[
+    str, Any
+]:
     name = f"app-{index:03d}"
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -81,7 +83,7 @@ def _deployment(index: int, image: str, replicas: int) -> dict[str, Any]:
                 "spec": {
                     "containers": [{"name": "app", "image": image,
                                     "imagePullPolicy": "Always"}],
-                    "imagePullSecrets": [{"name": "artifact-store"}],
+                    "imagePullSecrets": [{"name": "artifact-store"}] if pull_secrets else [],
                 },
             },
         },
@@ -120,9 +122,14 @@ async def run_load(system: System, *, deployments: int, replicas: int, images: i
         began = time.monotonic()
         semaphore = asyncio.Semaphore(16)
 
+        # through the registry front pods need no pull secret (it holds the store's
+        # credentials), and naming one makes the mirror bypass the front (Scenario)
+        pull_secrets = not system.front_on
+
         async def create(index: int) -> None:
             async with semaphore:
-                await api.create(_deployment(index, pushed[index % images].reference, replicas))
+                await api.create(_deployment(index, pushed[index % images].reference, replicas,
+                                             pull_secrets=pull_secrets))
 
         await asyncio.gather(*(create(i) for i in range(deployments)))
         total = deployments * replicas

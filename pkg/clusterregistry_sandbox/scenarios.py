@@ -95,12 +95,15 @@ def _image(sample: PushedSample, name: str) -> dict[str, Any]:
     return {"name": name, "image": sample.reference, "imagePullPolicy": "Always"}
 
 
-def network_function(samples: Sequence[PushedSample], *, job_name: str = "amf-init") -> list[
-    dict[str, Any]
-]:
-    """A network function's workloads: a Deployment, a DaemonSet and a Job, one image each."""
+def network_function(samples: Sequence[PushedSample], *, job_name: str = "amf-init",
+                     pull_secrets: bool = True) -> list[dict[str, Any]]:
+    """A network function's workloads: a Deployment, a DaemonSet and a Job, one image each.
+
+    `pull_secrets`: each pod names the artifact store's pull secret (what a pod pulling
+    from the artifact store itself needs).
+    """
     upf, smf, amf = samples[0], samples[1], samples[2]
-    secrets = [{"name": PULL_SECRET}]
+    secrets = [{"name": PULL_SECRET}] if pull_secrets else []
     return [
         {
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -125,11 +128,11 @@ def network_function(samples: Sequence[PushedSample], *, job_name: str = "amf-in
                 },
             },
         },
-        job(amf, name=job_name),
+        job(amf, name=job_name, pull_secrets=pull_secrets),
     ]
 
 
-def job(sample: PushedSample, *, name: str) -> dict[str, Any]:
+def job(sample: PushedSample, *, name: str, pull_secrets: bool = True) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": NF_NAMESPACE},
@@ -140,7 +143,7 @@ def job(sample: PushedSample, *, name: str) -> dict[str, Any]:
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [_image(sample, "amf-init")],
-                    "imagePullSecrets": [{"name": PULL_SECRET}],
+                    "imagePullSecrets": [{"name": PULL_SECRET}] if pull_secrets else [],
                 },
             },
         },
@@ -185,6 +188,14 @@ class Scenario:
         self.pods_started = 0
         self.numbers: dict[str, Any] = {}
         self.began = time.monotonic()
+        # Through the front, pods need no pull secret: the front fetches from the artifact
+        # store with the credentials configured for clusterregistry (mirror.registries).
+        # And they must not name one for the one-fetch claim: the mirror reads an image
+        # whose request carries pull secrets from the source directly, not through the
+        # front (mirror.mirroring), so the source would see the front's fetch and the
+        # mirror's. Without the front, pods pull the store's images with the secret.
+        self.pull_secrets = not system.front_on
+        self._front_seen: dict[str, float] = {}
 
     async def close(self) -> None:
         if self._watch_task is not None:
@@ -303,10 +314,34 @@ class Scenario:
             "data": {".dockerconfigjson": base64.b64encode(
                 json.dumps(dockerconfig).encode()).decode()},
         })
-        for workload in network_function(self.samples):
+        self._front_seen = await self.system.front_counts()
+        for workload in network_function(self.samples, pull_secrets=self.pull_secrets):
             await self.api.create(workload)
+        secrets = ("with the artifact store's pull secret" if self.pull_secrets else
+                   "no pull secret: the front holds the artifact store's credentials")
         return ("Deployment upf (2 replicas), DaemonSet smf (one pod per node), Job amf-init; "
-                f"images in the artifact store {store.host}")
+                f"images in the artifact store {store.host}; {secrets}")
+
+    async def front_line(self) -> str:
+        """What the registry fronts did since the last call: hits, and misses served from
+        the source (fetched once, the other clients joining), for a step's line."""
+        if not self.system.front_on:
+            return ""
+        now = await self.system.front_counts()
+        seen, self._front_seen = self._front_seen, now
+        # a restarted front starts its counters again: count it from zero
+        delta = {key: max(0.0, value - seen.get(key, 0.0)) if value >= seen.get(key, 0.0)
+                 else value for key, value in now.items()}
+        self.numbers.setdefault("front", []).append(delta)
+        hits = delta.get("hit", 0)
+        streamed, joined = delta.get("miss_streamed", 0), delta.get("joined", 0)
+        failed = delta.get("miss_failed", 0)
+        fetched = delta.get("source_fetches", 0)
+        if not streamed and not joined and not failed:
+            return f"; front: {hits:.0f} hits from the edge registry, nothing from the source"
+        return (f"; front: {streamed + joined:.0f} misses served from the source while the "
+                f"mirror copied ({fetched:.0f} source fetches, {joined:.0f} clients joined "
+                f"one), {hits:.0f} hits, {failed:.0f} failed")
 
     async def rewritten(self) -> str:
         """Every pod's image points to the edge registry; the annotation keeps the original."""
@@ -426,7 +461,7 @@ class Scenario:
         starts = await pod_starts(self.api, pods, namespace=NF_NAMESPACE)
         self.numbers.setdefault("pod_starts", []).append(starts.as_dict())
         return (f"{len(pods)} pods on {', '.join(nodes)}: {starts.line()}; every image "
-                f"pulled from {self.system.local_registry}")
+                f"pulled from {self.system.local_registry}{await self.front_line()}")
 
     async def new_node(self, name: str = "node-4") -> str:
         """A node that never held the images joins; its DaemonSet pod pulls every layer of
@@ -486,7 +521,8 @@ class Scenario:
         uids = {p["metadata"]["uid"] for p in pods}
         for pod in pods:
             await self.api.delete("Pod", pod["metadata"]["name"], namespace=NF_NAMESPACE)
-        await self.api.create(job(self.samples[2], name="amf-init-rerun"))
+        await self.api.create(job(self.samples[2], name="amf-init-rerun",
+                                  pull_secrets=self.pull_secrets))
         return (f"{len(pods)} pods deleted, Job amf-init-rerun created", uids)
 
     async def delete_network_function(self) -> str:
