@@ -124,7 +124,12 @@ class Front:
 
     async def _try_forward(self, request: web.Request, *, kind: str,
                            miss_on_404: bool = False) -> web.StreamResponse | None:
-        """Proxy the request; with `miss_on_404`, None instead of a 404 (a miss)."""
+        """Proxy the request; with `miss_on_404`, None instead of a 404 (a miss) or a 5xx.
+
+        A 5xx is a miss too: distribution answers 500 ("invalid checksum digest format")
+        to a GET that reads a blob's link file while an upload of that blob commits, which
+        the front's own store of a fetched blob does while its clients still pull; and a
+        registry that fails is no reason to fail a pull the source can serve."""
         headers = _forwarded(request.headers)
         data = request.content if request.body_exists else None
         try:
@@ -138,7 +143,10 @@ class Front:
                                  f"the registry is not reachable: {type(exc).__name__}",
                                  method=request.method, headers={"Retry-After": "5"})
         async with response:
-            if miss_on_404 and response.status == 404:
+            if miss_on_404 and (response.status == 404 or response.status >= 500):
+                if response.status != 404:
+                    log.info("the registry answered %s %s with %d: serving it as a miss",
+                             request.method, request.path, response.status)
                 return None
             hit = request.method in ("GET", "HEAD") and kind != "other" and (
                 response.status in (200, 206, 307))
