@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from clusterregistry import config
+from clusterregistry import config, subjects
+from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.fencing import Fence
 from clusterregistry.config import Settings
 from clusterregistry.front import serving
 from clusterregistry_sandbox.images import BuiltImage, skopeo_copy
@@ -29,6 +31,7 @@ from clusterregistry_sandbox.supervising import free_port, wait_for
 pytestmark = pytest.mark.integration
 
 ACCEPT_ALL = ", ".join(MANIFEST_MEDIA_TYPES)
+LOCK_TTL = 3.0  # gc.lockTtlSeconds of every front: the fence bucket's TTL
 
 # distribution's access log (combined format): one line per request, with its status
 _ACCESS = re.compile(r'"(?P<method>GET|HEAD|PUT|POST|PATCH|DELETE) (?P<uri>/v2/[^ ]*) HTTP/[0-9.]+"'
@@ -56,6 +59,7 @@ class Front:
     metrics: CollectorRegistry
     stop: asyncio.Event
     task: asyncio.Task[None]
+    name: str
 
     @property
     def host(self) -> str:
@@ -91,13 +95,28 @@ class FrontWorld:
     nats: NatsServer | None
     local_registry: str = ""
     fronts: list[Front] = field(default_factory=list)
+    # more names of the artifact store (links to it: `SlowLink`), configured like it
+    store_aliases: list[str] = field(default_factory=list)
+    _bus: Bus | None = None
+    _fence: Fence | None = None
+
+    async def fence(self) -> Fence:
+        """The registry fence as GC sees it (holder `gc`, the world's lock TTL of 3 s)."""
+        if self._fence is None:
+            assert self.nats is not None
+            self._bus = await connect([self.nats.url], name="test-gc")
+            self._fence = Fence(self._bus, ttl_seconds=LOCK_TTL, holder="gc",
+                                poll_interval=0.05)
+            await self._fence.ensure()
+        return self._fence
 
     def settings(self, **overrides: Any) -> Settings:
         user, password = self.store.credentials or ("", "")
         mirror: dict[str, Any] = {
-            "registries": [{"host": self.store.host, "plainHttp": not self.store.tls,
+            "registries": [{"host": host, "plainHttp": not self.store.tls,
                             "caFile": str(self.store.ca_path or ""),
-                            "username": user, "password": password}],
+                            "username": user, "password": password}
+                           for host in [self.store.host, *self.store_aliases]],
             "retryAttempts": 1}
         mirror.update(overrides.pop("mirror", {}))
         # the first front answers at localRegistry; the others on ports of their own
@@ -114,7 +133,7 @@ class FrontWorld:
             "probeHost": "127.0.0.1",
             "probePort": 0,
             "nats": {"servers": [self.nats.url] if self.nats else ["nats://127.0.0.1:1"]},
-            "gc": {"lockTtlSeconds": 3},
+            "gc": {"lockTtlSeconds": LOCK_TTL},
             "mirror": mirror,
             "front": front,
             **overrides,
@@ -123,7 +142,7 @@ class FrontWorld:
         config.validate(settings)
         return settings
 
-    async def start_front(self, **overrides: Any) -> Front:
+    async def start_front(self, *, wait_for_nats: bool = True, **overrides: Any) -> Front:
         """A front on its own port; all fronts of a world answer for one localRegistry name."""
         settings = self.settings(**overrides)
         metrics = CollectorRegistry()
@@ -139,8 +158,18 @@ class FrontWorld:
             stop.set()
             await task  # raises what stopped it
             raise AssertionError("the front did not start within 30s")
-        front = Front(settings, started.result(), 0, metrics, stop, task)
+        front = Front(settings, started.result(), 0, metrics, stop, task, name)
         self.fronts.append(front)
+        if self.nats is not None and wait_for_nats:
+            # serving starts before NATS is joined (a front must not stop pulls for want of
+            # NATS); wait until it takes part in flights and read-only windows, whose
+            # presence key it writes once both are set up
+            fence = await self.fence()
+
+            async def present() -> bool:
+                return subjects.fence_front(name) in await fence.fronts()
+
+            await wait_for(present, timeout=30, description=f"{name} joined NATS")
         return front
 
     def path(self, repository: str, *, source: str | None = None) -> str:
@@ -155,21 +184,27 @@ class FrontWorld:
         separator = "@" if reference.startswith("sha256:") else ":"
         return f"{host}/{self.path(repository, source=source)}{separator}{reference}"
 
-    async def edge_has_blobs(self, repository: str, digests: list[str]) -> bool:
+    async def edge_has_blobs(self, repository: str, digests: list[str], *,
+                             source: str | None = None) -> bool:
         """Every blob is in the edge registry (asked directly, not through the front)."""
-        path = self.path(repository)
+        path = self.path(repository, source=source)
         for digest in digests:
             if not await self.edge.blob_exists(path, digest):
                 return False
         return True
 
     async def wait_stored(self, repository: str, digests: list[str], *,
-                          timeout: float = 20.0) -> None:
+                          source: str | None = None, timeout: float = 20.0) -> None:
         async def stored() -> bool:
-            return await self.edge_has_blobs(repository, digests)
+            return await self.edge_has_blobs(repository, digests, source=source)
 
         await wait_for(stored, timeout=timeout,
                        description=f"{len(digests)} blobs stored in the edge registry")
+
+    @staticmethod
+    async def wait(predicate: Callable[[], Awaitable[Any]], description: str, *,
+                   timeout: float = 20.0) -> Any:
+        return await wait_for(predicate, timeout=timeout, description=description)
 
     async def wait_spool_empty(self, front: Front, *, timeout: float = 20.0) -> None:
         await wait_for(front.spool_empty, timeout=timeout,
@@ -185,6 +220,8 @@ class FrontWorld:
                 front.stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(front.task, 30)
+        if self._bus is not None:
+            await self._bus.close()
 
 
 @pytest.fixture
@@ -260,3 +297,81 @@ async def silent_server() -> AsyncIterator[int]:
         for writer in held:
             writer.close()
         await server.wait_closed()
+
+
+class SlowLink:
+    """A TCP link to a registry on 127.0.0.1 whose answers flow at `rate` bytes/s, and stop
+    flowing while `flowing` is clear: a far-away source, so that fetches take long enough
+    for every client to arrive while they are under way. Requests pass unchanged (TLS
+    included: the store's certificate names 127.0.0.1 whatever the port)."""
+
+    def __init__(self, target_port: int, *, rate: float, chunk: int = 64 * 1024) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.chunk = chunk
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+        for pipe in (self._pipe(reader, up_writer, slow=False),
+                     self._pipe(up_reader, writer, slow=True)):
+            task = asyncio.create_task(pipe)
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    slow: bool) -> None:
+        try:
+            while data := await reader.read(self.chunk):
+                if slow:
+                    await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+                if slow:
+                    await asyncio.sleep(len(data) / self.rate)  # the link's pace, not a wait
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def slow_link(front_world: FrontWorld) -> AsyncIterator[SlowLink]:
+    """The artifact store behind a 16 MiB/s link, known to the fronts as a source of its own
+    (images under `world.path(repository, source=slow_link.host)`)."""
+    link = SlowLink(front_world.store.port, rate=16 * 1024 * 1024)
+    await link.start()
+    front_world.store_aliases.append(link.host)
+    try:
+        yield link
+    finally:
+        await link.close()
