@@ -9,9 +9,20 @@ import platform
 import time
 from pathlib import Path
 
-from bench import gc, kubelet, kubesim_scale, mirror, relay, sandbox_load, tracker, webhook
+from bench import (
+    front,
+    gc,
+    kubelet,
+    kubesim_scale,
+    mirror,
+    relay,
+    sandbox_load,
+    tracker,
+    webhook,
+)
 
 BENCHES = {
+    "front": front.front,
     "gc": gc.gc,
     "kubesim_store": kubesim_scale.store,
     "kubesim_watch": kubesim_scale.watch,
