@@ -12,7 +12,12 @@ log shows one pull per image, however many pods started.
 The kubelet backs off as a real one does (10 s, 20 s ... per pod and image),
 and every step that starts pods reports their time to Running and the pull
 failures the kubelet recorded as events (`podstarts`): a first deploy whose
-pods pull before the mirror has copied shows them, truthfully.
+pods pull before the mirror has copied would show them, truthfully. Pods pull
+through the registry front (issue 15), which serves what the edge registry
+lacks from the source while the mirror copies, fetching each blob once for
+every pod and the mirror: the first deploy shows no ErrImagePull, and each
+such step also says what the front did (misses served from the source,
+clients that joined a fetch, hits).
 
 Each step is a method that waits on conditions (never sleeps), raises
 `StepError` with what it saw when a claim does not hold, and returns a
@@ -681,7 +686,8 @@ async def run_demo(*, directory: Path | None = None, keep: bool = False,
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         narrator.line(0.0, "starting the sandbox: nats, artifact store (TLS, basic auth), "
-                           "edge registry, kubesim (3 nodes), clusterregistry processes ...",
+                           "edge registry behind the registry front (the one address pods "
+                           "pull from), kubesim (3 nodes), clusterregistry processes ...",
                       style="step")
         try:
             await system.start()
