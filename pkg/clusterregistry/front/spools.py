@@ -94,7 +94,13 @@ class Spool:
         position = start
         try:
             while True:
-                limit = self.written if end is None else min(end, self.written)
+                # the blob's last byte waits for the fetch's verdict (size, digest): a client
+                # holding all of a Content-Length takes the response as whole, so a corrupt
+                # fetch must cut it before then, never after
+                limit = (self.written if self.complete or self.size < 0
+                         else min(self.written, self.size - 1))
+                if end is not None:
+                    limit = min(end, limit)
                 if position < limit:
                     chunk = os.pread(fd, min(READ_CHUNK, limit - position), position)
                     if not chunk:
