@@ -16,6 +16,7 @@ names the front, where the client must come back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -312,8 +313,18 @@ class Front:
             size = flight.spool.size
         else:
             client = self.fetcher.clients.source(source.domain)
+            timeout = self.fetcher.timeout
             try:
-                size = await client.head_blob(source.path, digest)
+                # bounded like every source request: the client's own read timeout is per
+                # attempt, and it retries, so a silent source would hold a HEAD for twice
+                # sourceTimeoutSeconds and then answer 502 rather than 504
+                try:
+                    async with asyncio.timeout(timeout):
+                        size = await client.head_blob(source.path, digest)
+                except TimeoutError:
+                    raise TimedOutError(
+                        f"the source {source.domain} did not answer within {timeout:g}s "
+                        f"for head blob {source_text(source)}@{digest}") from None
             except ClusterRegistryError as exc:
                 self.metrics.answered("blob", "miss_failed")
                 return self._failed(request, exc, source, kind="blob")
