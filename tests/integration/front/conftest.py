@@ -97,6 +97,8 @@ class FrontWorld:
     fronts: list[Front] = field(default_factory=list)
     # more names of the artifact store (links to it: `SlowLink`), configured like it
     store_aliases: list[str] = field(default_factory=list)
+    # more mirror.registries entries (sources that are not the store)
+    extra_registries: list[dict[str, Any]] = field(default_factory=list)
     _bus: Bus | None = None
     _fence: Fence | None = None
 
@@ -116,7 +118,8 @@ class FrontWorld:
             "registries": [{"host": host, "plainHttp": not self.store.tls,
                             "caFile": str(self.store.ca_path or ""),
                             "username": user, "password": password}
-                           for host in [self.store.host, *self.store_aliases]],
+                           for host in [self.store.host, *self.store_aliases]]
+            + self.extra_registries,
             "retryAttempts": 1}
         mirror.update(overrides.pop("mirror", {}))
         # the first front answers at localRegistry; the others on ports of their own
