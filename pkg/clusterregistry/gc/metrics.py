@@ -29,7 +29,8 @@ class GcMetrics:
         self.read_only_seconds = Histogram(
             "clusterregistry_gc_read_only_seconds",
             "Length of each sweep's window: registry writes fenced until released (with "
-            "fronts: from all fronts refusing writes to the last taking them again)", buckets=_SECONDS, registry=registry)
+            "fronts: from all fronts refusing writes to the last taking them again)",
+            buckets=_SECONDS, registry=registry)
         self.last_read_only_seconds = Gauge(
             "clusterregistry_gc_last_read_only_seconds",
             "The last sweep's read-only window", registry=registry)
