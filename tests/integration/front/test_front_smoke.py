@@ -28,5 +28,8 @@ async def test_a_miss_then_a_hit(front_world: FrontWorld, build_image: BuildImag
     for blob in image.blobs:
         assert (tmp_path / "first" / blob.digest.split(":")[1]).read_bytes() == \
             image.read_blob(blob.digest)
-    print(source_requests(front_world.store))
-    print(front.metric("clusterregistry_front_requests_total", kind="blob", result="miss_streamed"))
+    gets = source_requests(front_world.store)
+    assert gets["/v2/nf/app/manifests/1.0"] == 1
+    assert all(gets[f"/v2/nf/app/blobs/{blob.digest}"] == 1 for blob in image.blobs)
+    assert front.metric("clusterregistry_front_requests_total", kind="blob",
+                        result="miss_streamed") == len(image.blobs)

@@ -78,11 +78,13 @@ async def test_a_source_that_never_answers_is_a_504_within_the_timeout(
         front = await front_world.start_front(front={"sourceTimeoutSeconds": TIMEOUT})
         path = front_world.path("nf/silent", source=source)
         blob = "sha256:" + "3" * 64
+        asked = (("GET", "manifests/1"), ("HEAD", "manifests/2"),
+                 ("GET", f"blobs/{blob}"), ("HEAD", f"blobs/{blob}"))
         async with http_session() as session:
-            for method, uri in (("GET", "manifests/1"), ("HEAD", "manifests/1"),
-                                ("GET", f"blobs/{blob}"), ("HEAD", f"blobs/{blob}")):
-                status, error, took = await _error(session, method,
-                                                   f"{front.url}/v2/{path}/{uri}")
+            answers = await asyncio.gather(*(
+                _error(session, method, f"{front.url}/v2/{path}/{uri}")
+                for method, uri in asked))
+            for (method, uri), (status, error, took) in zip(asked, answers, strict=True):
                 assert status == 504, (method, uri, status, error)
                 assert TIMEOUT * 0.9 <= took < TIMEOUT + MARGIN, (method, uri, took)
                 if error:
