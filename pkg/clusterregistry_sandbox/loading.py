@@ -122,9 +122,9 @@ async def run_load(system: System, *, deployments: int, replicas: int, images: i
         began = time.monotonic()
         semaphore = asyncio.Semaphore(16)
 
-        # through the registry front pods need no pull secret (it holds the store's
-        # credentials), and naming one makes the mirror bypass the front (Scenario)
-        pull_secrets = not system.front_on
+        # pods name the store's pull secret, as a network function's pods do; the mirror
+        # still reads through the front, which has the same credentials configured
+        pull_secrets = True
 
         async def create(index: int) -> None:
             async with semaphore:

@@ -193,13 +193,11 @@ class Scenario:
         self.pods_started = 0
         self.numbers: dict[str, Any] = {}
         self.began = time.monotonic()
-        # Through the front, pods need no pull secret: the front fetches from the artifact
-        # store with the credentials configured for clusterregistry (mirror.registries).
-        # And they must not name one for the one-fetch claim: the mirror reads an image
-        # whose request carries pull secrets from the source directly, not through the
-        # front (mirror.mirroring), so the source would see the front's fetch and the
-        # mirror's. Without the front, pods pull the store's images with the secret.
-        self.pull_secrets = not system.front_on
+        # Pods name the store's pull secret, as a network function's pods do. The front
+        # fetches with the credentials configured for clusterregistry (mirror.registries),
+        # and the mirror reads through the front because those cover the store's host
+        # (oci.clients.RegistryClients.front_can_read): still one fetch per blob.
+        self.pull_secrets = True
         self._front_seen: dict[str, float] = {}
 
     async def close(self) -> None:

@@ -345,10 +345,11 @@ class Worker:
             raise PermanentError(f"invalid reference in request: {exc}") from None
         pull_secrets = await self._credentials(request.pull_secrets)
         src, src_path = self.clients.source(source.domain, pull_secrets), source.path
-        if self.settings.source_through_front and not pull_secrets:
+        if self.settings.source_through_front and self.clients.front_can_read(
+            source.domain, pull_secrets
+        ):
             # through the registry front, which fetches each blob from the source once for
-            # the mirror and every kubelet pulling it now; pods' pull secrets stay here, so
-            # an image that needs them is read from the source directly
+            # the mirror and every kubelet pulling it now
             src = self.clients.through_front({subjects.FRONT_SOURCE_VIEW_HEADER: "1"})
             src_path = destination.path
         dst = self.clients.destination(destination.domain)

@@ -118,6 +118,16 @@ class RegistryClients:
         credentials = Keychain(pull_secrets).lookup(host) if pull_secrets else None
         return self.client(host, credentials=credentials or self.keychain.lookup(host))
 
+    def front_can_read(self, host: str,
+                       pull_secrets: Mapping[str, Credentials] | None = None) -> bool:
+        """Whether the front, which has only the configured credentials, can read `host` as
+        this request would: yes when credentials are configured for it, or when the pods'
+        pull secrets name none for it (an anonymous source); an image that only a pod's
+        pull secret opens is read from the source directly."""
+        if self.keychain.lookup(host) is not None:
+            return True
+        return not pull_secrets or Keychain(pull_secrets).lookup(host) is None
+
     def through_front(self, headers: Mapping[str, str]) -> RegistryClient:
         """The registry front (localRegistry) as a source: it fetches from the real source,
         once for the mirror and every kubelet together."""
