@@ -303,6 +303,9 @@ class FrontSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     # a flight's holder renews its claim every third of this; older claims are taken over
     claim_stale_seconds: float = 15.0
     flights_ttl_seconds: float = 600.0
+    # distribution's filesystem storage root, mounted read-only: blob hits are then sent from
+    # disk with sendfile instead of streamed through the front; empty: every hit is proxied
+    storage_path: str = ""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):

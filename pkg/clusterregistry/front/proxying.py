@@ -21,6 +21,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -35,7 +36,7 @@ from clusterregistry.errors import (
     ManifestUnknownError,
     TimedOutError,
 )
-from clusterregistry.front import answers, paths
+from clusterregistry.front import answers, layouts, paths
 from clusterregistry.front.fetching import (
     PEER_PREFIX,
     BlobFlight,
@@ -69,8 +70,9 @@ class Front:
 
     def __init__(self, *, upstream: str, local_registry: str, rules: SourceRules,
                  fetcher: Fetcher, window: Window, metrics: FrontMetrics,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, storage: Path | None = None) -> None:
         self.upstream = upstream.rstrip("/")
+        self.storage = storage  # distribution's volume, read-only, when the front mounts it
         self.local_registry = local_registry
         self.rules = rules
         self.fetcher = fetcher
@@ -99,6 +101,11 @@ class Front:
                     headers={"Retry-After": str(self.window.retry_after)})
             with self.window.writing():
                 return await self._forward(request, kind=kind)
+        if (self.storage is not None and target.kind == "blob" and target.by_digest
+                and request.method in ("GET", "HEAD")):
+            data = layouts.blob_data(self.storage, name=target.name, digest=target.reference)
+            if data is not None:
+                return self._from_disk(request, data, digest=target.reference)
         source = None
         if request.method in ("GET", "HEAD"):
             source = paths.source_of(target, local_registry=self.local_registry,
@@ -115,6 +122,22 @@ class Front:
             return await self._miss_manifest(request, source)
         return await self._miss_blob(request, source, name=target.name,
                                      digest=target.reference)
+
+    def _from_disk(self, request: web.Request, data: Path, *,
+                   digest: str) -> web.StreamResponse:
+        """A hit from distribution's volume: sendfile, Range and HEAD by aiohttp's FileResponse."""
+        self.metrics.answered("blob", "hit")
+        if request.method == "GET":
+            size = data.stat().st_size
+            wanted = _RANGE.match(request.headers.get("Range", ""))
+            if wanted is not None:
+                end = min(int(wanted[2]) + 1 if wanted[2] else size, size)
+                size = max(0, end - int(wanted[1]))
+            self.metrics.served_bytes.labels("hit").inc(size)
+        return web.FileResponse(data, chunk_size=READ_CHUNK, headers={
+            "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
+            "Docker-Distribution-API-Version": "registry/2.0",
+            "Cache-Control": "max-age=31536000", "ETag": f'"{digest}"'})
 
     # -- to the registry ---------------------------------------------------------------------------
 

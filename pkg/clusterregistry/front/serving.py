@@ -92,7 +92,9 @@ async def serve(
         window = Window(None, front_id=front_id, metrics=metrics)
         front = Front(upstream=f"{scheme}://{settings.registry}",
                       local_registry=settings.local_registry, rules=rules, fetcher=fetcher,
-                      window=window, metrics=metrics, session=session)
+                      window=window, metrics=metrics, session=session,
+                      storage=Path(front_settings.storage_path) if front_settings.storage_path
+                      else None)
         runner = web.AppRunner(front.app, access_log=None, handle_signals=False)
         await runner.setup()
         closing.push_async_callback(runner.cleanup)
