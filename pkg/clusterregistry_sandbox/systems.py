@@ -530,6 +530,9 @@ class System:
                     "spoolLimit": "2Gi",
                     # a killed replica's claims are taken over within seconds
                     "claimStaleSeconds": 6.0,
+                    # the fronts share distribution's volume (as in the ha overlay): blob
+                    # hits go out from disk with sendfile
+                    "storagePath": str(self.edge.root_dir),
                 },
             })
         return known_settings(_deep_merge(tree, self.options.settings))
