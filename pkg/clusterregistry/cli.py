@@ -8,6 +8,10 @@ names a `Command`): the sandbox distribution registers `demo` and
 product's image, which installs the product alone, neither has nor imports
 them. Only the asked-for subcommand's module is imported (all of them for
 `--help`), and each imports its heavy parts only when it runs.
+
+The same command line is a kubectl plugin: the console script
+`kubectl-clusterregistry` (`kubectl_main`) makes `kubectl clusterregistry status`
+what `clusterregistry status` is.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from importlib.metadata import EntryPoint, entry_points
 from clusterregistry import __version__
 from clusterregistry.commands import ENTRY_POINT_GROUP, Command
 
-__all__ = ["BUILTIN", "main"]
+__all__ = ["BUILTIN", "kubectl_main", "main"]
 
 # the product's own subcommands: name -> the `Command` of its module in clusterregistry.commands
 BUILTIN: dict[str, str] = {
@@ -27,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "trace": "clusterregistry.commands.tracing:COMMAND",
     "copy": "clusterregistry.commands.copying:COMMAND",
     "gc": "clusterregistry.commands.collecting:COMMAND",
+    "status": "clusterregistry.commands.surveying:COMMAND",
 }
 
 
@@ -50,9 +55,9 @@ def _asked_for(argv: list[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def _parser(argv: list[str]) -> argparse.ArgumentParser:
+def _parser(argv: list[str], prog: str = "clusterregistry") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="clusterregistry",
+        prog=prog,
         description="An event-driven edge registry for Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"clusterregistry {__version__}")
@@ -71,11 +76,17 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "clusterregistry") -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = _parser(arguments).parse_args(arguments)
+    args = _parser(arguments, prog).parse_args(arguments)
     code: int = args.run(args)
     return code
+
+
+def kubectl_main(argv: list[str] | None = None) -> int:
+    """`kubectl clusterregistry ...`: kubectl runs the `kubectl-clusterregistry` found on
+    PATH with the arguments after the plugin's name, so the same command line answers."""
+    return main(argv, prog="kubectl clusterregistry")
 
 
 if __name__ == "__main__":

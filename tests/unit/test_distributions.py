@@ -69,7 +69,8 @@ def test_the_product_wheel_ships_the_product_alone(tmp_path: Path) -> None:
     assert "clusterregistry/commands/tracing.py" in files
     assert not [f for f in files if "kubesim" in f or "sandbox" in f or "tests/" in f]
     assert _entry_points(wheel) == {
-        "console_scripts": {"clusterregistry": "clusterregistry.cli:main"}}
+        "console_scripts": {"clusterregistry": "clusterregistry.cli:main",
+                            "kubectl-clusterregistry": "clusterregistry.cli:kubectl_main"}}
     requires = _requires(wheel)
     assert "bcrypt" not in requires and "kubesim" not in requires
     assert {"nats-py", "kubernetes-asyncio", "cryptography", "cel-python"} <= requires

@@ -6,6 +6,7 @@
 | `trace`   | `tracing`    | follow the event streams as a readable timeline            |
 | `copy`    | `copying`    | copy one image with the mirror's engine, from a terminal   |
 | `gc`      | `collecting` | one garbage collection run now (`gc run-once`)             |
+| `status`  | `surveying`  | health in one screen (also `kubectl clusterregistry status`) |
 
 Each module is light to import (argparse and its own text) and exports one
 `Command`; it imports what the command needs (NATS, the registry clients, the
