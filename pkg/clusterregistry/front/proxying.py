@@ -277,9 +277,16 @@ class Front:
             out.content_length = (spool.size if end is None else end) - start
         self.metrics.answered("blob", result)
         served = self.metrics.served_bytes.labels(result)
+        try:
+            await out.prepare(request)
+        except BaseException:
+            # the client hung up while the source had not answered yet: closing a reader
+            # generator that never started would not run its `finally`, so the descriptor
+            # would stay open, the spool counted as read, and never be deleted
+            spool.close_reader(fd)
+            raise
         reader = spool.read(fd, start=start, end=end)
         async with contextlib.aclosing(reader):
-            await out.prepare(request)
             try:
                 async for chunk in reader:
                     await out.write(chunk)
