@@ -5,6 +5,7 @@ every byte; a client that goes away mid-blob costs the others nothing and leaves
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -196,3 +197,32 @@ async def test_a_client_gone_mid_blob_costs_the_others_nothing(
     assert source_requests(front_world.store) == {f"/v2/nf/large/blobs/{layer.digest}": 1}
     await front_world.wait_stored("nf/large", [layer.digest], source=slow_link.host)
     await front_world.wait_spool_empty(front)
+
+
+async def test_a_client_gone_before_the_first_byte_leaves_no_spool(
+    front_world: FrontWorld, slow_link: SlowLink, build_image: BuildImage,
+    push_image: PushImage,
+) -> None:
+    """A client that gives up while the source has not answered yet (containerd cancelling
+    a pull): the fetch goes on and is stored, and its spool is released all the same."""
+    image = build_image("early", layer_sizes=[300_000])
+    await push_image(image, front_world.store, "nf/early", tag="1")
+    front = await front_world.start_front()
+    layer = image.manifests[0].layers[0]
+    url = f"{front.url}/v2/{front_world.path('nf/early', source=slow_link.host)}/blobs/" \
+        f"{layer.digest}"
+    slow_link.flowing.clear()  # the source says nothing yet
+
+    async def source_asked() -> bool:
+        return slow_link.connections > 0
+
+    async with http_session() as session:
+        gone = asyncio.create_task(session.get(url))
+        await front_world.wait(source_asked, "the fetch begun")
+        gone.cancel()  # hangs up with the request unanswered
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+    slow_link.flowing.set()
+    await front_world.wait_stored("nf/early", [layer.digest], source=slow_link.host)
+    await front_world.wait_spool_empty(front)
+    assert source_requests(front_world.store) == {f"/v2/nf/early/blobs/{layer.digest}": 1}
