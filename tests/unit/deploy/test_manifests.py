@@ -439,6 +439,20 @@ def test_the_front(build: Build, name: str, tmp_path: Path) -> None:
     assert not spool.get("readOnly")
     size_limit = parse_quantity(volumes[spool["name"]]["emptyDir"]["sizeLimit"])
     assert parse_quantity(front.spool_limit) < size_limit
+    # blob hits from disk: distribution's own claim, read-only, at storagePath (not in dev,
+    # whose ReadWriteOnce volume would pin the front to the registry's node)
+    storage = [m for m in c["volumeMounts"] if "persistentVolumeClaim" in volumes[m["name"]]]
+    if name == "dev":
+        assert storage == [] and front.storage_path == ""
+    else:
+        (mount,) = storage
+        claim = volumes[mount["name"]]["persistentVolumeClaim"]
+        registry_pod = workload(objs, "registry")["spec"]["template"]["spec"]
+        assert claim["claimName"] in {v["persistentVolumeClaim"]["claimName"]
+                                      for v in registry_pod["volumes"]
+                                      if "persistentVolumeClaim" in v}
+        assert mount["readOnly"] is True and claim["readOnly"] is True
+        assert mount["mountPath"] == front.storage_path
     # well under containerd's 5 minute progress timeout
     assert 0 < front.source_timeout_seconds <= 60
     assert front.claim_stale_seconds < front.source_timeout_seconds
@@ -468,6 +482,10 @@ def test_the_front(build: Build, name: str, tmp_path: Path) -> None:
 # privilege nobody asked for, anything less a process that fails in a cluster.
 _WATCHED = [("", "pods"), ("apps", "replicasets"), ("apps", "daemonsets"),
             ("apps", "statefulsets"), ("batch", "jobs"), ("clusterregistry.io", "artifacts")]
+# core/v1 Events (kube/events.py): create, and patch a repeat's count. Cluster-wide, because
+# an Artifact is cluster-scoped and its Events live in "default", which kustomize's namespace
+# would rewrite a Role in; GC's run events are on its Pod in its own namespace.
+_RECORDS_EVENTS = {("ClusterRole", "", "events", v, "") for v in ("create", "patch")}
 EXPECTED_RBAC: dict[str, set[tuple[str, str, str, str, str]]] = {
     "relay": {
         *{("ClusterRole", g, r, v, "") for g, r in _WATCHED for v in ("list", "watch")},
@@ -480,13 +498,15 @@ EXPECTED_RBAC: dict[str, set[tuple[str, str, str, str, str]]] = {
         *{("ClusterRole", "clusterregistry.io", "artifacts", v, "")
           for v in ("get", "list", "create")},
         ("ClusterRole", "clusterregistry.io", "artifacts/status", "patch", ""),
+        *_RECORDS_EVENTS,
     },
-    "mirror": {("ClusterRole", "", "secrets", "get", "")},
+    "mirror": {("ClusterRole", "", "secrets", "get", ""), *_RECORDS_EVENTS},
     "gc": {
         *{("ClusterRole", "clusterregistry.io", "artifacts", v, "") for v in ("get", "delete")},
         ("ClusterRole", "clusterregistry.io", "artifacts/status", "patch", ""),
         *{("Role", "batch", "jobs", v, "") for v in ("create", "list", "delete")},
         ("Role", "batch", "jobs/status", "get", ""),
+        *_RECORDS_EVENTS,
     },
     "webhook": {
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", v,
@@ -552,7 +572,7 @@ _API_VERBS = {"read": "get", "list": "list", "create": "create", "patch": "patch
               "replace": "update", "delete": "delete"}
 _API_RESOURCES = {"lease": ("coordination.k8s.io", "leases"), "job": ("batch", "jobs"),
                   "secret": ("", "secrets"), "pod": ("", "pods"), "pod_log": ("", "pods/log"),
-                  "config_map": ("", "configmaps"),
+                  "config_map": ("", "configmaps"), "event": ("", "events"),
                   "mutating_webhook_configuration": ("admissionregistration.k8s.io",
                                                      "mutatingwebhookconfigurations")}
 _ARTIFACT_METHODS = {"get": "get", "list": "list", "create": "create", "delete": "delete",
@@ -564,7 +584,7 @@ def api_calls(process: str) -> set[tuple[str, str, str]]:
     the kube/ adapters it imports."""
     sources = [p.read_text() for p in (PKG / process).glob("*.py")]
     own = "\n".join(sources)
-    for adapter in ("admission", "jobs", "leasing", "secrets", "watching"):
+    for adapter in ("admission", "events", "jobs", "leasing", "secrets", "watching"):
         if re.search(rf"clusterregistry\.kube\.{adapter}\b|from clusterregistry\.kube import "
                      rf"[^\n]*\b{adapter}\b", own):
             sources.append((PKG / "kube" / f"{adapter}.py").read_text())
