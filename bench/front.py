@@ -221,8 +221,10 @@ class _Front:
             "nats": {"servers": [nats.url]},
             "mirror": {"registries": [{"host": store.host, "caFile": str(store.ca_path),
                                        "username": user, "password": password}]},
+            # the front mounts distribution's volume as in the ha overlay: blob hits are
+            # sent from disk (front.storagePath)
             "front": {"host": "127.0.0.1", "port": self.port,
-                      "spoolDir": str(root / "spool")},
+                      "spoolDir": str(root / "spool"), "storagePath": str(edge.root_dir)},
         }
         config = root / "front.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
