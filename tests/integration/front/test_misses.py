@@ -57,7 +57,11 @@ async def test_a_never_seen_image_is_pulled_through_the_front(
     _one_get_each(front_world, "nf/miss", image, references)
     digests = image_digests(image)
     await front_world.wait_stored("nf/miss", digests)
-    assert front.metric("clusterregistry_front_stored_blobs_total") == len(digests)
+
+    async def counted() -> bool:  # counted once its PUT has returned, just after the HEAD
+        return front.metric("clusterregistry_front_stored_blobs_total") == len(digests)
+
+    await front_world.wait(counted, "the stored blobs counted")
     # the manifests are the mirror's to put: none by tag, none by digest
     path = front_world.path("nf/miss")
     assert await front_world.edge.manifest(path, "2.1") is None

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from clusterregistry_sandbox.images import BuiltImage
+from clusterregistry_sandbox.supervising import wait_for
 from tests.integration.front.conftest import (
     Front,
     FrontWorld,
@@ -36,6 +37,15 @@ def _assert_one_get_each(world: FrontWorld, repository: str, image: BuiltImage,
 
 def _total(fronts: list[Front], kind: str, result: str) -> float:
     return sum(front.requests(kind, result) for front in fronts)
+
+
+async def _wait_stored_counted(fronts: list[Front], count: int) -> None:
+    """The fronts together stored `count` blobs (each counted once its PUT returned)."""
+    async def counted() -> bool:
+        return sum(f.metric("clusterregistry_front_stored_blobs_total")
+                   for f in fronts) == count
+
+    await wait_for(counted, timeout=20, description=f"{count} blobs stored, once each")
 
 
 async def _six_pulls(world: FrontWorld, fronts: list[Front], image: BuiltImage, *,
@@ -68,8 +78,8 @@ async def test_six_clients_on_one_front_fetch_each_blob_once(
             == (CLIENTS - 1) * len(digests))
     assert front.metric("clusterregistry_front_source_bytes_total") == \
         sum(b.size for b in image.blobs) + image.size
-    assert front.metric("clusterregistry_front_stored_blobs_total") == len(digests)
     await front_world.wait_stored("nf/six", digests, source=slow_link.host)
+    await _wait_stored_counted([front], len(digests))
     await front_world.wait_spool_empty(front)
 
 
@@ -87,11 +97,10 @@ async def test_six_clients_on_two_front_replicas_fetch_each_blob_once(
     digests = image_digests(image)
     # one fetch and one store per blob across the replicas
     assert _total(fronts, "blob", "miss_streamed") == len(digests)
-    assert sum(f.metric("clusterregistry_front_stored_blobs_total") for f in fronts) == \
-        len(digests)
     assert sum(f.metric("clusterregistry_front_source_bytes_total") for f in fronts) == \
         sum(b.size for b in image.blobs) + image.size
     await front_world.wait_stored("nf/six", digests, source=slow_link.host)
+    await _wait_stored_counted(fronts, len(digests))
     for front in fronts:
         await front_world.wait_spool_empty(front)
 
