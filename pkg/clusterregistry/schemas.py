@@ -198,6 +198,9 @@ class MirrorRequest(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     requested: float = 0.0
     trace_id: str = msgspec.field(default="", name="traceId")
+    # the Artifact's uid, so the mirror's Events name the very object (kubectl describe
+    # selects on it) without a right to read Artifacts; empty from an older reconciler
+    artifact_uid: str = msgspec.field(default="", name="artifactUid")
 
 
 class MirrorResult(msgspec.Struct, frozen=True, kw_only=True):

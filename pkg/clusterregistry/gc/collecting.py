@@ -62,7 +62,8 @@ from clusterregistry.gc.readonly import SWEEP_PURPOSE
 from clusterregistry.gc.scheduling import Schedule
 from clusterregistry.gc.selecting import Tree
 from clusterregistry.gc.sweeping import Sweeper, SweepResult
-from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.kube.artifacts import Artifacts, reference_of
+from clusterregistry.kube.events import NORMAL, WARNING, EventRecorder, EventType, ObjectRef
 from clusterregistry.oci import manifests
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.runtime.logs import fields
@@ -125,6 +126,21 @@ async def live_records(records: Records[T]) -> dict[str, Versioned[T]]:
             if not found.deleted}
 
 
+def _human(size: int) -> str:
+    """Bytes with a binary suffix and at most one decimal (as the Artifact's sizeHuman)."""
+    value = float(size)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if value < 1024 or unit == "Ti":
+            text = f"{value:.1f}".removesuffix(".0") if unit else str(size)
+            return f"{text}{unit}" if unit else f"{text} bytes"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)) if seconds else "unknown"
+
+
 class Collector:
     """GC runs for one registry; `run()` is safe to call from the schedule and on demand."""
 
@@ -142,6 +158,8 @@ class Collector:
         metrics: GcMetrics | None = None,
         holder: str = "gc",
         stream_replicas: int = 1,
+        recorder: EventRecorder | None = None,
+        run_object: ObjectRef | None = None,
     ) -> None:
         self.bus = bus
         self.fence = fence
@@ -154,6 +172,10 @@ class Collector:
         self.metrics = metrics
         self.holder = holder
         self.stream_replicas = stream_replicas
+        # Events: Collected on each Artifact before it is deleted; a run's ReadOnlyWindow,
+        # Collected and GcFailed on `run_object` (GC's own Pod: see gc.serving)
+        self.recorder = recorder
+        self.run_object = run_object
         self._one_at_a_time = asyncio.Lock()
         # manifests deleted and not swept yet: by this run, by a run whose sweep failed, or
         # (unknowable after a restart, so assumed) by a GC that died before sweeping
@@ -177,6 +199,11 @@ class Collector:
             log.warning("cannot publish gc %s event: %s", event, exc)
         return message
 
+    def _note(self, involved: ObjectRef | None, type_: EventType, reason: str,
+              message: str) -> None:
+        if self.recorder is not None and involved is not None:
+            self.recorder.record(involved, type_, reason, message)
+
     # -- the run -----------------------------------------------------------------------------
 
     async def run(self, *, dry_run: bool = False, force: bool = False) -> GcEvent:
@@ -190,6 +217,9 @@ class Collector:
                 return result
             except Exception as exc:
                 log.exception("gc run %s failed", run.id)
+                self._note(self.run_object, WARNING, "GcFailed",
+                           f"run {run.id} failed after deleting {len(run.deleted)} artifacts: "
+                           f"{type(exc).__name__}: {exc}")
                 return await self._publish(
                     run, "failed", message=f"{type(exc).__name__}: {exc}",
                     deleted=len(run.deleted),
@@ -260,6 +290,10 @@ class Collector:
             if self.metrics is not None:
                 self.metrics.read_only_seconds.observe(window)
                 self.metrics.last_read_only_seconds.set(window)
+            self._note(self.run_object, NORMAL, "ReadOnlyWindow",
+                       f"run {run.id}: the registry refused writes for {window:.2f}s "
+                       f"(readOnlyMode {mode}) while garbage-collect swept "
+                       f"{sweep.blobs_deleted} blobs and {sweep.manifests_deleted} manifests")
             await self._publish(run, "swept", read_only_seconds=window,
                                 duration_seconds=sweep.seconds,
                                 message=f"{sweep.blobs_deleted} blobs and "
@@ -283,6 +317,10 @@ class Collector:
                 message += f", and {len(garbage_names) - len(shown)} more"
         else:
             message = f"deleted {len(run.deleted)} artifacts, {run.manifests} manifests"
+            if run.deleted or freed:
+                self._note(self.run_object, NORMAL, "Collected",
+                           f"run {run.id}: {message}, {_human(freed)} freed; usage "
+                           f"{before.percent:.1f}% -> {after.percent:.1f}%")
             if run.kept:
                 message += (f"; kept {len(run.kept)} referenced meanwhile: "
                             f"{', '.join(run.kept[:50])}")
@@ -592,6 +630,13 @@ class Collector:
         if self.artifacts is not None:
             current = await self.artifacts.get(name)
             if current is not None:
+                # on the Artifact before it goes: `kubectl get events` keeps it for an hour
+                self._note(reference_of(current), NORMAL, "Collected",
+                           f"run {run.id}: {item.record.source} unreferenced since "
+                           f"{_when(item.record.unreferenced_since)}; {len(digests)} manifests "
+                           f"deleted from the local registry, up to "
+                           f"{_human(item.record.size)} freed by the sweep (blobs another "
+                           f"image shares stay)")
                 version = (current.get("metadata") or {}).get("resourceVersion")
                 try:
                     await self.artifacts.delete(name, resource_version=version)

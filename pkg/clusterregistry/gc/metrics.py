@@ -9,6 +9,12 @@ _SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800)
 
 class GcMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.events = Counter(
+            "clusterregistry_gc_events_total",
+            "Kubernetes Events recorded, by outcome: created, patched (a repeat counted on "
+            "the Event already written), rate_limited (client-go's per-object token bucket), "
+            "dropped (the recorder's queue was full), failed (the API server refused or did "
+            "not answer; never retried, never raised)", ["outcome"], registry=registry)
         self.runs = Counter(
             "clusterregistry_gc_runs_total",
             "GC runs by outcome (finished, skipped, failed) and dry run", ["outcome", "dry_run"],

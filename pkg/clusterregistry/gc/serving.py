@@ -35,6 +35,7 @@ from clusterregistry.gc.sweeping import (
 )
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.kube.clients import api_client
+from clusterregistry.kube.events import EventRecorder, ObjectRef, source_for
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
@@ -77,6 +78,12 @@ async def build(settings: Settings, bus: Bus, *, kubeconfig: str | None, holder:
     else:
         log.warning("no Kubernetes API configured: GC works from the KV records only and "
                     "leaves Artifact objects alone")
+    recorder: EventRecorder | None = None
+    if api is not None:
+        recorder = EventRecorder(api, source_for("gc", holder), count=(
+            (lambda outcome: metrics.events.labels(outcome).inc()) if metrics is not None
+            else None))
+        closing.append(recorder)
     sweeper: Sweeper | None = None
     if gc.sweep_mode == "subprocess":
         sweeper = SubprocessSweeper(binary=find_registry_binary(gc.registry_binary),
@@ -98,8 +105,25 @@ async def build(settings: Settings, bus: Bus, *, kubeconfig: str | None, holder:
         schedule=Schedule(settings.cluster_registry.cluster_registry_gc_cadence,
                           settings.cluster_registry.cluster_registry_gc_threshold),
         storage_bytes=settings.storage_bytes, sweeper=sweeper, artifacts=artifacts,
-        metrics=metrics, holder=holder, stream_replicas=settings.nats.stream_replicas)
+        metrics=metrics, holder=holder, stream_replicas=settings.nats.stream_replicas,
+        recorder=recorder, run_object=run_object(settings, holder))
     return collector, closing
+
+
+def run_object(settings: Settings, holder: str) -> ObjectRef:
+    """What a run's Events (ReadOnlyWindow, Collected, GcFailed) are about: GC's own Pod.
+
+    A run is this process's act, and its Pod is the one object GC can name exactly without
+    a right to read anything: name, namespace and uid come from the downward API
+    (POD_NAME, POD_NAMESPACE, POD_UID), so `kubectl describe pod` shows them and `kubectl
+    get events -n clusterregistry` lists them beside the Deployment's. GC has no Kubernetes
+    Lease (its lock is in NATS KV), and its Deployment's uid would need `get deployments`.
+    Outside a cluster (the sandbox) the Pod is named by the holder, without a uid.
+    """
+    return ObjectRef(api_version="v1", kind="Pod",
+                     name=os.environ.get("POD_NAME") or holder,
+                     namespace=os.environ.get("POD_NAMESPACE") or settings.namespace,
+                     uid=os.environ.get("POD_UID", ""))
 
 
 async def _close(closing: list[object]) -> None:

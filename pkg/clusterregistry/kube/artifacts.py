@@ -24,10 +24,22 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from clusterregistry.kinds import ARTIFACT_GROUP, ARTIFACT_PLURAL, ARTIFACT_VERSION
 from clusterregistry.kube.clients import TRANSPORT_ERRORS as _TRANSPORT
 from clusterregistry.kube.clients import translate as _translate
+from clusterregistry.kube.events import ObjectRef
 
 API_VERSION = f"{ARTIFACT_GROUP}/{ARTIFACT_VERSION}"
 KIND = "Artifact"
 _MERGE_PATCH = "application/merge-patch+json"
+
+
+def reference(name: str, uid: str = "") -> ObjectRef:
+    """What an Event about the Artifact `name` names (cluster-scoped: no namespace). Without
+    the uid `kubectl describe artifact` does not find the event (it selects on the uid)."""
+    return ObjectRef(api_version=API_VERSION, kind=KIND, name=name, uid=uid)
+
+
+def reference_of(artifact: dict[str, Any]) -> ObjectRef:
+    meta = artifact.get("metadata") or {}
+    return reference(str(meta.get("name") or ""), str(meta.get("uid") or ""))
 
 
 class Artifacts:

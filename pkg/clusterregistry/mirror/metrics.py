@@ -13,6 +13,12 @@ _COPY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 180
 
 class MirrorMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.events = Counter(
+            "clusterregistry_mirror_events_total",
+            "Kubernetes Events recorded, by outcome: created, patched (a repeat counted on "
+            "the Event already written), rate_limited (client-go's per-object token bucket), "
+            "dropped (the recorder's queue was full), failed (the API server refused or did "
+            "not answer; never retried, never raised)", ["outcome"], registry=registry)
         self.bytes_copied = Counter(
             "clusterregistry_mirror_copied_bytes_total",
             "Blob bytes streamed from a source into the local registry (verified)",

@@ -44,6 +44,8 @@ from clusterregistry.errors import (
     RetryableError,
     UnsupportedManifestError,
 )
+from clusterregistry.kube.artifacts import reference
+from clusterregistry.kube.events import NORMAL, EventRecorder
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.oci.authenticating import Credentials, parse_docker_config
 from clusterregistry.oci.clients import RegistryClients, copy_options
@@ -176,9 +178,12 @@ class Worker:
         secrets: SecretReader | None = None,
         metrics: MirrorMetrics | None = None,
         stream_replicas: int = 1,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
+        # MirrorStarted on the Artifact; the reconciler records how the copy ended
+        self.recorder = recorder
         self.clients = clients
         self.worker_id = worker_id
         self.copier = Copier(copy_options(settings), ledger=ledger)
@@ -210,6 +215,8 @@ class Worker:
                 if await sleep_unless_stopped(stop, 2.0):
                     return
         slots = asyncio.Semaphore(self.settings.concurrency)
+        if self.recorder is not None:
+            self.recorder.start()
         try:
             while not stop.is_set():
                 await slots.acquire()
@@ -239,6 +246,8 @@ class Worker:
             # copies in flight are abandoned and nak'ed: another worker starts them afresh
             await cancel_and_wait(*self._tasks)
             await self.requests.stop()
+            if self.recorder is not None:
+                await self.recorder.stop()
 
     # -- one message ---------------------------------------------------------------------------
 
@@ -355,6 +364,12 @@ class Worker:
         dst = self.clients.destination(destination.domain)
         platforms = request.platforms or self.settings.platforms
         async with self.fence.writing(f"mirror {request.artifact}"):
+            if self.recorder is not None:  # the copy starts now: GC's fence let it in
+                self.recorder.record(
+                    reference(request.artifact, request.artifact_uid), NORMAL, "MirrorStarted",
+                    f"copying {request.source} to {request.destination} (attempt "
+                    f"{request.attempt + 1}{', ' + ','.join(platforms) if platforms else ''})"
+                    f" on {self.worker_id}")
             return await self.copier.copy(
                 src, src_path, source.version, dst, destination.path,
                 tag=destination.tag or None, platforms=platforms)

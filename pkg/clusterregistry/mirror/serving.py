@@ -16,6 +16,7 @@ from clusterregistry.bus.keyvalues import Records
 from clusterregistry.config import Settings
 from clusterregistry.errors import ConfigError, RetryableError
 from clusterregistry.kube.clients import ApiClient, api_client
+from clusterregistry.kube.events import EventRecorder, source_for
 from clusterregistry.kube.secrets import docker_config
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.mirror.mirroring import Worker
@@ -69,11 +70,16 @@ async def serve(
             kv = await _prepare(bus, fence, settings, stop)
             if kv is None:
                 return  # stopped before NATS was ready
+            metrics = MirrorMetrics(metrics_registry)
+            recorder = EventRecorder(
+                api, source_for("mirror", worker_id),
+                count=lambda outcome: metrics.events.labels(outcome).inc(),
+            ) if api is not None else None
             workers.append(Worker(
                 bus=bus, settings=settings.mirror, clients=clients, worker_id=worker_id,
                 ledger=ledgers.KvBlobLedger(kv, holder=worker_id), fence=fence,
                 secrets=functools.partial(_read_secret, api) if api is not None else None,
-                metrics=MirrorMetrics(metrics_registry), stream_replicas=replicas))
+                metrics=metrics, stream_replicas=replicas, recorder=recorder))
             await workers[0].run(stop)
 
 

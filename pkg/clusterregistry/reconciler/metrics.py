@@ -10,6 +10,12 @@ PHASES = ("Pending", "Mirroring", "Available", "Failed", "Deleting")
 
 class ReconcilerMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.events = Counter(
+            "clusterregistry_reconciler_events_total",
+            "Kubernetes Events recorded, by outcome: created, patched (a repeat counted on "
+            "the Event already written), rate_limited (client-go's per-object token bucket), "
+            "dropped (the recorder's queue was full), failed (the API server refused or did "
+            "not answer; never retried, never raised)", ["outcome"], registry=registry)
         self.artifacts = Gauge(
             "clusterregistry_reconciler_artifacts",
             "Artifacts by phase, as this reconciler last saw them", ["phase"], registry=registry)

@@ -43,11 +43,13 @@ from clusterregistry.errors import (
     PermanentError,
     RetryableError,
 )
-from clusterregistry.kube.artifacts import Artifacts
+from clusterregistry.kube.artifacts import Artifacts, reference_of
 from clusterregistry.kube.clients import ApiClient
+from clusterregistry.kube.events import EventRecorder, source_for
 from clusterregistry.reconciler import statuses
 from clusterregistry.reconciler.metrics import ReconcilerMetrics
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
+from clusterregistry.runtime.running import identity as default_identity
 from clusterregistry.schemas import ArtifactRecord, MirrorResult, OwnerRecord
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class Reconciler:
         metrics: ReconcilerMetrics | None = None,
         rand: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        record_events: bool = True,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -88,6 +91,12 @@ class Reconciler:
         self.rand = rand or random.Random()
         self.clock = clock
         self.artifacts = Artifacts(api)
+        # Events on the Artifacts (Mirrored, MirrorFailed, Refreshed), written in the
+        # background: never a wait or a failure for reconciling
+        self.recorder: EventRecorder | None = EventRecorder(
+            api, source_for("reconciler", identity or default_identity()),
+            count=lambda outcome: self.metrics.events.labels(outcome).inc(),
+        ) if record_events else None
         self.rules = statuses.Rules(
             local_registry=local_registry, mirror_timeout=settings.mirror_timeout_seconds,
             retry_initial=settings.retry_initial_seconds, retry_max=settings.retry_max_seconds,
@@ -169,6 +178,8 @@ class Reconciler:
         loops: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
             self._watch_refs, self._consume_events, self._consume_results,
             self._reconcile_loop, self._resync_loop]
+        if self.recorder is not None:
+            self.recorder.start()
         tasks = [asyncio.create_task(loop(stop), name=loop.__name__) for loop in loops]
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -180,6 +191,8 @@ class Reconciler:
             await cancel_and_wait(*tasks, stopping)
             await self.events.stop()
             await self.results.stop()
+            if self.recorder is not None:
+                await self.recorder.stop()
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -373,6 +386,10 @@ class Reconciler:
                 self._stale.add(name)
                 return "stale"
             self.metrics.api_writes.labels("status").inc()
+            if self.recorder is not None:
+                involved = reference_of(artifact)
+                for note in statuses.notes_for_result(result, artifact, patch):
+                    self.recorder.record(involved, note.type, note.reason, note.message)
             self.mark(name)  # the KV record, and the next timer
             return "ok" if result.ok else "failed"
         raise RetryableError(f"artifact {name}: still conflicting", delay=1.0)

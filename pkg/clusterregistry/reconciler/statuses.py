@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -217,7 +217,7 @@ def _diff(old: Status, new: Status) -> Status | None:
 
 
 def _request(name: str, source: str, *, generation: int, attempt: int, owners: tuple[
-        OwnerRecord, ...], rules: Rules, now: float) -> MirrorRequest:
+        OwnerRecord, ...], rules: Rules, now: float, uid: str = "") -> MirrorRequest:
     secrets: list[SecretRef] = []
     for record in sorted(owners, key=lambda r: (r.namespace, r.name)):
         for secret in record.pull_secrets:
@@ -226,7 +226,8 @@ def _request(name: str, source: str, *, generation: int, attempt: int, owners: t
                 secrets.append(ref)
     return MirrorRequest(artifact=name, generation=generation, source=source,
                          destination=local_of(source, rules.local_registry),
-                         pull_secrets=secrets, attempt=attempt, requested=now)
+                         pull_secrets=secrets, attempt=attempt, requested=now,
+                         artifact_uid=uid)
 
 
 def new_artifact(desired: Desired, rules: Rules) -> dict[str, Any]:
@@ -310,7 +311,7 @@ def plan(*, desired: Desired, artifact: dict[str, Any] | None, now: float, rules
             new["phase"] = "Mirroring"
         request = _request(artifact["metadata"]["name"], desired.source,
                            generation=mirror_generation, attempt=attempts, owners=owners,
-                           rules=rules, now=now)
+                           rules=rules, now=now, uid=artifact["metadata"].get("uid", ""))
     new = _with_condition(_with_display(new), now=now, generation=generation)
     wake = seconds(new.get("nextMirrorTime"))
     return Plan(status=_diff(old, new), request=request, reason=reason, again=again,
@@ -350,6 +351,42 @@ def on_result(result: MirrorResult, artifact: dict[str, Any], *, now: float, rul
     new["observedGeneration"] = generation
     new = _with_condition(_with_display(new), now=now, generation=generation)
     return _diff(old, new)
+
+
+@dataclass(frozen=True)
+class Note:
+    """A Kubernetes Event to record about an Artifact: type, CamelCase reason, message."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def notes_for_result(result: MirrorResult, artifact: dict[str, Any], patch: Status
+                     ) -> list[Note]:
+    """The Events a mirror result stored as `patch` on `artifact` (as read before) calls for:
+    Mirrored, and Refreshed when the tag moved; MirrorFailed (Warning) with the next attempt,
+    which only the reconciler knows."""
+    old: Status = dict(artifact.get("status") or {})
+    source = (artifact.get("spec") or {}).get("sourceArtifact", result.source)
+    if result.ok:
+        notes = [Note("Normal", "Mirrored",
+                      f"copied {source} to {result.destination}: {result.digest}, "
+                      f"{human_size(result.size)}, in {result.duration_seconds:.1f}s "
+                      f"({result.blobs_copied} blobs uploaded, {result.blobs_mounted} "
+                      f"mounted, {result.blobs_skipped} already there)")]
+        previous = old.get("digest")
+        if previous and previous != result.digest:
+            notes.append(Note("Normal", "Refreshed",
+                              f"the tag {source} moved from {previous} to {result.digest}"))
+        return notes
+    kept = (" The copy already in the registry stays in use."
+            if old.get("phase") == "Available" else "")
+    when = patch.get("nextMirrorTime")
+    return [Note("Warning", "MirrorFailed",
+                 f"copying {source} failed (attempt {patch.get('attempts', '?')}): "
+                 f"{patch.get('message', result.error)}"
+                 f"{f' (at {when})' if when else ''}.{kept}")]
 
 
 def record_of(artifact: dict[str, Any], *, now: float) -> ArtifactRecord | None:
