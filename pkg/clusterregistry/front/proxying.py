@@ -229,6 +229,10 @@ class Front:
                                               from_peer=True)
         if isinstance(outcome, Peer):
             answered = await self._from_peer(request, outcome, digest)
+            if answered is None:
+                # the peer's flight may have just ended with the blob stored: the registry
+                # first, the source only if the registry still lacks it
+                answered = await self._try_forward(request, kind="blob", miss_on_404=True)
             if answered is not None:
                 return answered
             outcome = await self.fetcher.blob(source, name=name, digest=digest,

@@ -109,12 +109,17 @@ async def serve(
                              registry=metrics_registry)
         registry_up = asyncio.Event()
         probes.add_check("registry", registry_up.is_set)
+        # ready once NATS was tried: joined (one fetch across replicas) or found away (serving
+        # alone, since a front must not stop pulls for want of NATS); a replica that took
+        # traffic before it joined would fetch what a peer is fetching already
+        nats_tried = asyncio.Event()
+        probes.add_check("nats-tried", nats_tried.is_set)
         await closing.enter_async_context(probes)
         tasks = [asyncio.create_task(_watch_registry(registry_up, front.upstream, session,
                                                      stop), name="front-registry")]
         tasks.append(asyncio.create_task(_with_nats(
             settings, stop, front_id=front_id, peer=advertised(settings, port),
-            fetcher=fetcher, front=front, metrics=metrics), name="front-nats"))
+            fetcher=fetcher, front=front, metrics=metrics, tried=nats_tried), name="front-nats"))
         if started is not None and not started.done():
             started.set_result(port)
         try:
@@ -138,8 +143,10 @@ async def _watch_registry(up: asyncio.Event, upstream: str, session: aiohttp.Cli
 
 
 async def _with_nats(settings: Settings, stop: asyncio.Event, *, front_id: str, peer: str,
-                     fetcher: Fetcher, front: Front, metrics: FrontMetrics) -> None:
-    """Connect to NATS (retrying) and then join the fence and the flights."""
+                     fetcher: Fetcher, front: Front, metrics: FrontMetrics,
+                     tried: asyncio.Event) -> None:
+    """Connect to NATS (retrying) and then join the fence and the flights; `tried` is set
+    after the first attempt, whatever its outcome."""
     delay = 0.5
     bus: Bus | None = None
     while not stop.is_set():
@@ -156,6 +163,7 @@ async def _with_nats(settings: Settings, stop: asyncio.Event, *, front_id: str, 
             break
         except (RetryableError, ClusterRegistryError, OSError) as exc:
             log.warning("front %s cannot use NATS yet (%s): serving alone", front_id, exc)
+            tried.set()
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.close()
@@ -172,6 +180,7 @@ async def _with_nats(settings: Settings, stop: asyncio.Event, *, front_id: str, 
         fetcher.ledger = KvBlobLedger(blobs, holder=front_id)
         window = Window(fence, front_id=front_id, metrics=metrics)
         front.window = window
+        tried.set()
         await window.run(stop)
     finally:
         with contextlib.suppress(Exception):
