@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from clusterregistry import __version__
-from clusterregistry.commands import ENTRY_POINT_GROUP, Command
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+    from clusterregistry.commands import Command
 
 __all__ = ["BUILTIN", "kubectl_main", "main"]
 
@@ -37,6 +41,11 @@ BUILTIN: dict[str, str] = {
 
 def _available() -> dict[str, EntryPoint]:
     """Every subcommand by name: the built-in ones, then what other distributions register."""
+    # importlib.metadata costs tens of milliseconds (email, zipfile, pathlib): only here
+    from importlib.metadata import EntryPoint, entry_points  # noqa: PLC0415
+
+    from clusterregistry.commands import ENTRY_POINT_GROUP  # noqa: PLC0415
+
     found = {name: EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in BUILTIN.items()}
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         found.setdefault(entry.name, entry)  # a distribution cannot replace a built-in
@@ -44,6 +53,8 @@ def _available() -> dict[str, EntryPoint]:
 
 
 def _load(entry: EntryPoint) -> Command:
+    from clusterregistry.commands import Command  # noqa: PLC0415
+
     command = entry.load()
     if not isinstance(command, Command):
         raise TypeError(f"entry point {entry.name} = {entry.value} is not a Command")
@@ -78,6 +89,11 @@ def _parser(argv: list[str], prog: str = "clusterregistry") -> argparse.Argument
 
 def main(argv: list[str] | None = None, *, prog: str = "clusterregistry") -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    if _asked_for(arguments) is None and "--version" in arguments and not (
+            {"-h", "--help"} & set(arguments)):
+        # what argparse's version action prints, without building the parser
+        print(f"clusterregistry {__version__}")
+        return 0
     args = _parser(arguments, prog).parse_args(arguments)
     code: int = args.run(args)
     return code
