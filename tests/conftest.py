@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.world.images",
     "tests.world.kube",
     "tests.world.artifacts",
+    "tests.world.faults",
 ]
 
 # derandomize: the same examples every run (a CI failure reproduces); no deadline and no
