@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,7 +34,7 @@ class Server:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Server], Awaitable[None]]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Server], Coroutine[Any, Any, None]]
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
