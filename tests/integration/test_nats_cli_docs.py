@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from clusterregistry import references, schemas, subjects
-from clusterregistry.bus import ledgers, replying
+from clusterregistry.bus import flights, ledgers, replying
 from clusterregistry.bus.connecting import Bus, connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records
@@ -50,7 +50,7 @@ README = ROOT / "README.md"
 
 STREAMS = {subjects.KUBE_STREAM, subjects.MIRROR_STREAM, subjects.GC_STREAM}
 BUCKETS = {subjects.REFS_BUCKET, subjects.ARTIFACTS_BUCKET, subjects.RELAY_BUCKET,
-           subjects.GC_BUCKET, subjects.MIRROR_BLOBS_BUCKET}
+           subjects.GC_BUCKET, subjects.MIRROR_BLOBS_BUCKET, subjects.FRONT_FLIGHTS_BUCKET}
 CONSUMERS = {subjects.TRACKER_CONSUMER, subjects.RECONCILER_ARTIFACTS_CONSUMER,
              subjects.RECONCILER_RESULTS_CONSUMER, subjects.MIRROR_CONSUMER}
 # `<base>-<placeholder>`: the names a consumer takes per replica or per run
@@ -424,6 +424,9 @@ async def _records(bus: Bus, bucket: str, key: str, record: msgspec.Struct) -> N
     if bucket == subjects.MIRROR_BLOBS_BUCKET:
         await (await ledgers.ensure_bucket(bus, ttl_seconds=60.0)).put(key, record)
         return
+    if bucket == subjects.FRONT_FLIGHTS_BUCKET:
+        await (await flights.ensure(bus, ttl_seconds=60.0)).put(key, record)
+        return
     records = Records(await ensure_bucket(bus, name=bucket), lambda raw: raw)
     await records.put(key, record)
 
@@ -438,6 +441,9 @@ ENTRIES: dict[str, tuple[str, msgspec.Struct]] = {
     subjects.RELAY_BUCKET: ("pod", schemas.Checkpoint(kind="pod", resource_version="1300")),
     subjects.MIRROR_BLOBS_BUCKET: ("sha256." + "ab" * 32, schemas.BlobLocation(
         state="stored", repository="acr.io/nf/upf")),
+    subjects.FRONT_FLIGHTS_BUCKET: (subjects.flight_key("blob", "sha256:" + "ab" * 32),
+                                    schemas.FlightClaim(state="fetching", holder="front-0",
+                                                        peer="http://10.244.1.7:5000")),
 }
 
 
