@@ -403,10 +403,10 @@ class Fetcher:
         while True:
             try:
                 if self.fence is None:
-                    await self._push(flight, spool)
+                    pushed = await self._push(flight, spool)
                 else:
                     async with self.fence.writing(f"front store {flight.digest}"):
-                        await self._push(flight, spool)
+                        pushed = await self._push(flight, spool)
                 break
             except FenceHeldError:
                 # GC holds the registry (possibly sweeping): store after its window
@@ -423,18 +423,20 @@ class Fetcher:
                             flight.digest, flight.name, exc)
                 return
         flight.stored = True
-        self.metrics.stored_blobs.inc()
+        if pushed:  # not when the mirror (or a client) put it there
+            self.metrics.stored_blobs.inc()
         if self.ledger is not None:
             await self.ledger.record(flight.digest, flight.name)
         if self.flights is not None:
             await self.flights.stored(key)
 
-    async def _push(self, flight: BlobFlight, spool: Spool) -> None:
+    async def _push(self, flight: BlobFlight, spool: Spool) -> bool:
+        """Upload the spooled blob; False when someone else's upload landed it."""
         if await self.registry.head_blob(flight.name, flight.digest) is not None:
-            return  # the mirror (or a client's push) got it there first
-        # Fix (sandbox e2e, issue 15): a mirror worker reading the image through this front
-        # (mirror.sourceThroughFront) joins this flight and uploads the same blob into the
-        # same repository, under its blob-ledger claim. Two uploads of one blob into one
+            return False  # the mirror (or a client's push) got it there first
+        # A mirror worker reading the image through this front (mirror.sourceThroughFront)
+        # joins this flight and uploads the same blob into the same repository, under its
+        # blob-ledger claim. Two uploads of one blob into one
         # repository race in distribution 2.8 (its filesystem driver rewrites the
         # repository's link file in place), and the mirror's manifest PUT that reads the
         # link meanwhile fails with DIGEST_INVALID/MANIFEST_BLOB_UNKNOWN (the Artifact goes
@@ -448,7 +450,7 @@ class Fetcher:
             # is stale: nobody is uploading it, so store it now rather than wait for it
             if (not claimed and await self.ledger.lookup(flight.digest) is None
                     and await self._landed(flight)):
-                return
+                return False
         try:
             _, location = await self.registry.start_upload(flight.name)
 
@@ -462,6 +464,7 @@ class Fetcher:
             if claimed and self.ledger is not None:
                 await self.ledger.release(flight.digest)
             raise
+        return True
 
     async def _landed(self, flight: BlobFlight) -> bool:
         """Whether the blob another writer claimed lands in the registry within the source
