@@ -103,7 +103,9 @@ class Front:
                 return await self._forward(request, kind=kind)
         if (self.storage is not None and target.kind == "blob" and target.by_digest
                 and request.method in ("GET", "HEAD")):
-            data = layouts.blob_data(self.storage, name=target.name, digest=target.reference)
+            # off the loop: the volume may be a network filesystem (ReadWriteMany)
+            data = await asyncio.to_thread(layouts.blob_data, self.storage, name=target.name,
+                                           digest=target.reference)
             if data is not None:
                 return self._from_disk(request, data, digest=target.reference)
         source = None
@@ -128,7 +130,7 @@ class Front:
         """A hit from distribution's volume: sendfile, Range and HEAD by aiohttp's FileResponse."""
         self.metrics.answered("blob", "hit")
         if request.method == "GET":
-            size = data.stat().st_size
+            size = data.stat().st_size  # the link was just read: its inode is cached
             wanted = _RANGE.match(request.headers.get("Range", ""))
             if wanted is not None:
                 end = min(int(wanted[2]) + 1 if wanted[2] else size, size)
