@@ -23,6 +23,18 @@ __all__ = ["DEFAULT_DIR", "DEMO", "DEMO_HELP", "SANDBOX", "SANDBOX_HELP", "add_d
 DEFAULT_DIR = Path(".sandbox")
 
 SANDBOX_HELP = "run the whole system on this machine: up, status, down"
+FLAKY_LINK_HELP = (
+    "(up) put a fault proxy between the artifact store and what fetches from it (the mirror "
+    "workers and the registry front; kubelets pull from the front): KEY=VALUE pairs, comma "
+    "separated, e.g. cut=16Mi,seed=7,latency=50ms,rate=10Mi. "
+    "cut=SIZE cuts every connection once SIZE bytes came from the store "
+    "(direction=up counts what goes to it, direction=both either way); "
+    "seed=N cuts at random points instead, uniform in 1..2xSIZE, the same ones every run; "
+    "latency=DURATION (50ms, 0.2s) delays every byte each way; "
+    "rate=SIZE caps the link at SIZE bytes/s each way, all connections together. "
+    "SIZE: a number of bytes with k, M, G (x1000) or Ki, Mi, Gi (x1024). "
+    "Image references, pull secrets and mirror.registries name the proxy's address; the "
+    "store itself listens on another port, which only the sandbox's own pushes use")
 DEMO_HELP = "run the demonstration scenario on a fresh sandbox and verify every step"
 
 
@@ -34,18 +46,38 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a 3-node NATS cluster with R3 streams instead of one server")
     parser.add_argument("--foreground", action="store_true",
                         help="(up) run in this process until Ctrl-C instead of detached")
+    parser.add_argument("--flaky-link", type=_flaky_link, default=None, metavar="FAULTS",
+                        help=FLAKY_LINK_HELP)
+
+
+def _flaky_link(text: str) -> str:
+    """Checked at parse time (a typo fails `up` at once), kept as text for the supervisor."""
+    from clusterregistry_sandbox.faults import parse_faults  # noqa: PLC0415
+
+    try:
+        parse_faults(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def sandbox_command(args: argparse.Namespace) -> int:
     from clusterregistry_sandbox import hosting  # noqa: PLC0415 (kubesim and the launchers)
+    from clusterregistry_sandbox.faults import parse_faults  # noqa: PLC0415
     from clusterregistry_sandbox.systems import SystemOptions  # noqa: PLC0415
 
+    if args.flaky_link is not None and args.action != "up":
+        print("clusterregistry sandbox: --flaky-link goes with up", file=sys.stderr)
+        return 2
     if args.action == "up" and args.foreground:
-        options = SystemOptions(nats_cluster=args.nats_cluster)
+        options = SystemOptions(
+            nats_cluster=args.nats_cluster,
+            flaky_link=parse_faults(args.flaky_link) if args.flaky_link is not None else None)
         return asyncio.run(hosting.run_foreground(args.dir.resolve(), options))
     root = args.dir.resolve()
     if args.action == "up":
-        code, text = asyncio.run(hosting.up(root, nats_cluster=args.nats_cluster))
+        code, text = asyncio.run(hosting.up(root, nats_cluster=args.nats_cluster,
+                                            flaky_link=args.flaky_link))
     elif args.action == "status":
         code, text = asyncio.run(hosting.status(root))
     else:

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
-__all__ = ["FLAKY_LINK_HELP", "FaultProxy", "Faults", "TokenBucket", "parse_faults"]
+__all__ = ["FaultProxy", "Faults", "TokenBucket", "parse_faults"]
 
 Direction = Literal["down", "up", "both"]
 _CHUNK = 64 * 1024
@@ -81,17 +81,6 @@ class Faults:
             parts.append(f"rate={self.rate}")
         return ",".join(parts) or "none"
 
-
-FLAKY_LINK_HELP = (
-    "put a fault proxy between the artifact store and what fetches from it (the mirror "
-    "workers and the registry front): comma-separated KEY=VALUE, e.g. "
-    "cut=16Mi,seed=7,latency=50ms,rate=10Mi. "
-    "cut=SIZE cuts every connection after SIZE bytes from the store (direction=up: "
-    "towards it, both: either way); seed=N cuts at random points instead, uniform in "
-    "1..2xSIZE, the same each run; latency=DURATION (ms or s) delays every byte; "
-    "rate=SIZE caps the link at SIZE bytes/s each way, all connections together. "
-    "SIZE takes k, M, G (x1000) or Ki, Mi, Gi (x1024). Image references keep naming the "
-    "store's advertised address, which is the proxy's: the real store listens elsewhere")
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMG]i?)?[bB]?$")
 _UNITS = {None: 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3,

@@ -96,7 +96,8 @@ async def run_foreground(root: Path, options: SystemOptions | None = None) -> in
     return 0
 
 
-async def up(root: Path, *, nats_cluster: bool = False) -> tuple[int, str]:
+async def up(root: Path, *, nats_cluster: bool = False,
+             flaky_link: str | None = None) -> tuple[int, str]:
     """Start a detached sandbox in `root` (absolute), or report the one running; (code, text)."""
     if _supervisor_alive(root):
         # running, or still starting: never start a second one over it
@@ -109,6 +110,8 @@ async def up(root: Path, *, nats_cluster: bool = False) -> tuple[int, str]:
             "--dir", str(root)]
     if nats_cluster:
         argv.append("--nats-cluster")
+    if flaky_link is not None:
+        argv += ["--flaky-link", flaky_link]
     with (root / "logs" / "sandbox.log").open("ab") as log:
         child = subprocess.Popen(  # noqa: ASYNC220 - detached on purpose, never awaited here
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -170,6 +173,9 @@ async def status(root: Path) -> tuple[int, str]:
         " clusterregistry trace --from-start",
         f"artifact store: {store.get('host')} (user {store.get('username')}, "
         f"password {store.get('password')}, CA {state.get('ca')})",
+        *([f"flaky link:     {link['listen']} -> the store at {link['store']} "
+           f"({link['faults']}); image references name {link['listen']}"]
+          if (link := state.get("flaky_link")) else []),
         f"pull from:      {state.get('local_registry')} (pods' images are rewritten to it)",
         f"logs:           {root / 'logs'}",
     ]

@@ -96,7 +96,8 @@ async def push_load_images(system: System, count: int) -> list[PushedSample]:
     pushed: list[PushedSample] = []
     for start in range(0, count, 8):
         pushed += await fill(system.artifact_store, system.root / "load-images",
-                             samples=samples[start:start + 8], seed=1000 + start)
+                             samples=samples[start:start + 8], seed=1000 + start,
+                             reference_host=system.store_host)
     return pushed
 
 
@@ -111,7 +112,8 @@ async def run_load(system: System, *, deployments: int, replicas: int, images: i
         assert store.credentials is not None
         user, password = store.credentials
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        config = {"auths": {store.host: {"username": user, "password": password, "auth": auth}}}
+        config = {"auths": {system.store_host: {"username": user, "password": password,
+                                                "auth": auth}}}
         await api.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": LOAD_NAMESPACE}})
         await api.apply({

@@ -95,8 +95,12 @@ async def fill(
     *,
     samples: Sequence[Sample] = SAMPLES,
     seed: int = 7,
+    reference_host: str | None = None,
 ) -> list[PushedSample]:
-    """Build every sample and push it to `store` (TLS and basic auth as configured)."""
+    """Build every sample and push it to `store` (TLS and basic auth as configured).
+
+    The references name `reference_host` (default the store's own): the address the edge
+    knows the store by, a flaky link's in front of it (`System.store_host`)."""
     builder = ImageBuilder(work_dir, seed=seed)
 
     async def one(index: int, sample: Sample) -> PushedSample:
@@ -109,10 +113,10 @@ async def fill(
             # distinct layers per image: GC's bytes freed are then each image's own
             seed=seed * 100 + index,
         )
-        reference = f"{store.host}/{sample.repository}:{sample.tag}"
+        reference = f"{reference_host or store.host}/{sample.repository}:{sample.tag}"
         await push(
             built,
-            dest_ref=reference,
+            dest_ref=f"{store.host}/{sample.repository}:{sample.tag}",
             credentials=store.credentials,
             ca_dir=store.cert_dir,
         )

@@ -307,8 +307,10 @@ class Scenario:
         assert store.credentials is not None
         user, password = store.credentials
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        dockerconfig = {"auths": {store.host: {"username": user, "password": password,
-                                               "auth": auth}}}
+        # pull secrets name the store as the edge knows it (a flaky link's address if any)
+        dockerconfig = {"auths": {self.system.store_host: {"username": user,
+                                                           "password": password,
+                                                           "auth": auth}}}
         await self.api.apply({"apiVersion": "v1", "kind": "Namespace",
                               "metadata": {"name": NF_NAMESPACE}})
         await self.api.apply({

@@ -47,6 +47,7 @@ from clusterregistry.bus.connecting import connect
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.gc.readonly import follow
 from clusterregistry_sandbox.apiclients import ApiClient, ApiError
+from clusterregistry_sandbox.faults import FaultProxy, Faults
 from clusterregistry_sandbox.natsservers import NatsCluster, NatsServer
 from clusterregistry_sandbox.registries import Registry
 from clusterregistry_sandbox.samples import PushedSample, fill
@@ -201,6 +202,9 @@ class SystemOptions:
     # 1, or 2 (front-1 answers at localRegistry, front-2 on a port of its own; they share
     # one fetch per blob through NATS)
     front_replicas: int = 1
+    # a WAN link that drops, lags or is shared (`sandbox up --flaky-link`): a fault proxy
+    # between the artifact store and what fetches from it (the mirror workers, the fronts)
+    flaky_link: Faults | None = None
 
 
 @dataclass
@@ -375,6 +379,15 @@ class System:
             username=ARTIFACT_STORE_USER,
         )
         self.artifact_store.log_path = self.logs / "artifact-store.log"
+        # With a flaky link, the store's advertised address (image references, pull secrets,
+        # mirror.registries[].host) is the proxy's: the store itself listens on a port only
+        # the sandbox's own pushes use, so the mirror and the fronts reach it through the
+        # link exactly as they name it, and nothing at the edge can go round it.
+        self.flaky_link: FaultProxy | None = None
+        if self.options.flaky_link is not None:
+            self.flaky_link = FaultProxy("127.0.0.1", self.artifact_store.port,
+                                         self.options.flaky_link, port=free_port(),
+                                         name="flaky-link")
         self.edge = Registry(self.root / "edge", name="edge-registry")
         self.edge.log_path = self.logs / "edge-registry.log"
         self.kube_port = free_port()
@@ -406,6 +419,13 @@ class System:
         if self.nats_cluster is not None:
             return self.nats_cluster.servers
         return [self.nats.url] if self.nats else []
+
+    @property
+    def store_host(self) -> str:
+        """The artifact store as the edge names it: in image references, pull secrets and
+        `mirror.registries`. The flaky link's address when there is one (the store itself
+        is then `artifact_store.host`, which only the publisher's pushes use)."""
+        return self.flaky_link.host if self.flaky_link is not None else self.artifact_store.host
 
     @property
     def front_on(self) -> bool:
@@ -493,7 +513,7 @@ class System:
                 # the artifact store as an operator configures it: its CA, and credentials
                 # from a mounted file (pods' imagePullSecrets take precedence)
                 "registries": [{
-                    "host": self.artifact_store.host,
+                    "host": self.store_host,
                     "caFile": str(self.ca_path),
                     "username": ARTIFACT_STORE_USER,
                     "passwordFile": str(self.root / "artifact-store" / "password"),
@@ -559,9 +579,17 @@ class System:
             "nats_servers": self.nats_servers,
             "local_registry": self.local_registry,
             "artifact_store": {
-                "host": self.artifact_store.host,
+                "host": self.store_host,
                 "username": self.artifact_store.username,
                 "password": self.artifact_store.password,
+                # where the store itself listens: the same as host unless a flaky link is
+                # in between (only the sandbox's own pushes go there)
+                "direct_host": self.artifact_store.host,
+            },
+            "flaky_link": None if self.flaky_link is None else {
+                "listen": self.flaky_link.host,
+                "store": self.artifact_store.host,
+                "faults": self.flaky_link.faults.describe(),
             },
             "samples": [
                 {"reference": s.reference, "digest": s.digest, "kind": s.sample.description}
@@ -658,6 +686,8 @@ class System:
             assert self.nats is not None
             starting = self.nats.start()
         await asyncio.gather(starting, self.artifact_store.start(), self.edge.start())
+        if self.flaky_link is not None:
+            await self.flaky_link.start()
 
     def _plain_registries(self) -> list[str]:
         """The plain-HTTP registries kubelets may pull from: the fronts and distribution."""
@@ -684,7 +714,7 @@ class System:
         self.kube = Process(argv, name="kubesim", log_path=self.logs / "kubesim.log")
         await self.kube.start()
         filling = (
-            fill(self.artifact_store, self.root / "images")
+            fill(self.artifact_store, self.root / "images", reference_host=self.store_host)
             if self.options.fill_samples else asyncio.sleep(0, result=[])
         )
         kube = self.kube
@@ -896,6 +926,8 @@ class System:
             self._follower = None
         if self.kube is not None:
             await self.kube.stop(grace=grace)
+        if self.flaky_link is not None:
+            await self.flaky_link.stop()
         stops = [self.artifact_store.stop(grace=grace), self.edge.stop(grace=grace)]
         if self.nats_cluster is not None:
             stops.append(self.nats_cluster.stop(grace=grace))

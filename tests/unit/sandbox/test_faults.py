@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clusterregistry_sandbox.faults import FLAKY_LINK_HELP, Faults, parse_faults
+from clusterregistry_sandbox.commands import FLAKY_LINK_HELP
+from clusterregistry_sandbox.faults import Faults, parse_faults
 
 Mi = 1 << 20
 

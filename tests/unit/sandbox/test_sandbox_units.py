@@ -258,3 +258,26 @@ def test_an_owner_uses_its_template_images_and_a_bare_pod_its_originals() -> Non
     }
     assert _pod_source_images(pod, local) == {"acr.io/nf/upf:1.2", "acr.io/nf/smf:2",
                                               "docker.io/library/nginx:latest"}
+
+
+def test_a_flaky_link_is_the_stores_address_for_everything_at_the_edge(tmp_path: Path) -> None:
+    from clusterregistry_sandbox.faults import Faults  # noqa: PLC0415
+
+    faults = Faults(cut_after=16 << 20, seed=7, latency=0.05)
+    system = System(tmp_path / "s", SystemOptions(flaky_link=faults))
+    assert system.flaky_link is not None
+    # the mirror (and the fronts, which read its registries) name the store by the link's
+    # address; the store itself listens elsewhere, towards which the link forwards
+    assert system.store_host == system.flaky_link.host != system.artifact_store.host
+    assert system.flaky_link.target_port == system.artifact_store.port
+    settings = msgspec.convert(system.settings_tree(), config.Settings, strict=False)
+    assert [r.host for r in settings.mirror.registries] == [system.store_host]
+    system.write_state("new")
+    state = json.loads((system.root / "state.json").read_text())
+    assert state["artifact_store"]["host"] == system.store_host
+    assert state["artifact_store"]["direct_host"] == system.artifact_store.host
+    assert state["flaky_link"] == {"listen": system.store_host,
+                                   "store": system.artifact_store.host,
+                                   "faults": "cut=16777216,seed=7,latency=50ms"}
+    plain = System(tmp_path / "p")
+    assert plain.flaky_link is None and plain.store_host == plain.artifact_store.host
