@@ -53,6 +53,26 @@ so blobs up to `chunked_threshold` (256 MiB) still go in one PUT.
 the CPU of the three processes + idle + iowait, and the registries' CPU is the
 same whoever copies. At the target the wall is skopeo's / 1.5, which leaves
 `available_for_copier_and_waits`; `copier_and_waits_now` is what they take.
+
+Whole processes, as a user runs them (issue 16), on the large image:
+
+- `cli_wall_ratio`: skopeo's wall time over `clusterregistry copy`'s, each a
+  whole process from exec to exit into a fresh registry, median of 3 rounds
+  (the order alternating): how many times skopeo's speed ours is, so higher is
+  better (goal >= 1.2).
+- `cli_cpu_ratio`: the `clusterregistry copy` process's own CPU-seconds over
+  skopeo's (each read from the rusage of the reaped child; the registries'
+  excluded), medians of the same rounds; lower is better (goal <= 0.5).
+- `flaky_source_bytes_ratio`: through a fault proxy in front of registry A
+  that cuts every connection each 16 MiB (quick: a quarter of a layer), the
+  bytes the proxy forwarded from A over the image's bytes (goal <= 1.1),
+  and beside it `skopeo_flaky_source_bytes_ratio` (`--retry-times 5`). A copy
+  that fails has no ratio: null, with the reason (its error).
+- `rate_limit_error`: `clusterregistry copy --config` with
+  `mirror.maxBytesPerSecond` set to a quarter of what the link carries
+  unlimited (at most 64 MiB/s), the rate measured at a proxy in front of A
+  (bytes over the first to the last byte), |measured - limit| / limit
+  (goal <= 0.1). Null, with the reason, while the setting does not exist.
 """
 
 from __future__ import annotations
@@ -66,13 +86,16 @@ import os
 import pstats
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from clusterregistry import config
 from clusterregistry.oci.copying import Copier, CopyOptions
 from clusterregistry.oci.registries import RegistryClient
+from clusterregistry_sandbox.faults import FaultProxy, Faults
 from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, find_skopeo, push
 from clusterregistry_sandbox.registries import Registry
 from clusterregistry_sandbox.supervising import run_command
@@ -80,6 +103,13 @@ from clusterregistry_sandbox.supervising import run_command
 MiB = 1 << 20
 RUNS = 5
 TARGET_RATIO = 1.5
+CLI_ROUNDS = 3
+CLI_WALL_GOAL = 1.2  # ours at least 1.2 x skopeo's speed, whole processes
+CLI_CPU_GOAL = 0.5  # ours at most half skopeo's CPU-seconds
+FLAKY_BYTES_GOAL = 1.1
+RATE_ERROR_GOAL = 0.1
+FLAKY_CUT = 16 * MiB
+CLI = str(Path(sys.executable).parent / "clusterregistry")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -331,10 +361,164 @@ async def _measure_image(source: Registry, registries: _Registries, repo: str,
     }
 
 
+def _image_bytes(image: BuiltImage) -> int:
+    """Every byte a copy reads from the source: the blobs and the manifest(s)."""
+    return sum(blob.size for blob in image.blobs) + sum(m.size for m in image.manifests)
+
+
+async def _cli_copy(source_host: str, destination: Registry, repo: str, image: BuiltImage,
+                    *, settings: Path | None = None) -> dict[str, Any]:
+    """`clusterregistry copy` as a whole process: wall from exec to exit, its own CPU."""
+    argv = [CLI, "copy", f"{source_host}/{repo}:{image.tag}",
+            f"{destination.host}/{repo}:{image.tag}", "--src-plain-http", "--dest-plain-http",
+            "--progress", "none"]
+    if settings is not None:
+        argv += ["--config", str(settings)]
+    children = _children_cpu()
+    started = time.perf_counter()
+    result = await run_command(argv, timeout=900)
+    seconds = time.perf_counter() - started
+    # the copy is this process's only child reaped in between: its rusage alone
+    cpu = _children_cpu() - children
+    digest = ""
+    if result.ok:
+        found = await destination.manifest(repo, image.tag)
+        digest = found.digest if found is not None else ""
+    return {"ok": result.ok and digest == image.digest, "seconds": seconds, "cpu_seconds": cpu,
+            "error": "" if result.ok else _last_line(result.output),
+            "digest_ok": digest == image.digest}
+
+
+async def _skopeo_copy(source_host: str, destination: Registry, repo: str, image: BuiltImage,
+                       *, retry_times: int | None = None) -> dict[str, Any]:
+    argv = [find_skopeo(), "--insecure-policy", "copy", "--all", "--preserve-digests",
+            "--src-tls-verify=false", "--dest-tls-verify=false",
+            *(["--retry-times", str(retry_times)] if retry_times is not None else []),
+            f"docker://{source_host}/{repo}:{image.tag}",
+            f"docker://{destination.host}/{repo}:{image.tag}"]
+    children = _children_cpu()
+    started = time.perf_counter()
+    result = await run_command(argv, timeout=900)
+    seconds = time.perf_counter() - started
+    cpu = _children_cpu() - children
+    found = await destination.manifest(repo, image.tag) if result.ok else None
+    ok = found is not None and found.digest == image.digest
+    return {"ok": ok, "seconds": seconds, "cpu_seconds": cpu,
+            "error": "" if result.ok else _last_line(result.output)}
+
+
+def _last_line(output: str) -> str:
+    """A failed tool's reason: its last line (skopeo's fatal message, our `failed: ...`)."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][-500:] if lines else "(no output)"
+
+
+async def _whole_processes(source: Registry, registries: _Registries, repo: str,
+                           image: BuiltImage, rounds: int) -> dict[str, Any]:
+    """`cli_wall_ratio` and `cli_cpu_ratio`: both tools as whole processes, fresh registries."""
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for run in range(rounds):
+        for step in (["ours", "skopeo"] if run % 2 == 0 else ["skopeo", "ours"]):
+            async with registries.fresh(f"cli-{step}") as destination:
+                if step == "ours":
+                    outcome = await _cli_copy(source.host, destination, repo, image)
+                    if not outcome["ok"]:
+                        raise RuntimeError(f"clusterregistry copy failed: {outcome['error']}")
+                    ours.append(outcome)
+                else:
+                    outcome = await _skopeo_copy(source.host, destination, repo, image)
+                    if not outcome["ok"]:
+                        raise RuntimeError(f"skopeo failed: {outcome['error']}")
+                    theirs.append(outcome)
+    ours_s, skopeo_s = _median(ours, "seconds"), _median(theirs, "seconds")
+    ours_cpu, skopeo_cpu = _median(ours, "cpu_seconds"), _median(theirs, "cpu_seconds")
+    return {
+        "rounds": rounds,
+        "clusterregistry_copy": {"seconds": round(ours_s, 3),
+                                 "runs": [round(r["seconds"], 3) for r in ours],
+                                 "cpu_seconds": round(ours_cpu, 3)},
+        "skopeo_copy": {"seconds": round(skopeo_s, 3),
+                        "runs": [round(r["seconds"], 3) for r in theirs],
+                        "cpu_seconds": round(skopeo_cpu, 3)},
+        # skopeo's wall over ours: ours is this many times skopeo's speed (higher is better)
+        "cli_wall_ratio": round(skopeo_s / ours_s, 2),
+        # our process's CPU-seconds over skopeo's (lower is better)
+        "cli_cpu_ratio": round(ours_cpu / skopeo_cpu, 2) if skopeo_cpu > 0 else None,
+    }
+
+
+async def _flaky(source: Registry, registries: _Registries, repo: str, image: BuiltImage,
+                 cut: int) -> dict[str, Any]:
+    """Both tools through a proxy in front of A that cuts every connection each `cut` bytes."""
+    total = _image_bytes(image)
+    out: dict[str, Any] = {"cut_every_bytes": cut, "image_bytes": total}
+    for tool in ("clusterregistry", "skopeo"):
+        async with FaultProxy("127.0.0.1", source.port, Faults(cut_after=cut),
+                              name=f"flaky-{tool}") as proxy, \
+                registries.fresh(f"flaky-{tool}") as destination:
+            if tool == "clusterregistry":
+                outcome = await _cli_copy(proxy.host, destination, repo, image)
+            else:
+                outcome = await _skopeo_copy(proxy.host, destination, repo, image,
+                                             retry_times=5)
+            ratio = round(proxy.bytes_down / total, 3)
+            out[tool] = {"ok": outcome["ok"], "seconds": round(outcome["seconds"], 3),
+                         "source_bytes": proxy.bytes_down, "connections": proxy.connections,
+                         "cuts": proxy.cuts}
+            key = ("flaky_source_bytes_ratio" if tool == "clusterregistry"
+                   else "skopeo_flaky_source_bytes_ratio")
+            # a failed copy read what it read, but has no ratio: it did not copy the image
+            out[key] = ratio if outcome["ok"] else None
+            if not outcome["ok"]:
+                out[f"{key}_reason"] = (
+                    f"the copy failed through the flaky link after reading {ratio} x the "
+                    f"image's bytes: {outcome['error'] or 'the destination digest differs'}")
+    return out
+
+
+def _rate_setting() -> bool:
+    """Whether `mirror.maxBytesPerSecond` exists yet (issue 16's bandwidth limit)."""
+    return "max_bytes_per_second" in config.MirrorSettings.__struct_fields__
+
+
+async def _rate_limit(source: Registry, registries: _Registries, repo: str,
+                      image: BuiltImage, root: Path) -> dict[str, Any]:
+    if not _rate_setting():
+        return {"rate_limit_error": None,
+                "rate_limit_error_reason": "mirror.maxBytesPerSecond does not exist yet "
+                "(config.MirrorSettings has no max_bytes_per_second): the bandwidth limit "
+                "of issue 16 has not landed"}
+    total = _image_bytes(image)
+    async with FaultProxy("127.0.0.1", source.port, name="rate-free") as proxy, \
+            registries.fresh("rate-free") as destination:
+        free = await _cli_copy(proxy.host, destination, repo, image)
+        free_rate = proxy.down_rate() or 0.0
+    if not free["ok"] or free_rate <= 0:
+        return {"rate_limit_error": None,
+                "rate_limit_error_reason": f"the unlimited copy failed: {free['error']}"}
+    limit = int(min(free_rate / 4, 64 * MiB))
+    settings = root / "rate-limit.yaml"
+    settings.write_text(f"mirror:\n  maxBytesPerSecond: {limit}\n")
+    async with FaultProxy("127.0.0.1", source.port, name="rate-limited") as proxy, \
+            registries.fresh("rate-limited") as destination:
+        limited = await _cli_copy(proxy.host, destination, repo, image, settings=settings)
+        rate = proxy.down_rate()
+    out: dict[str, Any] = {"image_bytes": total, "unlimited_bytes_per_s": round(free_rate),
+                           "max_bytes_per_second": limit,
+                           "seconds": round(limited["seconds"], 3)}
+    if not limited["ok"] or rate is None:
+        return {**out, "rate_limit_error": None,
+                "rate_limit_error_reason": f"the limited copy failed: {limited['error']}"}
+    return {**out, "measured_bytes_per_s": round(rate),
+            "rate_limit_error": round(abs(rate - limit) / limit, 3)}
+
+
 async def mirror(*, quick: bool = False) -> dict[str, Any]:
     shapes = {"large": (4, (2 if quick else 64) * MiB, 11),
               "many": (40, (MiB // 16) if quick else MiB, 12)}
     runs = 1 if quick else RUNS
+    rounds = 1 if quick else CLI_ROUNDS
     with tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
         root = Path(tmp)
         builder = ImageBuilder(root / "images", seed=7)
@@ -343,14 +527,42 @@ async def mirror(*, quick: bool = False) -> dict[str, Any]:
         await source.start()
         try:
             results: dict[str, Any] = {}
+            built: dict[str, BuiltImage] = {}
             for name, (count, size, seed) in shapes.items():
                 image = builder.build(f"bench/{name}", layer_sizes=[size] * count, seed=seed)
+                built[name] = image
                 await push(image, dest_ref=f"{source.host}/bench/{name}:latest",
                            tls_verify=False)
                 results[f"{name}_{count}x{size / MiB:g}MiB"] = (
                     await _measure_image(source, registries, f"bench/{name}", image, runs))
+            # whole processes, a flaky link and a rate limit: on the large image (issue 16)
+            large = built["large"]
+            layer = shapes["large"][1]
+            whole = await _whole_processes(source, registries, "bench/large", large, rounds)
+            flaky = await _flaky(source, registries, "bench/large", large,
+                                 layer // 4 if quick else FLAKY_CUT)
+            limited = await _rate_limit(source, registries, "bench/large", large, root)
         finally:
             await source.stop()
     ratios = [r["ratio_vs_skopeo"] for r in results.values()]
+    figures = {
+        "cli_wall_ratio": whole["cli_wall_ratio"],
+        "cli_cpu_ratio": whole["cli_cpu_ratio"],
+        "flaky_source_bytes_ratio": flaky["flaky_source_bytes_ratio"],
+        "skopeo_flaky_source_bytes_ratio": flaky["skopeo_flaky_source_bytes_ratio"],
+        "rate_limit_error": limited["rate_limit_error"],
+    }
+    reasons = {key: value for part in (flaky, limited) for key, value in part.items()
+               if key.endswith("_reason")}
+    goals = {"cli_wall_ratio": (">=", CLI_WALL_GOAL), "cli_cpu_ratio": ("<=", CLI_CPU_GOAL),
+             "flaky_source_bytes_ratio": ("<=", FLAKY_BYTES_GOAL),
+             "rate_limit_error": ("<=", RATE_ERROR_GOAL)}
+    met = {key: None if figures[key] is None else
+           (figures[key] >= goal if op == ">=" else figures[key] <= goal)
+           for key, (op, goal) in goals.items()}
     return {"images": results, "runs": runs, "target_ratio": TARGET_RATIO,
-            "meets_target": all(r >= TARGET_RATIO for r in ratios)}
+            "meets_target": all(r >= TARGET_RATIO for r in ratios),
+            **figures, **reasons,
+            "goals": {key: f"{op} {goal}" for key, (op, goal) in goals.items()},
+            "goals_met": met,
+            "whole_processes": whole, "flaky_link": flaky, "rate_limit": limited}

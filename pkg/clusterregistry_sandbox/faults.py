@@ -20,7 +20,8 @@ byte, with the `Faults` it is given:
   link), a token bucket with a burst of a tenth of a second.
 
 It counts what it forwarded each way (`bytes_down`, `bytes_up`), the
-connections it accepted and the cuts it made. `faults` may be replaced while
+connections it accepted and the cuts it made, and when the first and the last
+byte went down (`down_rate()`: what the link carried, per second). `faults` may be replaced while
 it runs: connections accepted afterwards follow the new ones. A reset on one
 side resets the other. `stop()` closes the listener, aborts every connection
 and waits for every task it started.
@@ -183,6 +184,9 @@ class FaultProxy:
         self.bytes_up = 0
         self.connections = 0
         self.cuts = 0
+        # when the first and the last byte went down (time.monotonic): a rate over the link
+        self.first_down_at: float | None = None
+        self.last_down_at: float | None = None
 
     def __repr__(self) -> str:
         return (f"FaultProxy({self.name} 127.0.0.1:{self._port} -> "
@@ -203,6 +207,13 @@ class FaultProxy:
 
     def reset_counts(self) -> None:
         self.bytes_down = self.bytes_up = self.connections = self.cuts = 0
+        self.first_down_at = self.last_down_at = None
+
+    def down_rate(self) -> float | None:
+        """Bytes per second downstream between the first byte and the last, if any went."""
+        if self.first_down_at is None or self.last_down_at is None:
+            return None
+        return self.bytes_down / max(self.last_down_at - self.first_down_at, 1e-9)
 
     async def start(self) -> None:
         if self._server is not None:
@@ -372,6 +383,10 @@ class FaultProxy:
 
     def _count(self, direction: str, nbytes: int) -> None:
         if direction == "down":
+            now = time.monotonic()
+            if self.first_down_at is None:
+                self.first_down_at = now
+            self.last_down_at = now
             self.bytes_down += nbytes
         else:
             self.bytes_up += nbytes

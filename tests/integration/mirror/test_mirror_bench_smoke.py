@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench import mirror
+from clusterregistry import config
 
 pytestmark = pytest.mark.integration
 
@@ -30,3 +31,34 @@ async def test_mirror_bench_copies_both_images_with_every_tool() -> None:
         # what this process and the waits took is its CPU plus the machine's idle time
         assert budget["copier_and_waits_now"] >= image["clusterregistry"]["cpu_seconds"]["copier"]
         assert budget["sha256_pass_alone"] == image["sha256"]["seconds"]
+
+    # whole processes (issue 16): both tools ran as processes, each a CPU figure of its own
+    whole = result["whole_processes"]
+    assert whole["rounds"] == 1
+    for tool in ("clusterregistry_copy", "skopeo_copy"):
+        assert whole[tool]["seconds"] > 0 and whole[tool]["cpu_seconds"] > 0
+    assert result["cli_wall_ratio"] == whole["cli_wall_ratio"] > 0
+    assert result["cli_cpu_ratio"] == whole["cli_cpu_ratio"] > 0
+    assert result["goals"]["cli_wall_ratio"] == ">= 1.2"
+
+    # the flaky link cut every connection a quarter of a layer in: each tool either copied
+    # the image (a ratio of at least the whole image's bytes) or failed and says why
+    flaky = result["flaky_link"]
+    assert flaky["cut_every_bytes"] == (2 << 20) // 4
+    for tool, key in (("clusterregistry", "flaky_source_bytes_ratio"),
+                      ("skopeo", "skopeo_flaky_source_bytes_ratio")):
+        run = flaky[tool]
+        assert run["source_bytes"] > 0 and run["cuts"] >= 1
+        if run["ok"]:
+            assert result[key] == flaky[key] >= 1.0 and f"{key}_reason" not in result
+        else:
+            assert result[key] is None and "failed through the flaky link" in result[
+                f"{key}_reason"]
+
+    # the rate limit is measured once the setting exists, and says so until then
+    has_setting = "max_bytes_per_second" in config.MirrorSettings.__struct_fields__
+    if has_setting:
+        assert result["rate_limit_error"] is not None or result["rate_limit_error_reason"]
+    else:
+        assert result["rate_limit_error"] is None
+        assert "maxBytesPerSecond" in result["rate_limit_error_reason"]

@@ -136,6 +136,10 @@ async def test_without_faults_every_byte_goes_through_and_is_counted(
     assert await _exchange(proxy.port, payload) == payload
     assert (proxy.bytes_up, proxy.bytes_down, proxy.connections, proxy.cuts) == (
         len(payload), len(payload), 1, 0)
+    rate = proxy.down_rate()
+    assert rate is not None and rate > 0
+    proxy.reset_counts()
+    assert (proxy.bytes_up, proxy.bytes_down, proxy.down_rate()) == (0, 0, None)
     assert proxy.host == f"127.0.0.1:{proxy.port}" and proxy.port != echo.port
 
 
@@ -232,6 +236,8 @@ async def test_the_rate_cap_is_shared_by_every_connection(
     assert elapsed >= (768 * KiB - rate / 10) / rate
     await _until(lambda: len(sink.received) == 2, "both connections ended at the sink")
     assert sorted(sink.received) == [384 * KiB, 384 * KiB] and proxy.bytes_up == 768 * KiB
+    # what the echo-less sink sent back: nothing, so no rate downstream
+    assert proxy.bytes_down == 0 and proxy.down_rate() is None
 
 
 async def test_token_bucket_allows_its_burst_then_the_rate() -> None:
