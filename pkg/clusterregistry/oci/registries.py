@@ -10,7 +10,9 @@ cross-repository mount). It owns what every caller would otherwise repeat:
 - a connection limit per registry (the aiohttp connector's `limit`);
 - retries with exponential back-off for replayable requests that met a dropped
   connection, 429 or a 5xx, honouring Retry-After. A streamed upload is never
-  replayed here: the copier restarts the whole blob, so nothing is half-resumed;
+  replayed here: the copier resumes it (`oci/copying.py`): a download with a
+  Range request (`open_blob(start=)`), an upload after asking the session how
+  much it holds (`upload_status`);
 - translation of everything that goes wrong into `clusterregistry.errors`:
   `RegistryError` (retryable: 5xx, 429, network, 405 from a registry in read-only
   maintenance), `AuthenticationError`, `ManifestUnknownError`, `DigestMismatchError`
@@ -44,6 +46,7 @@ from clusterregistry.errors import (
 )
 from clusterregistry.oci.authenticating import DOCKER_HUB, Authenticator, Credentials
 from clusterregistry.oci.manifests import ACCEPT, digest_of
+from clusterregistry.oci.resuming import held_bytes
 
 log = logging.getLogger(__name__)
 
@@ -381,13 +384,19 @@ class RegistryClient:
         response.release()
         return int(response.headers.get("Content-Length", "-1"))
 
-    async def open_blob(self, repository: str, digest: str) -> aiohttp.ClientResponse:
-        """A blob's response, to stream its body; the caller releases it."""
+    async def open_blob(self, repository: str, digest: str, *,
+                        start: int = 0) -> aiohttp.ClientResponse:
+        """A blob's response, to stream its body; the caller releases it.
+
+        With `start`, asks for the rest from that byte (`Range: bytes=start-`); the answer
+        is a 206 from a source that supports ranges (redirects to blob storage are
+        followed, the Range with them), or a 200 with the whole blob from one that
+        does not: the caller tells them apart (`resuming.body_start`)."""
         what = f"get blob {repository}@{digest}"
         response = await self.request(
             "GET", f"/v2/{repository}/blobs/{digest}", scopes=[self.scope(repository)],
-            what=what)
-        if response.status != 200:
+            what=what, headers={"Range": f"bytes={start}-"} if start > 0 else None)
+        if response.status not in (200, 206):
             await self.raise_for(response, what)
         return response
 
@@ -449,6 +458,22 @@ class RegistryClient:
             await self.raise_for(response, what)
         response.release()
         return _resolve(self.base, response.headers.get("Location") or str(location))
+
+    async def upload_status(self, location: URL, *, repository: str) -> tuple[int, URL] | None:
+        """How many bytes an upload session holds, and the location to continue it at;
+        None when the session is gone (404: expired, cancelled, or, in distribution,
+        invalidated by a request cut mid-body, see `oci/copying.py`)."""
+        what = f"upload status in {repository}"
+        response = await self.request("GET", location, scopes=[self.scope(repository)],
+                                      what=what)
+        if response.status == 404:
+            response.release()
+            return None
+        if response.status not in (200, 204):
+            await self.raise_for(response, what)
+        response.release()
+        held = held_bytes(response.headers.get("Range"))
+        return held, _resolve(self.base, response.headers.get("Location") or str(location))
 
     async def cancel_upload(self, location: URL, *, repository: str) -> None:
         """Abandon an upload session; best effort (the registry purges stale ones anyway)."""
