@@ -43,6 +43,15 @@ _MULTIPLIERS = {
 }
 
 
+def parse_rate(value: int | str) -> int:
+    """Bytes per second from an int or a quantity string (`10Mi`); 0 means unlimited."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} must not be negative")
+        return value
+    return parse_quantity(value)
+
+
 def parse_quantity(value: str) -> int:
     """Bytes in a Kubernetes quantity such as `100Gi` or `1.5Ti`."""
     match = _QUANTITY.match(value.strip())
@@ -210,6 +219,9 @@ class RegistryAccess(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
     password_file: str = ""
     # connections to this registry at once, for the whole process (0: maxConnectionsPerRegistry)
     max_connections: int = 0
+    # blob bytes per second read from this host by one worker, all its copies together,
+    # within mirror.maxBytesPerSecond (a quantity like "10Mi", or an int; 0: no own limit)
+    max_bytes_per_second: int | str = 0
 
 
 class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -230,6 +242,10 @@ class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
     # restarts after an interrupted upload
     retry_attempts: int = 4
     blob_attempts: int = 3
+    # blob bytes per second one worker reads from sources, all its copies together: the
+    # WAN link is shared with the network functions (a quantity like "10Mi", or an int;
+    # 0: unlimited). A registries[] entry may set a lower one for its host.
+    max_bytes_per_second: int | str = 0
     # the work queue: a message not acked or extended within ackWait is redelivered;
     # a copy in progress extends it every ackWait/3
     ack_wait_seconds: float = 30.0
@@ -576,6 +592,14 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
                 raise ValueError("must be larger than zero")
         except ValueError as exc:
             raise ConfigError(f"mirror.{key}: {exc}") from exc
+    rates = [("mirror.maxBytesPerSecond", mirror.max_bytes_per_second)] + [
+        (f"mirror.registries[{n}].maxBytesPerSecond", access.max_bytes_per_second)
+        for n, access in enumerate(mirror.registries)]
+    for key, rate in rates:
+        try:
+            parse_rate(rate)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
     if mirror.ack_wait_seconds < 1:
         raise ConfigError("mirror.ackWaitSeconds: must be at least 1 second")
     if mirror.retry_delay_seconds < 0 or mirror.blob_ledger_ttl_seconds <= 0:

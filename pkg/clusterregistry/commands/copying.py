@@ -157,7 +157,11 @@ def _authfile(path: str | None) -> dict[str, Credentials]:
 async def _copy(args: argparse.Namespace, extra: dict[str, Credentials]) -> CopyReport:
     # the mirror's engine and its HTTP clients, only when the command runs
     from clusterregistry import references  # noqa: PLC0415
-    from clusterregistry.oci.clients import RegistryClients, copy_options  # noqa: PLC0415
+    from clusterregistry.oci.clients import (  # noqa: PLC0415
+        RegistryClients,
+        copy_options,
+        pacer,
+    )
     from clusterregistry.oci.copying import Copier  # noqa: PLC0415
 
     try:
@@ -175,7 +179,7 @@ async def _copy(args: argparse.Namespace, extra: dict[str, Credentials]) -> Copy
         BarProgress(sys.stderr) if mode == "bar" else
         PlainProgress(sys.stderr) if mode == "plain" else None)
     try:
-        report = await Copier(copy_options(settings)).copy(
+        report = await Copier(copy_options(settings), pacer=pacer(settings)).copy(
             clients.source(source.domain), source.path, source.version,
             clients.destination(destination.domain), destination.path,
             tag=destination.tag or None, platforms=args.platform or settings.platforms,

@@ -43,5 +43,21 @@ class MirrorMetrics:
         self.in_flight = Gauge(
             "clusterregistry_mirror_copies_in_flight",
             "Copies running now in this worker", registry=registry)
+        self.throttled_seconds = Counter(
+            "clusterregistry_mirror_throttled_seconds_total",
+            "Seconds blob reads waited for the bandwidth limit (mirror.maxBytesPerSecond, "
+            "and per source host), all copies of this worker together", registry=registry)
+        self.max_bytes_per_second = Gauge(
+            "clusterregistry_mirror_max_bytes_per_second",
+            "The worker's bandwidth limit for blob reads from sources, bytes per second "
+            "(0: unlimited)", registry=registry)
+        self.resumed = Counter(
+            "clusterregistry_mirror_resumed_total",
+            "Interrupted blob transfers taken up again, by what: download (Range from the "
+            "byte reached), download_restarted (a source that ignores Range, read again "
+            "from byte 0), upload (from the upload session's offset), upload_restarted (a "
+            "new upload session)", ["what"], registry=registry)
         for how in ("copied", "mounted", "skipped"):
             self.blobs.labels(how)
+        for what in ("download", "download_restarted", "upload", "upload_restarted"):
+            self.resumed.labels(what)

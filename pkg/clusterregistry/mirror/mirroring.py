@@ -48,7 +48,7 @@ from clusterregistry.kube.artifacts import reference
 from clusterregistry.kube.events import NORMAL, EventRecorder
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.oci.authenticating import Credentials, parse_docker_config
-from clusterregistry.oci.clients import RegistryClients, copy_options
+from clusterregistry.oci.clients import RegistryClients, copy_options, pacer
 from clusterregistry.oci.copying import BlobLedger, Copier, CopyReport
 from clusterregistry.runtime import logs
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
@@ -186,10 +186,14 @@ class Worker:
         self.recorder = recorder
         self.clients = clients
         self.worker_id = worker_id
-        self.copier = Copier(copy_options(settings), ledger=ledger)
         self.fence: WriteFence = fence or NoFence()
         self.secrets = secrets
         self.metrics = metrics or MirrorMetrics()
+        # one pacer for all copies of this worker: the limit is the worker's share of the link
+        self.pacer = pacer(settings, on_wait=self.metrics.throttled_seconds.inc)
+        self.metrics.max_bytes_per_second.set(self.pacer.rate)
+        self.copier = Copier(copy_options(settings), ledger=ledger, pacer=self.pacer,
+                             on_resume=self._resumed)
         self.stream_replicas = stream_replicas
         self.ready = False
         self.handled = 0
@@ -199,6 +203,9 @@ class Worker:
             stream=subjects.MIRROR_STREAM, durable=subjects.MIRROR_CONSUMER,
             filter_subject=subjects.MIRROR_REQUEST, ack_wait=settings.ack_wait_seconds,
             max_ack_pending=max(64, settings.concurrency * 16)))
+
+    def _resumed(self, what: str) -> None:
+        self.metrics.resumed.labels(what).inc()
 
     async def prepare(self) -> None:
         """The work-queue stream (the reconciler ensures the same) and the durable consumer."""

@@ -9,15 +9,16 @@ share one connector per registry, so `maxConnections` bounds the whole process.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
 
-from clusterregistry.config import MirrorSettings, RegistryAccess, parse_quantity
+from clusterregistry.config import MirrorSettings, RegistryAccess, parse_quantity, parse_rate
 from clusterregistry.errors import ConfigError
 from clusterregistry.oci.authenticating import Credentials, Keychain, parse_docker_config
 from clusterregistry.oci.copying import CopyOptions
+from clusterregistry.oci.pacing import Pacer
 from clusterregistry.oci.registries import RegistryClient, Retry, ssl_context
 
 _DESTINATION_ACTIONS = "pull,push"
@@ -30,6 +31,16 @@ def copy_options(settings: MirrorSettings) -> CopyOptions:
         chunk_size=parse_quantity(settings.chunk_size),
         blob_attempts=settings.blob_attempts,
     )
+
+
+def pacer(settings: MirrorSettings, *,
+          on_wait: Callable[[float], None] | None = None) -> Pacer:
+    """The bandwidth limits of one worker: mirror.maxBytesPerSecond over all its copies,
+    and registries[].maxBytesPerSecond per source host (0: none)."""
+    return Pacer(parse_rate(settings.max_bytes_per_second),
+                 {access.host: parse_rate(access.max_bytes_per_second)
+                  for access in settings.registries},
+                 on_wait=on_wait)
 
 
 def configured_keychain(settings: MirrorSettings) -> Keychain:
