@@ -147,6 +147,8 @@ class ServiceSpec:
     settings: Mapping[str, Any] = field(default_factory=dict)
     # the webhook serves HTTPS on its own port besides the probe port
     https: bool = False
+    # a second replica that runs only with `SystemOptions.ha_replicas` (the soak's HA run)
+    ha_only: bool = False
 
     @property
     def path(self) -> Path:
@@ -171,6 +173,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("mirror-2", "mirror", "copies images to the edge registry"),
     ServiceSpec("gc", "gc", "frees what no owner uses"),
     ServiceSpec("webhook", "webhook", "rewrites pod images", https=True),
+    # Second replicas, as the ha overlay runs 3 of each: the relay elects a leader by Lease,
+    # tracker replicas split the work, reconciler replicas each reconcile every Artifact, GC
+    # replicas share run requests by queue group and sweep under one fenced lock. No second
+    # webhook: the sandbox has no Service to balance the configuration's one URL over two.
+    ServiceSpec("relay-2", "relay", "a second relay replica", ha_only=True),
+    ServiceSpec("tracker-2", "tracker", "a second tracker replica", ha_only=True),
+    ServiceSpec("reconciler-2", "reconciler", "a second reconciler replica", ha_only=True),
+    ServiceSpec("gc-2", "gc", "a second GC replica", ha_only=True),
 )
 
 
@@ -205,6 +215,10 @@ class SystemOptions:
     # a WAN link that drops, lags or is shared (`sandbox up --flaky-link`): a fault proxy
     # between the artifact store and what fetches from it (the mirror workers, the fronts)
     flaky_link: Faults | None = None
+    # second replicas of the relay, the tracker, the reconciler and GC (`ServiceSpec.ha_only`)
+    ha_replicas: bool = False
+    # extra environment per process name (a test's injected fault, e.g. PYTHONPATH)
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -464,6 +478,8 @@ class System:
 
     def _front_wanted(self, spec: ServiceSpec) -> bool:
         """By default: the fronts the options ask for (none without `front`)."""
+        if spec.ha_only:
+            return self.options.ha_replicas
         if spec.entry != "front":
             return True
         return self.options.front and spec.name in self.front_ports
@@ -642,6 +658,8 @@ class System:
             url = f"https://127.0.0.1:{self.webhook_port}/mutate" if spec.https else ""
             if spec.entry == "front" and spec.name in self.front_ports:
                 url = f"http://{self.front_host(spec.name)}"
+            if spec.ha_only and spec not in self.service_specs():
+                continue  # an HA replica is shown only where it runs
             note = spec.job if spec.landed else f"absent: {spec.path.name} has not landed"
             if spec.landed and spec not in self.service_specs():
                 note = "not started in this sandbox"
@@ -762,6 +780,7 @@ class System:
             # the sandbox CA for the artifact store (Python ssl, and Go tools if any)
             "SSL_CERT_FILE": str(self.ca_path),
             "PYTHONUNBUFFERED": "1",
+            **self.options.service_env.get(spec.name, {}),
         }
 
     def _service_settings(self, spec: ServiceSpec) -> Path:
