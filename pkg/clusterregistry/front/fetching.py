@@ -50,6 +50,7 @@ from clusterregistry.front.metrics import FrontMetrics
 from clusterregistry.front.spools import READ_CHUNK, Spool, SpoolDir
 from clusterregistry.oci.clients import RegistryClients
 from clusterregistry.oci.manifests import digest_of
+from clusterregistry.oci.pacing import Pacer
 from clusterregistry.oci.registries import RegistryClient
 from clusterregistry.references import Reference
 
@@ -76,6 +77,9 @@ class BlobFlight:
     source: Reference
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # spool or failure is known
     clients: int = 0  # requests served from it: all but the first joined it
+    # only the mirror wants it (a background copy): fetched within mirror.maxBytesPerSecond,
+    # until a client that is not the mirror (a kubelet: a pod is waiting) joins
+    paced: bool = False
     spool: Spool | None = None
     failure: ClusterRegistryError | None = None
     stored: bool = False
@@ -115,6 +119,7 @@ class Fetcher:
         ledger: KvBlobLedger | None = None,
         fence: Fence | None = None,
         peers: aiohttp.ClientSession | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -125,6 +130,7 @@ class Fetcher:
         self.ledger = ledger
         self.fence = fence
         self.peers = peers
+        self.pacer = pacer if pacer is not None and pacer.limited else None
         self.timeout = settings.source_timeout_seconds
         self.blobs: dict[str, BlobFlight] = {}
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()  # by digest
@@ -259,10 +265,14 @@ class Fetcher:
     # -- blobs --------------------------------------------------------------------------------
 
     async def blob(self, source: Reference, *, name: str, digest: str,
-                   from_peer: bool = False) -> BlobFlight | Peer | Stored:
-        """The flight to read `digest` from: this process's, another replica's, or none."""
+                   from_peer: bool = False, background: bool = False
+                   ) -> BlobFlight | Peer | Stored:
+        """The flight to read `digest` from: this process's, another replica's, or none.
+        `background`: asked for by the mirror only, so the link is shared (paced)."""
         flight = self.blobs.get(digest)
         if flight is not None:
+            if not background:
+                flight.paced = False
             return flight
         key = subjects.flight_key("blob", digest)
         revision = None
@@ -272,6 +282,8 @@ class Fetcher:
             if flight is not None:
                 if isinstance(outcome, Claimed):
                     await self.flights.abandon(key, outcome.revision)
+                if not background:
+                    flight.paced = False
                 return flight
             if isinstance(outcome, Elsewhere):
                 if outcome.claim.state == "stored":
@@ -283,7 +295,8 @@ class Fetcher:
             elif isinstance(outcome, Unknown):
                 log.info("no flight claim for %s (%s): fetching it alone", digest,
                          outcome.reason)
-        flight = self.blobs[digest] = BlobFlight(digest=digest, name=name, source=source)
+        flight = self.blobs[digest] = BlobFlight(digest=digest, name=name, source=source,
+                                                 paced=background and self.pacer is not None)
         flight.task = asyncio.create_task(self._fly_blob(flight, key, revision))
         self._keep(flight.task)
         return flight
@@ -364,6 +377,8 @@ class Fetcher:
             renewed = time.monotonic()
             try:
                 async for chunk in response.content.iter_chunked(READ_CHUNK):
+                    if flight.paced and self.pacer is not None:
+                        await self.pacer.take(source.domain, len(chunk))
                     hasher.update(chunk)
                     flight.spool.append(chunk)
                     self.metrics.source_bytes.inc(len(chunk))

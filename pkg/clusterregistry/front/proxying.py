@@ -220,7 +220,11 @@ class Front:
                          digest: str) -> web.StreamResponse:
         if request.method == "HEAD":
             return await self._head_blob(request, source, digest=digest)
-        outcome = await self.fetcher.blob(source, name=name, digest=digest)
+        # the mirror's background copy shares the link (mirror.maxBytesPerSecond); anyone
+        # else (a kubelet) is a pod waiting, and lifts the pacing of a fetch it joins
+        background = bool(request.headers.get(subjects.FRONT_SOURCE_VIEW_HEADER))
+        outcome = await self.fetcher.blob(source, name=name, digest=digest,
+                                          background=background)
         if isinstance(outcome, Stored):
             # another replica stored it since the registry said 404: ask again, and fetch
             # alone if the registry still lacks it (swept, or the store failed)
@@ -228,7 +232,7 @@ class Front:
             if answered is not None:
                 return answered
             outcome = await self.fetcher.blob(source, name=name, digest=digest,
-                                              from_peer=True)
+                                              from_peer=True, background=background)
         if isinstance(outcome, Peer):
             answered = await self._from_peer(request, outcome, digest)
             if answered is None:
@@ -238,7 +242,7 @@ class Front:
             if answered is not None:
                 return answered
             outcome = await self.fetcher.blob(source, name=name, digest=digest,
-                                              from_peer=True)
+                                              from_peer=True, background=background)
         assert isinstance(outcome, BlobFlight)
         return await self._from_flight(request, outcome, source)
 
@@ -311,6 +315,8 @@ class Front:
         """Stream another replica's fetch; None when the peer cannot serve it."""
         url = f"{peer.url}{PEER_PREFIX}/blobs/{digest}"
         headers = {subjects.FRONT_PEER_HEADER: "1"}
+        if request.headers.get(subjects.FRONT_SOURCE_VIEW_HEADER):
+            headers[subjects.FRONT_SOURCE_VIEW_HEADER] = "1"  # so the holder keeps pacing
         if "Range" in request.headers:
             headers["Range"] = request.headers["Range"]
         try:
@@ -408,6 +414,8 @@ class Front:
         flight = self.fetcher.blobs.get(digest)
         if flight is None:
             return answers.error(404, answers.BLOB_UNKNOWN, "no fetch of this blob here")
+        if not request.headers.get(subjects.FRONT_SOURCE_VIEW_HEADER):
+            flight.paced = False  # a kubelet at the other replica is waiting for it
         await flight.ready.wait()
         if flight.failure is not None or flight.spool is None:
             return answers.error(502, answers.UNAVAILABLE, str(flight.failure))

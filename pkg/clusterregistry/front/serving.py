@@ -32,7 +32,7 @@ from clusterregistry.front.metrics import FrontMetrics
 from clusterregistry.front.proxying import Front
 from clusterregistry.front.spools import SpoolDir
 from clusterregistry.front.windows import Window
-from clusterregistry.oci.clients import RegistryClients
+from clusterregistry.oci.clients import RegistryClients, pacer
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.runtime.probes import ProbeServer
 from clusterregistry.runtime.running import Service
@@ -74,7 +74,7 @@ async def serve(
         clients = RegistryClients(settings.mirror, local_registry=settings.local_registry,
                                   registry_endpoint=settings.registry_endpoint,
                                   read_timeout=front_settings.source_timeout_seconds,
-                                  retry_attempts=1)
+                                  retry_attempts=1, shape_paced_sockets=False)
         closing.push_async_callback(clients.close)
         registry = clients.destination(settings.registry)
         scheme = "http" if settings.mirror.local_plain_http else "https"
@@ -86,8 +86,10 @@ async def serve(
         closing.push_async_callback(session.close)
         spools = SpoolDir(Path(front_settings.spool_dir),
                           limit=parse_quantity(front_settings.spool_limit))
+        # the mirror's bandwidth limit, for fetches only the mirror asked for
         fetcher = Fetcher(settings=front_settings, clients=clients, registry=registry,
-                          spools=spools, metrics=metrics, peers=session)
+                          spools=spools, metrics=metrics, peers=session,
+                          pacer=pacer(settings.mirror))
         closing.push_async_callback(fetcher.close)
         window = Window(None, front_id=front_id, metrics=metrics)
         front = Front(upstream=f"{scheme}://{settings.registry}",

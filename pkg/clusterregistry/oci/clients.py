@@ -8,9 +8,11 @@ share one connector per registry, so `maxConnections` bounds the whole process.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -19,9 +21,36 @@ from clusterregistry.errors import ConfigError
 from clusterregistry.oci.authenticating import Credentials, Keychain, parse_docker_config
 from clusterregistry.oci.copying import CopyOptions
 from clusterregistry.oci.pacing import Pacer
-from clusterregistry.oci.registries import RegistryClient, Retry, ssl_context
+from clusterregistry.oci.registries import (
+    DEFAULT_READ_BUFFER,
+    RegistryClient,
+    Retry,
+    ssl_context,
+)
 
 _DESTINATION_ACTIONS = "pull,push"
+# A paced reader takes bytes from its socket only as fast as the limit allows, but the kernel
+# keeps accepting them up to the receive window (autotuned to several MiB per connection) and
+# aiohttp up to its read buffer: the link would run that far ahead of the limit at the start
+# of every connection. A fixed window (which turns autotuning off) keeps the link near the
+# limit: a quarter second of the limit over the connections to one registry, which still
+# carries the limit at round trips up to 250 ms, between 64 KiB and 4 MiB per connection.
+_WINDOW_SECONDS = 0.25
+_WINDOW_MIN, _WINDOW_MAX = 64 * 1024, 4 * 1024 * 1024
+
+
+def _receive_window(rate: int, connections: int) -> int:
+    return max(_WINDOW_MIN, min(_WINDOW_MAX, int(rate * _WINDOW_SECONDS / max(connections, 1))))
+
+
+def _sockets_with_window(window: int) -> Callable[[Any], socket.socket]:
+    def make(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+        return sock
+
+    return make
 
 
 def copy_options(settings: MirrorSettings) -> CopyOptions:
@@ -71,11 +100,14 @@ class RegistryClients:
 
     def __init__(self, settings: MirrorSettings, *, local_registry: str,
                  registry_endpoint: str = "", read_timeout: float = 120.0,
-                 retry_attempts: int | None = None) -> None:
+                 retry_attempts: int | None = None, shape_paced_sockets: bool = True) -> None:
         self.settings = settings
         self.local_registry = local_registry
         # distribution's own address when a front holds localRegistry: writes go straight there
         self.registry_endpoint = registry_endpoint
+        # a small receive window where reads are paced (the mirror, the copy command); the
+        # front does not: most of its fetches are for a waiting kubelet, at full speed
+        self.shape_paced_sockets = shape_paced_sockets
         # the front waits far less for a silent source than the mirror: a kubelet is waiting
         self.read_timeout = read_timeout
         self.retry_attempts = settings.retry_attempts if retry_attempts is None else retry_attempts
@@ -107,8 +139,24 @@ class RegistryClients:
                 context = ssl_context(
                     ca_file=access.ca_file or None if access else None,
                     verify=not (access and access.insecure_skip_verify))
-            connector = self._connectors[host] = aiohttp.TCPConnector(limit=limit, ssl=context)
+            rate = self._paced_rate(host)
+            connector = self._connectors[host] = aiohttp.TCPConnector(
+                limit=limit, ssl=context,
+                socket_factory=_sockets_with_window(_receive_window(rate, limit))
+                if rate else None)
         return connector
+
+    def _paced_rate(self, host: str) -> int:
+        """The bandwidth limit reads from `host` are paced to (0: none, never the local
+        registry; and none when this process does not shape its sockets)."""
+        if not self.shape_paced_sockets or host in (self.local_registry,
+                                                    self.registry_endpoint):
+            return 0
+        access = self._access.get(host)
+        limits = [rate for rate in (parse_rate(self.settings.max_bytes_per_second),
+                                    parse_rate(access.max_bytes_per_second) if access else 0)
+                  if rate]
+        return min(limits, default=0)
 
     def client(self, host: str, *, credentials: Credentials | None,
                actions: str = "pull", headers: Mapping[str, str] | None = None
@@ -120,7 +168,10 @@ class RegistryClients:
                 host, credentials=credentials, plain_http=self._plain_http(host),
                 actions=actions, connector=self._connector(host),
                 retry=Retry(attempts=self.retry_attempts), read_timeout=self.read_timeout,
-                headers=headers)
+                headers=headers,
+                read_buffer=min(DEFAULT_READ_BUFFER, _receive_window(
+                    rate, self.settings.max_connections_per_registry))
+                if (rate := self._paced_rate(host)) else DEFAULT_READ_BUFFER)
         return client
 
     def source(self, host: str, pull_secrets: Mapping[str, Credentials] | None = None
