@@ -168,7 +168,7 @@ class FaultProxy:
     """Forward 127.0.0.1:`port` to `target_host`:`target_port` through `faults`."""
 
     def __init__(self, target_host: str, target_port: int, faults: Faults | None = None,
-                 *, port: int = 0, name: str = "fault-proxy") -> None:
+                 *, port: int = 0, name: str = "fault-proxy", timeline: bool = False) -> None:
         self.target_host = target_host
         self.target_port = target_port
         self.faults = faults or Faults()
@@ -187,6 +187,10 @@ class FaultProxy:
         # when the first and the last byte went down (time.monotonic): a rate over the link
         self.first_down_at: float | None = None
         self.last_down_at: float | None = None
+        # with `timeline`, (time, bytes down so far) at each forward: the rate over any part
+        # of a transfer (for a measured transfer; a long-lived proxy would grow it forever)
+        self.timeline = timeline
+        self.down_timeline: list[tuple[float, int]] = []
 
     def __repr__(self) -> str:
         return (f"FaultProxy({self.name} 127.0.0.1:{self._port} -> "
@@ -208,12 +212,27 @@ class FaultProxy:
     def reset_counts(self) -> None:
         self.bytes_down = self.bytes_up = self.connections = self.cuts = 0
         self.first_down_at = self.last_down_at = None
+        self.down_timeline = []
 
     def down_rate(self) -> float | None:
         """Bytes per second downstream between the first byte and the last, if any went."""
         if self.first_down_at is None or self.last_down_at is None:
             return None
         return self.bytes_down / max(self.last_down_at - self.first_down_at, 1e-9)
+
+    def steady_down_rate(self, start: float = 0.25, end: float = 0.9) -> float | None:
+        """Bytes per second downstream between the moments `start` and `end` of the bytes
+        had gone. At the start of a transfer the socket buffers on both sides fill at the
+        speed of loopback, whatever the reader does; once they are full, what goes down is
+        exactly what the reader takes, so this is the reader's sustained rate."""
+        total = self.bytes_down
+        if total <= 0 or len(self.down_timeline) < 2:
+            return None
+        t0 = next(t for t, n in self.down_timeline if n >= total * start)
+        t1 = next(t for t, n in self.down_timeline if n >= total * end)
+        n0 = next(n for _, n in self.down_timeline if n >= total * start)
+        n1 = next(n for _, n in self.down_timeline if n >= total * end)
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
     async def start(self) -> None:
         if self._server is not None:
@@ -388,5 +407,7 @@ class FaultProxy:
                 self.first_down_at = now
             self.last_down_at = now
             self.bytes_down += nbytes
+            if self.timeline:
+                self.down_timeline.append((now, self.bytes_down))
         else:
             self.bytes_up += nbytes
