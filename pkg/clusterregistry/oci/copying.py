@@ -73,7 +73,8 @@ from clusterregistry.oci.resuming import Stalls, body_start
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlobLedger", "Copier", "CopyOptions", "CopyReport", "MemoryLedger", "Progress"]
+__all__ = ["BlobLedger", "Copier", "CopyOptions", "CopyProgress", "CopyReport", "MemoryLedger",
+           "Progress"]
 
 MiB = 1 << 20
 # batches at least this large are hashed off the event loop
@@ -144,6 +145,41 @@ class Progress(Protocol):
     def advanced(self, nbytes: int) -> None: ...
 
     def blob_done(self, digest: str, how: str, size: int) -> None: ...
+
+
+class CopyProgress:
+    """A `Progress` that only counts, for whoever reads it while the copy runs (the mirror
+    publishes it every few seconds; the Artifact's status and a metric show it).
+
+    `bytes_total` is the unique blob bytes the manifests name, known once they are read
+    (`known`); `bytes_done` counts each blob byte once, whether it was uploaded (as it
+    goes: the copier reports a resent byte once), mounted from another repository or
+    already there. Manifests are not counted: they are small and pushed last. An image
+    already complete in the destination is never planned: nothing to show.
+    """
+
+    def __init__(self) -> None:
+        self.known = False
+        self.bytes_total = 0
+        self.bytes_done = 0
+        self.blobs_total = 0
+        self.blobs_done = 0
+
+    def planned(self, blobs: int, total_bytes: int) -> None:
+        self.known = True
+        self.blobs_total, self.bytes_total = blobs, total_bytes
+
+    def advanced(self, nbytes: int) -> None:
+        self.bytes_done += nbytes
+
+    def blob_done(self, digest: str, how: str, size: int) -> None:
+        self.blobs_done += 1
+        if how != "copied":  # an uploaded blob's bytes were counted as they went
+            self.bytes_done += size
+
+    @property
+    def bytes_remaining(self) -> int:
+        return max(0, self.bytes_total - self.bytes_done)
 
 
 class BlobLedger(Protocol):
