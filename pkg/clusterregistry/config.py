@@ -201,6 +201,9 @@ class ReconcilerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="cam
     owners_listed: int = 20
     # an Artifact event or mirror result a dead reconciler held is redelivered after this
     ack_wait_seconds: float = 30.0
+    # a running copy's progress (from the mirror) is written to its Artifact's status at
+    # most this often (status.progress, PROGRESS in `-o wide`); 0: never written
+    progress_interval_seconds: float = 5.0
 
 
 class RegistryAccess(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -263,6 +266,9 @@ class MirrorSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
     # read sources through the registry front (localRegistry) rather than directly, so
     # that a blob a kubelet and the mirror both want is fetched from the source once
     source_through_front: bool = False
+    # every running copy's bytes done / total is published this often (core NATS,
+    # clusterregistry.mirror.progress.<artifact>) for the Artifact's status; 0: never
+    progress_interval_seconds: float = 2.0
 
 
 class GcSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -528,6 +534,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError("reconciler.refreshIntervalSeconds: must be >= 0 (0: never)")
     if reconciler.ack_wait_seconds < 1:
         raise ConfigError("reconciler.ackWaitSeconds: must be at least 1")
+    if reconciler.progress_interval_seconds != 0 and reconciler.progress_interval_seconds < 1:
+        raise ConfigError("reconciler.progressIntervalSeconds: 0 (never) or at least 1: each "
+                          "is a status write to the API server")
     if not 0 <= reconciler.owners_listed <= 20:
         raise ConfigError("reconciler.ownersListed: must be between 0 and 20 (the CRD's bound)")
     if not settings.local_registry or "/" in settings.local_registry:
@@ -602,6 +611,9 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
             raise ConfigError(f"{key}: {exc}") from exc
     if mirror.ack_wait_seconds < 1:
         raise ConfigError("mirror.ackWaitSeconds: must be at least 1 second")
+    if mirror.progress_interval_seconds != 0 and mirror.progress_interval_seconds < 1:
+        raise ConfigError("mirror.progressIntervalSeconds: 0 (never) or at least 1 second, "
+                          "so that progress cannot flood NATS")
     if mirror.retry_delay_seconds < 0 or mirror.blob_ledger_ttl_seconds <= 0:
         raise ConfigError("mirror.retryDelaySeconds >= 0 and blobLedgerTtlSeconds > 0 required")
     for platform in mirror.platforms:

@@ -229,6 +229,26 @@ class MirrorResult(msgspec.Struct, frozen=True, kw_only=True):
     trace_id: str = msgspec.field(default="", name="traceId")
 
 
+class MirrorProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """A copy running now: subject `clusterregistry.mirror.progress.<artifact>`.
+
+    Core NATS, not JetStream: nothing stores it, and a lost one is harmless (the next
+    replaces it; the outcome is the MirrorResult). `bytesTotal` is the blob bytes the
+    manifests name (known once they are read), `bytesDone` those copied, mounted or
+    already there; `time` is when the worker measured them (Unix seconds).
+    """
+
+    artifact: str
+    generation: int
+    bytes_done: int = msgspec.field(name="bytesDone")
+    bytes_total: int = msgspec.field(name="bytesTotal")
+    blobs_done: int = msgspec.field(default=0, name="blobsDone")
+    blobs_total: int = msgspec.field(default=0, name="blobsTotal")
+    attempt: int = 0
+    worker: str = ""
+    time: float = 0.0
+
+
 class BlobLocation(msgspec.Struct, frozen=True, kw_only=True):
     """KV `clusterregistry-mirror-blobs`: a blob in the local registry, or one being uploaded.
 
@@ -311,6 +331,7 @@ owner_record_decoder = msgspec.json.Decoder(OwnerRecord)
 artifact_record_decoder = msgspec.json.Decoder(ArtifactRecord)
 mirror_request_decoder = msgspec.json.Decoder(MirrorRequest)
 mirror_result_decoder = msgspec.json.Decoder(MirrorResult)
+mirror_progress_decoder = msgspec.json.Decoder(MirrorProgress)
 gc_event_decoder = msgspec.json.Decoder(GcEvent)
 fence_entry_decoder = msgspec.json.Decoder(FenceEntry)
 flight_claim_decoder = msgspec.json.Decoder(FlightClaim)

@@ -28,6 +28,11 @@ GC_ALL: Final = f"{PREFIX}.gc.>"
 # acked) whose two consumers filter disjoint subjects, the mirror workers on requests and the
 # reconcilers on results. Whoever creates the stream first creates it with both.
 MIRROR_STREAM_SUBJECTS: Final = (MIRROR_REQUEST, MIRROR_RESULT_ALL)
+# a running copy's bytes done / total, every few seconds: core NATS, in no stream (no
+# CLUSTERREGISTRY_* stream's subjects capture it). Progress is ephemeral: a lost one is
+# replaced by the next, and the durable outcome is the MirrorResult; storing them would
+# only fill the work queue with messages nobody acks.
+MIRROR_PROGRESS_ALL: Final = f"{PREFIX}.mirror.progress.*"
 
 # the kinds the relay publishes, lower-case singular as they appear in subjects
 KINDS: Final = ("pod", "replicaset", "job", "daemonset", "statefulset", "artifact")
@@ -69,6 +74,10 @@ TRACE_CONSUMER_PREFIX: Final = "clusterregistry-trace-"
 GC_RUN_REQUEST: Final = f"{PREFIX}.control.gc.run"
 # the GC replicas' queue group on GC_RUN_REQUEST: each request reaches exactly one
 GC_QUEUE_GROUP: Final = "clusterregistry-gc"
+
+# the reconciler replicas' queue group on MIRROR_PROGRESS_ALL: each progress message reaches
+# one of them, as each result does through their shared durable consumer
+RECONCILER_PROGRESS_QUEUE: Final = "clusterregistry-reconciler-progress"
 
 # -- headers ------------------------------------------------------------------------------------
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
@@ -114,6 +123,11 @@ def kube_kind(kind: str) -> str:
 
 def mirror_result(artifact_name: str) -> str:
     return f"{PREFIX}.mirror.result.{_token(artifact_name, 'artifact name')}"
+
+
+def mirror_progress(artifact_name: str) -> str:
+    """`clusterregistry.mirror.progress.<artifact>`: one running copy's progress (core NATS)."""
+    return f"{PREFIX}.mirror.progress.{_token(artifact_name, 'artifact name')}"
 
 
 def gc(event: str) -> str:

@@ -57,6 +57,12 @@ class MirrorMetrics:
             "byte reached), download_restarted (a source that ignores Range, read again "
             "from byte 0), upload (from the upload session's offset), upload_restarted (a "
             "new upload session)", ["what"], registry=registry)
+        # one series per state, never per copy: a label per artifact would grow for ever
+        self.in_flight_bytes = Gauge(
+            "clusterregistry_mirror_in_flight_bytes",
+            "Blob bytes of the copies running now in this worker, by state: done (copied, "
+            "mounted or already there) and remaining (of the total their manifests name; a "
+            "copy counts once its manifests are read)", ["state"], registry=registry)
         for how in ("copied", "mounted", "skipped"):
             self.blobs.labels(how)
         for what in ("download", "download_restarted", "upload", "upload_restarted"):

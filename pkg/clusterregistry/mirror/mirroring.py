@@ -15,6 +15,11 @@ the GC fence being held is nak'ed without counting as a failure.
 
 Every registry write happens inside `Fence.writing`, so GC's sweep never runs
 while a blob is uploaded and its manifest not pushed yet (see bus/fencing.py).
+
+While copies run, one loop publishes each one's bytes done / total every
+`progressIntervalSeconds` (`MirrorProgress`, core NATS: see `_report_progress`)
+for the Artifact's status, and the in-flight bytes gauge reads the same
+counters; the copier only counts (`CopyProgress`), it never publishes.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import msgspec
 
 from clusterregistry import errors, references, schemas, subjects
+from clusterregistry.bus.announcing import announce
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
 from clusterregistry.bus.streams import ensure_stream, publish
@@ -49,10 +55,10 @@ from clusterregistry.kube.events import NORMAL, EventRecorder
 from clusterregistry.mirror.metrics import MirrorMetrics
 from clusterregistry.oci.authenticating import Credentials, parse_docker_config
 from clusterregistry.oci.clients import RegistryClients, copy_options, pacer
-from clusterregistry.oci.copying import BlobLedger, Copier, CopyReport
+from clusterregistry.oci.copying import BlobLedger, Copier, CopyProgress, CopyReport, Progress
 from clusterregistry.runtime import logs
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
-from clusterregistry.schemas import MirrorRequest, MirrorResult, SecretRef
+from clusterregistry.schemas import MirrorProgress, MirrorRequest, MirrorResult, SecretRef
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +154,39 @@ def result_for(request: MirrorRequest, *, report: CopyReport | None,
         error=str(error)[:1000], reason=settlement.reason, retryable=settlement.retryable)
 
 
+@dataclass(eq=False)
+class Running:
+    """One copy in flight, as the progress loop and the in-flight gauge read it."""
+
+    request: MirrorRequest
+    progress: CopyProgress = field(default_factory=CopyProgress)
+    # (bytes done, bytes total) of the last progress published
+    sent: tuple[int, int] | None = None
+
+
+def progress_message(running: Running, *, worker: str, now: float) -> MirrorProgress | None:
+    """What to publish for one running copy now: None until its manifests are read (no
+    total yet, or an image already complete, which is never planned), and when nothing
+    moved since the last one (a stalled or throttled copy says nothing new)."""
+    progress = running.progress
+    if not progress.known or running.sent == (progress.bytes_done, progress.bytes_total):
+        return None
+    request = running.request
+    return MirrorProgress(
+        artifact=request.artifact, generation=request.generation,
+        bytes_done=min(progress.bytes_done, progress.bytes_total),
+        bytes_total=progress.bytes_total, blobs_done=progress.blobs_done,
+        blobs_total=progress.blobs_total, attempt=request.attempt, worker=worker,
+        time=round(now, 3))
+
+
+def in_flight_bytes(copies: Sequence[Running]) -> tuple[int, int]:
+    """(done, remaining) blob bytes over the copies whose totals are known."""
+    known = [running.progress for running in copies if running.progress.known]
+    return (sum(min(p.bytes_done, p.bytes_total) for p in known),
+            sum(p.bytes_remaining for p in known))
+
+
 # -- the worker --------------------------------------------------------------------------------
 
 
@@ -198,6 +237,11 @@ class Worker:
         self.ready = False
         self.handled = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.copies: list[Running] = []
+        self.metrics.in_flight_bytes.labels("done").set_function(
+            lambda: in_flight_bytes(self.copies)[0])
+        self.metrics.in_flight_bytes.labels("remaining").set_function(
+            lambda: in_flight_bytes(self.copies)[1])
         # every worker pulls from one durable: each request goes to one of them at a time
         self.requests = Puller(bus, ConsumerSpec(
             stream=subjects.MIRROR_STREAM, durable=subjects.MIRROR_CONSUMER,
@@ -224,6 +268,7 @@ class Worker:
         slots = asyncio.Semaphore(self.settings.concurrency)
         if self.recorder is not None:
             self.recorder.start()
+        reporting = asyncio.create_task(self._report_progress(stop))
         try:
             while not stop.is_set():
                 await slots.acquire()
@@ -251,7 +296,7 @@ class Worker:
                     task.add_done_callback(done)
         finally:
             # copies in flight are abandoned and nak'ed: another worker starts them afresh
-            await cancel_and_wait(*self._tasks)
+            await cancel_and_wait(*self._tasks, reporting)
             await self.requests.stop()
             if self.recorder is not None:
                 await self.recorder.stop()
@@ -274,8 +319,10 @@ class Worker:
         error: BaseException | None = None
         keepalive = asyncio.create_task(self._keep_alive(msg))
         self.metrics.in_flight.inc()
+        running = Running(request)
+        self.copies.append(running)
         try:
-            report = await self.mirror(request)
+            report = await self.mirror(request, progress=running.progress)
         except asyncio.CancelledError:
             await asyncio.shield(msg.nak())
             raise
@@ -283,6 +330,7 @@ class Worker:
             error = exc
         finally:
             keepalive.cancel()
+            self.copies.remove(running)
             self.metrics.in_flight.dec()
         duration = time.perf_counter() - started
         settlement = settle(error, delivered=delivered, settings=self.settings)
@@ -329,6 +377,28 @@ class Worker:
                 await msg.nak(delay=settlement.delay)
         self.handled += 1
 
+    async def _report_progress(self, stop: asyncio.Event) -> None:
+        """Every `progressIntervalSeconds`, each running copy's progress, if it moved.
+
+        Core NATS, not the work-queue stream: progress is ephemeral. A message lost (no
+        reconciler listening, NATS reconnecting) is harmless, the next replaces it, and
+        the durable outcome is the MirrorResult; stored, they would pile up in the work
+        queue unacked. One loop for the worker, one message per copy per tick: the rate
+        is bounded by the interval, however fast the bytes move.
+        """
+        interval = self.settings.progress_interval_seconds
+        if interval <= 0:
+            return
+        while not await sleep_unless_stopped(stop, interval):
+            now = time.time()
+            for running in list(self.copies):
+                message = progress_message(running, worker=self.worker_id, now=now)
+                if message is None:
+                    continue
+                running.sent = (message.bytes_done, message.bytes_total)
+                await announce(self.bus, subjects.mirror_progress(message.artifact),
+                               schemas.encode(message))
+
     async def _keep_alive(self, msg: Pulled) -> None:
         """Tell JetStream the copy is still running, so it is not redelivered meanwhile."""
         interval = self.settings.ack_wait_seconds / 3
@@ -352,8 +422,9 @@ class Worker:
                 raise PermanentError(f"secret {ref.namespace}/{ref.name}: {exc}") from None
         return found
 
-    async def mirror(self, request: MirrorRequest) -> CopyReport:
-        """One copy, inside the GC fence."""
+    async def mirror(self, request: MirrorRequest, *,
+                     progress: Progress | None = None) -> CopyReport:
+        """One copy, inside the GC fence; `progress` is told of its bytes as they move."""
         try:
             source = references.parse(request.source).with_default_tag()
             destination = references.parse(request.destination).with_default_tag()
@@ -379,4 +450,4 @@ class Worker:
                     f" on {self.worker_id}")
             return await self.copier.copy(
                 src, src_path, source.version, dst, destination.path,
-                tag=destination.tag or None, platforms=platforms)
+                tag=destination.tag or None, platforms=platforms, progress=progress)

@@ -18,7 +18,14 @@ from clusterregistry.errors import (
     RegistryError,
     UnsupportedManifestError,
 )
-from clusterregistry.mirror.mirroring import reason_of, result_for, settle
+from clusterregistry.mirror.mirroring import (
+    Running,
+    in_flight_bytes,
+    progress_message,
+    reason_of,
+    result_for,
+    settle,
+)
 from clusterregistry.oci.copying import CopyReport
 from clusterregistry.schemas import MirrorRequest
 
@@ -92,6 +99,8 @@ def test_results_carry_the_copy_or_the_error() -> None:
     ({"CLUSTERREGISTRY_MIRROR_CHUNKSIZE": "lots"}, "mirror.chunkSize"),
     ({"CLUSTERREGISTRY_MIRROR_PLATFORMS": "linux"}, "mirror.platforms"),
     ({"CLUSTERREGISTRY_MIRROR_ACKWAITSECONDS": "0.5"}, "mirror.ackWaitSeconds"),
+    ({"CLUSTERREGISTRY_MIRROR_PROGRESSINTERVALSECONDS": "0.1"},
+     "mirror.progressIntervalSeconds"),
 ])
 def test_bad_mirror_settings_name_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -108,3 +117,34 @@ def test_registry_access_is_validated(tmp_path: Path) -> None:
     settings = config.load(path, env={})
     assert settings.mirror.platforms == ["linux/arm64"]
     assert settings.mirror.registries[0].password_file == "/run/p"
+
+
+def test_progress_is_published_once_the_total_is_known_and_only_when_it_moved() -> None:
+    request = MirrorRequest(artifact="upf", generation=7, source="acr.io/nf/upf:1",
+                            destination="edge:5000/acr.io/nf/upf:1", attempt=2)
+    running = Running(request)
+    assert progress_message(running, worker="m-0", now=100.0) is None  # manifests not read
+    running.progress.planned(3, 8 << 20)
+    first = progress_message(running, worker="m-0", now=100.0)
+    assert first is not None
+    assert (first.artifact, first.generation, first.attempt, first.worker, first.time) == (
+        "upf", 7, 2, "m-0", 100.0)
+    assert (first.bytes_done, first.bytes_total, first.blobs_done, first.blobs_total) == (
+        0, 8 << 20, 0, 3)
+    running.sent = (first.bytes_done, first.bytes_total)
+    assert progress_message(running, worker="m-0", now=102.0) is None  # throttled: nothing new
+    running.progress.advanced(1 << 20)
+    moved = progress_message(running, worker="m-0", now=104.0)
+    assert moved is not None and moved.bytes_done == 1 << 20
+
+
+def test_in_flight_bytes_sum_the_copies_whose_totals_are_known() -> None:
+    request = MirrorRequest(artifact="a", generation=1, source="s:1", destination="d:1")
+    one, two, unplanned = Running(request), Running(request), Running(request)
+    one.progress.planned(2, 100)
+    one.progress.advanced(30)
+    two.progress.planned(1, 50)
+    two.progress.blob_done("sha256:b", "skipped", 50)
+    unplanned.progress.advanced(5)
+    assert in_flight_bytes([one, two, unplanned]) == (80, 70)
+    assert in_flight_bytes([]) == (0, 0)
