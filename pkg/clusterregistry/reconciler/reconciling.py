@@ -17,6 +17,13 @@ race is a 409 and a new decision, never an overwrite. The KV record of each
 Artifact follows its status; it is written only while the Artifact exists
 and is not being deleted, so a record GC removed is never brought back by
 a stale cache.
+
+A running copy's progress comes over core NATS (`MirrorProgress`, the
+replicas in one queue group): only the newest per Artifact is kept, and a
+loop of its own writes it with the same resourceVersion-checked status patch
+(`statuses.on_progress` decides, at most once per `progressIntervalSeconds`
+per Artifact). It is a display: losing one costs nothing, so a failed write
+is dropped, not retried; the next message or the result brings the status on.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 import msgspec
 
 from clusterregistry import references, schemas, subjects
+from clusterregistry.bus.announcing import Listener
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.keyvalues import Records, Versioned, watch_bucket
 from clusterregistry.bus.pulling import ConsumerSpec, Pulled, Puller
@@ -50,7 +58,7 @@ from clusterregistry.reconciler import statuses
 from clusterregistry.reconciler.metrics import ReconcilerMetrics
 from clusterregistry.runtime.lifecycle import cancel_and_wait, sleep_unless_stopped
 from clusterregistry.runtime.running import identity as default_identity
-from clusterregistry.schemas import ArtifactRecord, MirrorResult, OwnerRecord
+from clusterregistry.schemas import ArtifactRecord, MirrorProgress, MirrorResult, OwnerRecord
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +110,8 @@ class Reconciler:
             retry_initial=settings.retry_initial_seconds, retry_max=settings.retry_max_seconds,
             retry_jitter=settings.retry_jitter,
             refresh_interval=settings.refresh_interval_seconds,
-            owners_listed=settings.owners_listed)
+            owners_listed=settings.owners_listed,
+            progress_interval=settings.progress_interval_seconds)
         # each reconciler sees every Artifact event (its cache must hear of GC's changes);
         # results are shared work: whichever reconciler takes one applies it
         self.events = Puller(bus, ConsumerSpec(
@@ -116,6 +125,13 @@ class Reconciler:
             stream=subjects.MIRROR_STREAM, durable=subjects.RECONCILER_RESULTS_CONSUMER,
             filter_subject=subjects.MIRROR_RESULT_ALL, max_ack_pending=1000,
             ack_wait=settings.ack_wait_seconds))
+        # running copies' progress: core NATS, one replica of the queue group gets each
+        self.progress = Listener(bus, subjects.MIRROR_PROGRESS_ALL,
+                                 queue=subjects.RECONCILER_PROGRESS_QUEUE,
+                                 handle=self._on_progress)
+        self._progress: dict[str, MirrorProgress] = {}  # Artifact name -> newest not applied
+        self._progress_ready = asyncio.Event()
+        self._progress_patched: dict[str, float] = {}  # Artifact name -> when, self.clock
         self.records: Records[ArtifactRecord] | None = None
         self.refs: Records[OwnerRecord] | None = None
         # state
@@ -151,6 +167,8 @@ class Reconciler:
         self.records = Records(artifacts, schemas.artifact_record_decoder.decode)
         await self.events.start()
         await self.results.start()
+        if self.settings.progress_interval_seconds > 0:
+            await self.progress.start()
         await self._relist_artifacts()
         self._kv_cache = await self.records.snapshot()
         self.ready = True
@@ -177,7 +195,7 @@ class Reconciler:
                 delay = min(delay * 2, 10.0)
         loops: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
             self._watch_refs, self._consume_events, self._consume_results,
-            self._reconcile_loop, self._resync_loop]
+            self._reconcile_loop, self._resync_loop, self._progress_loop]
         if self.recorder is not None:
             self.recorder.start()
         tasks = [asyncio.create_task(loop(stop), name=loop.__name__) for loop in loops]
@@ -191,6 +209,7 @@ class Reconciler:
             await cancel_and_wait(*tasks, stopping)
             await self.events.stop()
             await self.results.stop()
+            await self.progress.stop()
             if self.recorder is not None:
                 await self.recorder.stop()
 
@@ -386,6 +405,7 @@ class Reconciler:
                 self._stale.add(name)
                 return "stale"
             self.metrics.api_writes.labels("status").inc()
+            self._progress_patched.pop(name, None)
             if self.recorder is not None:
                 involved = reference_of(artifact)
                 for note in statuses.notes_for_result(result, artifact, patch):
@@ -393,6 +413,70 @@ class Reconciler:
             self.mark(name)  # the KV record, and the next timer
             return "ok" if result.ok else "failed"
         raise RetryableError(f"artifact {name}: still conflicting", delay=1.0)
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def _on_progress(self, subject: str, data: bytes) -> None:
+        """Keep the newest progress per Artifact for the loop; nothing else (the handler
+        runs in the subscription's own task, one message at a time)."""
+        try:
+            progress = schemas.mirror_progress_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("reconciler: undecodable progress on %s: %s", subject, exc)
+            return
+        held = self._progress.get(progress.artifact)
+        if held is None or (held.generation, held.time) <= (progress.generation, progress.time):
+            self._progress[progress.artifact] = progress
+            self._progress_ready.set()
+
+    async def _progress_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if not self._progress:
+                self._progress_ready.clear()
+                await sleep_unless_stopped(self._progress_ready, 1.0)
+                continue
+            pending, self._progress = self._progress, {}
+            for progress in pending.values():
+                try:
+                    await self.apply_progress(progress)
+                except (RetryableError, PermanentError) as exc:
+                    # a display only: the next message, or the result, brings it on
+                    log.info("reconciler: progress of %s not written: %s", progress.artifact,
+                             exc)
+            # an entry older than the interval limits nothing any more
+            horizon = self.clock() - self.rules.progress_interval
+            for name, when in list(self._progress_patched.items()):
+                if when < horizon:
+                    del self._progress_patched[name]
+
+    async def apply_progress(self, progress: MirrorProgress) -> str:
+        """Write a running copy's progress to its Artifact's status, if `on_progress` calls
+        for it: 'written', or 'skipped' (rate-limited, not Mirroring, another generation,
+        nothing new, no such Artifact)."""
+        name = progress.artifact
+        for _ in range(2):  # a conflict: read again (a result may have landed), decide again
+            artifact = await self._current(name)
+            if artifact is None:
+                return "skipped"
+            now = self.clock()
+            patch = statuses.on_progress(progress, artifact, now=now, rules=self.rules,
+                                         last_patched=self._progress_patched.get(name))
+            if patch is None:
+                return "skipped"
+            try:
+                self.cache[name] = await self.artifacts.patch_status(
+                    name, patch, resource_version=artifact["metadata"]["resourceVersion"])
+            except ConflictError:
+                self.metrics.conflicts.inc()
+                self._stale.add(name)
+                continue
+            except NotFoundError:
+                self._stale.add(name)
+                return "skipped"
+            self.metrics.api_writes.labels("status").inc()
+            self._progress_patched[name] = now
+            return "written"
+        return "skipped"
 
     # -- the work queue ------------------------------------------------------------------------
 

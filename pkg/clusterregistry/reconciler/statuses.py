@@ -12,6 +12,11 @@ again, so each phase a user can observe is a real, stored state:
                                                      Failed            v
                                                                Available (re-copied)
 
+`on_progress` turns a running copy's progress (bytes done / total) into a
+status patch, only while the Artifact is Mirroring that very generation, and at
+most once per `progress_interval`; a result, a new request or any phase but
+Mirroring removes it again.
+
 `on_result` turns a mirror's answer into a status patch. Every request
 carries a new `mirrorGeneration`, stored in the status before the request is
 published; a result for another generation is stale and ignored, so a slow
@@ -36,6 +41,7 @@ import msgspec
 from clusterregistry import references
 from clusterregistry.schemas import (
     ArtifactRecord,
+    MirrorProgress,
     MirrorRequest,
     MirrorResult,
     OwnerRecord,
@@ -57,6 +63,7 @@ class Rules:
     retry_jitter: float = 0.2
     refresh_interval: float = 0.0  # 0: mutable tags are never copied again
     owners_listed: int = 20
+    progress_interval: float = 5.0  # at most one progress patch per Artifact this often
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,22 @@ def short_platforms(platforms: list[str]) -> str:
     return ",".join(shown + ([f"+{rest}"] if rest > 0 else []))
 
 
+def human_progress(done: int, total: int) -> str:
+    """`120Mi/256Mi (46%)`: bytes done and total as `human_size`, the share rounded down,
+    so 100% means done."""
+    share = done * 100 // total if total > 0 else 0
+    return f"{human_size(done)}/{human_size(total)} ({min(share, 100)}%)"
+
+
+def _progress_counts(progress: Any) -> tuple[int, int] | None:
+    if not isinstance(progress, dict):
+        return None
+    done, total = progress.get("bytesDone"), progress.get("bytesTotal")
+    if isinstance(done, int) and isinstance(total, int) and 0 <= done <= total and total > 0:
+        return done, total
+    return None
+
+
 def _with_display(status: Status) -> Status:
     """The fields made for `kubectl get artifacts` (JSONPath cannot format or cut), kept in
     step with what they show, and absent when it is."""
@@ -166,6 +189,8 @@ def _with_display(status: Status) -> Status:
         and new["digest"] else None,
         "platformsShort": short_platforms([str(p) for p in new["platforms"]])
         if isinstance(new.get("platforms"), list) and new["platforms"] else None,
+        "progressHuman": human_progress(*counts)
+        if (counts := _progress_counts(new.get("progress"))) else None,
     }
     for key, value in shown.items():
         if value is None:
@@ -312,6 +337,8 @@ def plan(*, desired: Desired, artifact: dict[str, Any] | None, now: float, rules
         request = _request(artifact["metadata"]["name"], desired.source,
                            generation=mirror_generation, attempt=attempts, owners=owners,
                            rules=rules, now=now, uid=artifact["metadata"].get("uid", ""))
+    if request is not None or new.get("phase") != "Mirroring":
+        new.pop("progress", None)  # an earlier generation's, or a copy no longer running
     new = _with_condition(_with_display(new), now=now, generation=generation)
     wake = seconds(new.get("nextMirrorTime"))
     return Plan(status=_diff(old, new), request=request, reason=reason, again=again,
@@ -348,9 +375,45 @@ def on_result(result: MirrorResult, artifact: dict[str, Any], *, now: float, rul
                    message=f"{what}; next attempt in {delay:.0f}s")
         if old.get("phase") != "Available":  # a failed refresh keeps the copy it has
             new["phase"] = "Failed"
+    new.pop("progress", None)  # the copy has ended: the result says what it did
     new["observedGeneration"] = generation
     new = _with_condition(_with_display(new), now=now, generation=generation)
     return _diff(old, new)
+
+
+def on_progress(progress: MirrorProgress, artifact: dict[str, Any], *, now: float,
+                rules: Rules, last_patched: float | None = None) -> Status | None:
+    """The status patch a running copy's progress calls for; None when it calls for none.
+
+    Only while the Artifact is Mirroring the generation the progress is for (a refresh of
+    an Available copy, a late message after the result, another generation's copy: none),
+    only when it says something new, and at most once per `progress_interval`: since this
+    process last wrote progress for it (`last_patched`, this process's clock), and since
+    the measurement the status holds (the mirror's clock, stored by the second: a bound
+    that holds across reconciler replicas too, each of which may receive progress).
+    A message older than the stored one is dropped (core NATS may reorder across
+    reconnects). `updated` is when the mirror measured, not when this was written.
+    """
+    interval = rules.progress_interval
+    old: Status = dict(artifact.get("status") or {})
+    if interval <= 0 or old.get("phase") != "Mirroring" or progress.bytes_total <= 0:
+        return None
+    if int(old.get("mirrorGeneration") or 0) != progress.generation:
+        return None
+    if last_patched is not None and now - last_patched < interval:
+        return None
+    held = old.get("progress")
+    stored: Status = held if isinstance(held, dict) else {}
+    stored_at = seconds(stored.get("updated"))
+    if stored_at is not None and progress.time - stored_at < interval:
+        return None  # also drops a message older than the stored one
+    done = min(max(progress.bytes_done, 0), progress.bytes_total)
+    if (stored.get("bytesDone"), stored.get("bytesTotal")) == (done, progress.bytes_total):
+        return None
+    new: Status = dict(old)
+    new["progress"] = {"bytesDone": done, "bytesTotal": progress.bytes_total,
+                       "updated": timestamp(progress.time or now)}
+    return _diff(old, _with_display(new))
 
 
 @dataclass(frozen=True)

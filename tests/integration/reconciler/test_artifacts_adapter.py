@@ -17,7 +17,7 @@ from clusterregistry.errors import ConflictError, NotFoundError, PermanentError
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.kube.clients import api_client
 from clusterregistry.reconciler import statuses
-from clusterregistry.schemas import MirrorResult, OwnerRecord
+from clusterregistry.schemas import MirrorProgress, MirrorResult, OwnerRecord
 from kubesim.resources import Resource
 from kubesim.running import Cluster
 from tests.world.kube import Kubectl
@@ -93,7 +93,8 @@ async def test_the_schema_rejects_bad_specs_and_statuses(artifacts: Artifacts) -
 
 
 async def _built_by_the_reconciler(artifacts: Artifacts, source: str, *, size: int,
-                                   platforms: list[str], owners: int) -> dict[str, Any]:
+                                   platforms: list[str], owners: int,
+                                   progress: tuple[int, int] | None = None) -> dict[str, Any]:
     """An Artifact taken through the reconciler's own decisions: created, Pending,
     Mirroring, then Available from a mirror result, each patch stored as it would be."""
     rules = statuses.Rules(local_registry="edge.local:5000")
@@ -113,6 +114,15 @@ async def _built_by_the_reconciler(artifacts: Artifacts, source: str, *, size: i
                 desired.name, plan.status,
                 resource_version=artifact["metadata"]["resourceVersion"])
     assert artifact is not None and artifact["status"]["phase"] == "Mirroring"
+    if progress is not None:  # the copy runs: its progress, as the reconciler writes it
+        patch = statuses.on_progress(
+            MirrorProgress(artifact=desired.name,
+                           generation=artifact["status"]["mirrorGeneration"],
+                           bytes_done=progress[0], bytes_total=progress[1], time=now),
+            artifact, now=now, rules=rules)
+        assert patch is not None
+        return await artifacts.patch_status(
+            desired.name, patch, resource_version=artifact["metadata"]["resourceVersion"])
     result = MirrorResult(
         artifact=desired.name, generation=artifact["status"]["mirrorGeneration"],
         source=source, destination=statuses.local_of(source, rules.local_registry), ok=True,
@@ -155,12 +165,13 @@ async def test_kubectl_shows_the_columns(artifacts: Artifacts, kubectl: Kubectl)
     print(wide)
     columns = _columns(wide)
     assert list(columns[SOURCE]) == ["NAME", "SOURCE", "PHASE", "SIZE", "REFS", "AGE",
-                                     "DIGEST", "PLATFORMS", "LAST-USED", "LOCAL"]
+                                     "PROGRESS", "DIGEST", "PLATFORMS", "LAST-USED", "LOCAL"]
     row = columns[SOURCE]
     assert (row["PHASE"], row["SIZE"], row["REFS"]) == ("Available", "964Ki", "2")
     assert (row["DIGEST"], row["PLATFORMS"]) == ("sha256:ab12cd34ef56",
                                                  "linux/amd64,linux/arm64")
     assert re.fullmatch(r"\d+s", row["LAST-USED"])  # a date column: an age, seconds old
+    assert row["PROGRESS"] == ""  # only while a copy runs
     assert row["LOCAL"] == f"edge.local:5000/{SOURCE}"
     # a single-platform image: the mirror names no platform, so the cell is empty (the
     # field is absent, and kubectl prints a server-side Table's null cell as nothing)
@@ -173,3 +184,17 @@ async def test_kubectl_shows_the_columns(artifacts: Artifacts, kubectl: Kubectl)
         "get", "artifacts", "-A", "-o",
         "jsonpath={range .items[*]}{.spec.sourceArtifact}{\"\\n\"}{end}")
     assert sorted(sources.stdout.split()) == sorted([SOURCE, single])
+
+
+async def test_kubectl_shows_a_running_copy_s_progress(artifacts: Artifacts,
+                                                       kubectl: Kubectl) -> None:
+    """PROGRESS (`-o wide`) while Mirroring; the CRD's schema takes status.progress."""
+    running = await _built_by_the_reconciler(artifacts, SOURCE, size=0, platforms=[],
+                                             owners=1, progress=(120 << 20, 256 << 20))
+    assert running["status"]["progress"]["bytesDone"] == 120 << 20
+    assert running["status"]["progressHuman"] == "120Mi/256Mi (46%)"
+    wide = (await kubectl.run("get", "artifacts", "-o", "wide")).stdout
+    print(wide)
+    row = _columns(wide)[SOURCE]
+    assert (row["PHASE"], row["PROGRESS"], row["SIZE"]) == ("Mirroring", "120Mi/256Mi (46%)",
+                                                          "")

@@ -11,7 +11,7 @@ import pytest
 from clusterregistry import references
 from clusterregistry.reconciler import statuses
 from clusterregistry.reconciler.statuses import Desired, Plan, Rules
-from clusterregistry.schemas import MirrorResult, OwnerRecord
+from clusterregistry.schemas import MirrorProgress, MirrorResult, OwnerRecord
 
 RULES = Rules(local_registry="edge.local:5000", mirror_timeout=60, retry_initial=10,
               retry_max=80, retry_jitter=0.2, refresh_interval=0, owners_listed=2)
@@ -240,3 +240,92 @@ def test_the_display_fields_follow_size_digest_and_platforms() -> None:
     # and a status without platforms shows none
     plan, _ = step({**done, "platforms": []}, (owner("a"),), now=7)
     assert plan.status == {"platformsShort": None}
+
+
+MiB = 1 << 20
+
+
+def progress(generation: int, done: int, *, total: int = 256 * MiB,
+             at: float = 100.0) -> MirrorProgress:
+    return MirrorProgress(artifact=NAME, generation=generation, bytes_done=done,
+                          bytes_total=total, time=at)
+
+
+def on_progress(status: dict[str, Any], message: MirrorProgress, *, now: float,
+                last: float | None = None, rules: Rules = RULES) -> dict[str, Any] | None:
+    """The progress patch, applied as the API server would merge it; None: no write."""
+    patch = statuses.on_progress(message, artifact(status), now=now, rules=rules,
+                                 last_patched=last)
+    if patch is None:
+        return None
+    merged = dict(status)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.mark.parametrize(("done", "total", "shown"), [
+    (0, 256 * MiB, "0/256Mi (0%)"),
+    (120 * MiB, 256 * MiB, "120Mi/256Mi (46%)"),
+    (256 * MiB - 1, 256 * MiB, "256Mi/256Mi (99%)"),  # 100% only once all is done
+    (8 * MiB, 8 * MiB, "8Mi/8Mi (100%)"),
+])
+def test_human_progress(done: int, total: int, shown: str) -> None:
+    assert statuses.human_progress(done, total) == shown
+
+
+def test_progress_is_written_while_mirroring_its_generation_rate_limited() -> None:
+    _, mirroring = step({"phase": "Pending"}, (owner("a"),), now=0)
+    generation = mirroring["mirrorGeneration"]
+    shown = on_progress(mirroring, progress(generation, 120 * MiB, at=100.0), now=100.5)
+    assert shown is not None
+    assert shown["progress"] == {"bytesDone": 120 * MiB, "bytesTotal": 256 * MiB,
+                                 "updated": statuses.timestamp(100)}
+    assert shown["progressHuman"] == "120Mi/256Mi (46%)"
+    assert shown["phase"] == "Mirroring" and shown["conditions"] == mirroring["conditions"]
+    # at most one write per interval (5 s): by this process's clock, and by the time stored
+    assert on_progress(shown, progress(generation, 130 * MiB, at=102.0), now=101.0,
+                       last=100.5) is None
+    assert on_progress(shown, progress(generation, 130 * MiB, at=102.0), now=106.0,
+                       last=100.5) is None  # another replica wrote it 2 s before
+    later = on_progress(shown, progress(generation, 200 * MiB, at=105.5), now=106.0,
+                        last=100.5)
+    assert later is not None and later["progressHuman"] == "200Mi/256Mi (78%)"
+    # nothing new, an older message, and a total not known: no write
+    assert on_progress(later, progress(generation, 200 * MiB, at=111.0), now=112) is None
+    assert on_progress(later, progress(generation, 210 * MiB, at=99.0), now=112) is None
+    assert on_progress(mirroring, progress(generation, 0, total=0), now=112) is None
+    # 0: progress is never written
+    off = Rules(**{**RULES.__dict__, "progress_interval": 0})
+    assert on_progress(mirroring, progress(generation, 1), now=100, rules=off) is None
+
+
+def test_progress_of_another_generation_or_outside_mirroring_is_ignored() -> None:
+    _, mirroring = step({"phase": "Pending"}, (owner("a"),), now=0)
+    generation = mirroring["mirrorGeneration"]
+    assert on_progress(mirroring, progress(generation - 1, MiB), now=100) is None
+    assert on_progress(mirroring, progress(generation + 1, MiB), now=100) is None
+    for phase in ("Pending", "Available", "Failed", "Deleting"):  # a refresh shows none either
+        assert on_progress({**mirroring, "phase": phase}, progress(generation, MiB),
+                           now=100) is None
+
+
+def test_the_result_clears_progress_and_so_does_a_new_request() -> None:
+    _, mirroring = step({"phase": "Pending"}, (owner("a"),), now=0)
+    generation = mirroring["mirrorGeneration"]
+    shown = on_progress(mirroring, progress(generation, 120 * MiB, at=10.0), now=10)
+    assert shown is not None
+    # a reconcile while the copy runs keeps it
+    plan, kept = step(shown, (owner("a"),), now=11)
+    assert plan.status is None and kept["progressHuman"] == "120Mi/256Mi (46%)"
+    for outcome in (result(generation), result(generation, ok=False)):
+        ended = apply(shown, outcome, now=12)
+        assert ended is not None and ended["phase"] in ("Available", "Failed")
+        assert "progress" not in ended and "progressHuman" not in ended
+    # no answer within the timeout: a new generation, whose progress starts from nothing
+    plan, asked = step(shown, (owner("a"),), now=61)
+    assert plan.reason == "timeout" and asked["phase"] == "Mirroring"
+    assert "progress" not in asked and "progressHuman" not in asked
