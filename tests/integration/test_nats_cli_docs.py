@@ -7,7 +7,8 @@ The nats CLI itself cannot be installed on the build machines, so the test reads
 headers, the `nats sub` to watch it), the consumer table, the bucket table and the sample
 output. Then, against a real nats-server, each documented kind of message is published
 through the service's own code (the relay's translation and pipeline, the reconciler's
-request, the mirror's result, the GC's event, the CLI's GC run request) and received with
+request, the mirror's result and progress, the GC's event, the CLI's GC run request) and
+received with
 a raw nats-py subscription on the documented subject, as `nats sub` subscribes; each body
 must decode into the documented schema and carry exactly the documented headers.
 """
@@ -34,7 +35,7 @@ from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.publishing import Pipeline
 from clusterregistry.bus.streams import ensure_bucket, ensure_stream, publish
-from clusterregistry.config import GcSettings
+from clusterregistry.config import GcSettings, MirrorSettings
 from clusterregistry.gc import collecting
 from clusterregistry.gc.metrics import GcMetrics
 from clusterregistry.mirror import mirroring
@@ -44,6 +45,7 @@ from clusterregistry.reconciler.metrics import ReconcilerMetrics
 from clusterregistry.reconciler.statuses import Plan
 from clusterregistry.relay import translating
 from clusterregistry_sandbox.natsservers import NatsServer
+from clusterregistry_sandbox.supervising import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -55,12 +57,14 @@ CONSUMERS = {subjects.TRACKER_CONSUMER, subjects.RECONCILER_ARTIFACTS_CONSUMER,
              subjects.RECONCILER_RESULTS_CONSUMER, subjects.MIRROR_CONSUMER}
 # `<base>-<placeholder>`: the names a consumer takes per replica or per run
 SUFFIXED = {subjects.RECONCILER_ARTIFACTS_CONSUMER + "-", subjects.TRACE_CONSUMER_PREFIX}
-# other `clusterregistry-…` names a reader meets: the relay's Lease, the GC's queue group
-OTHER_NAMES = {subjects.RELAY_LEASE, subjects.GC_QUEUE_GROUP}
+# other `clusterregistry-…` names a reader meets: the relay's Lease, the queue groups
+OTHER_NAMES = {subjects.RELAY_LEASE, subjects.GC_QUEUE_GROUP, subjects.RECONCILER_PROGRESS_QUEUE}
 HEADERS = {subjects.MSG_ID_HEADER, subjects.TRACE_HEADER}
 # every subject clusterregistry publishes on falls within one of these
 PUBLISHED = (subjects.KUBE_ALL, subjects.MIRROR_REQUEST, subjects.MIRROR_RESULT_ALL,
-             subjects.GC_ALL, subjects.GC_RUN_REQUEST)
+             subjects.MIRROR_PROGRESS_ALL, subjects.GC_ALL, subjects.GC_RUN_REQUEST)
+# published on core NATS, in no stream: request-reply, and news nobody replays
+STREAMLESS = {subjects.GC_RUN_REQUEST, f"{subjects.PREFIX}.mirror.progress.<artifact>"}
 GC_EVENTS = set(get_args(schemas.GcEventType))
 
 _SUBJECT = re.compile(r"(?<![\w./-])clusterregistry(?:\.(?:<[a-z-]+>|[\w-]+|\*|>))+")
@@ -235,7 +239,7 @@ def test_the_tables_agree_with_subjects_py(section: str) -> None:
             (stream,) = streams
             assert any(_within(subject_tokens(subject), p.split(".")) for p in kinds[stream]), row
         else:
-            assert subject == subjects.GC_RUN_REQUEST, row
+            assert subject in STREAMLESS, row
         assert _overlap(subject_tokens(nats_sub_subject(row[4])), subject_tokens(subject)), row
         assert set(ticked(row[3])) <= HEADERS, row
     for row in table(section, "consumer"):
@@ -330,6 +334,28 @@ async def _mirror_result(bus: Bus) -> None:
         headers={subjects.TRACE_HEADER: REQUEST.trace_id} if REQUEST.trace_id else None)
 
 
+async def _mirror_progress(bus: Bus) -> None:
+    """The worker's progress loop (`_report_progress`) over one running copy, until it has
+    published once (its only state: the bus, its settings, the copies, its id)."""
+    running = mirroring.Running(REQUEST)
+    running.progress.planned(4, 268435456)
+    running.progress.advanced(125829120)
+    worker = types.SimpleNamespace(bus=bus, worker_id="mirror-0", copies=[running],
+                                   settings=MirrorSettings(progress_interval_seconds=0.05))
+
+    async def _sent() -> bool:
+        return running.sent is not None
+
+    stop = asyncio.Event()
+    loop = asyncio.create_task(mirroring.Worker._report_progress(  # type: ignore[arg-type]
+        worker, stop))
+    try:
+        await wait_for(_sent, timeout=10.0, interval=0.01, description="progress sent")
+    finally:
+        stop.set()
+        await loop
+
+
 async def _gc_event(bus: Bus) -> None:
     collector = collecting.Collector(
         bus=bus, fence=Fence(bus, ttl_seconds=30.0, holder="gc-0"), registry=None,  # type: ignore[arg-type]
@@ -354,6 +380,7 @@ PUBLISHERS: dict[str, Callable[[Bus], Any]] = {
     "clusterregistry.kube.<kind>._relist": _relay,
     "clusterregistry.mirror.request": _reconciler_request,
     "clusterregistry.mirror.result.<artifact>": _mirror_result,
+    "clusterregistry.mirror.progress.<artifact>": _mirror_progress,
     "clusterregistry.gc.<event>": _gc_event,
     "clusterregistry.control.gc.run": _gc_run_request,
 }
@@ -398,7 +425,9 @@ async def test_each_documented_message_is_json_with_its_headers_on_its_subject(
         publishing = asyncio.create_task(PUBLISHERS[subject](bus))
         try:
             msg = await sub.next_msg(timeout=10.0)
-            if msg.reply:  # the GC run request: answer it as a GC replica would
+            # the GC run request: answer it as a GC replica would (never a JetStream
+            # publish's reply inbox: an answer there races the stream's own ack)
+            if msg.reply and subject == subjects.GC_RUN_REQUEST:
                 await raw.publish(msg.reply, schemas.encode(schemas.GcEvent(
                     run="r", event="skipped", dry_run=True)))
             await asyncio.wait_for(publishing, timeout=15.0)
