@@ -17,6 +17,7 @@ from bench import (
     mirror,
     relay,
     sandbox_load,
+    soak,
     tracker,
     webhook,
 )
@@ -33,12 +34,16 @@ BENCHES = {
     "sandbox_load": sandbox_load.sandbox_load,
     "tracker": tracker.tracker,
 }
+# asked for by name only: `soak --minutes M --seed S` runs as long as it is told
+ON_REQUEST = {"soak": soak.soak}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("names", nargs="*", choices=[*BENCHES, []], default=[])
+    parser.add_argument("names", nargs="*", choices=[*BENCHES, *ON_REQUEST, []], default=[])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak: minutes of churn")
+    parser.add_argument("--seed", type=int, default=1, help="soak: the seed to run (or replay)")
     args = parser.parse_args()
     names = args.names or list(BENCHES)
     report = {
@@ -47,7 +52,11 @@ def main() -> None:
         "results": {},
     }
     for name in names:
-        report["results"][name] = asyncio.run(BENCHES[name](quick=args.quick))
+        if name in ON_REQUEST:
+            report["results"][name] = asyncio.run(ON_REQUEST[name](
+                minutes=args.minutes, seed=args.seed, quick=args.quick))
+        else:
+            report["results"][name] = asyncio.run(BENCHES[name](quick=args.quick))
     text = json.dumps(report, indent=2)
     print(text)
     out = Path(__file__).parent / "results"

@@ -39,4 +39,8 @@ The demo and what it checks:
 - `podstarts`: time to Running, and the image pull failures the kubelets reported.
 - `verifying`: the exact end state after a scenario or a fault, checked against every layer.
 - `narrating`: text for people, the demo's timeline lines and aligned tables.
+- `soaking`: the chaos soak: seeded churn and faults (kill -9 of anything but kubesim) on
+  the HA sandbox, invariants checked while it runs and after it settles.
+- `invariants`: the soak's rules as pure decisions (whole images, no loss under a live
+  owner, registry bytes, one message per Nats-Msg-Id, artifact store fetches).
 """

@@ -87,11 +87,15 @@ async def problems(
     digests: Mapping[str, str] | None = None,
     check_bus: bool = True,
     from_source: Collection[str] = (),
+    grown: Mapping[str, Collection[str]] | None = None,
 ) -> list[str]:
     """Everything that is not as it must be; `digests` maps canonical sources to their digest.
 
     Pods labelled with an `app` in `from_source` may run from the source registry (the
     webhook was down when they were created); they must still run, and be mirrored.
+    `grown` maps an owner (`Kind/namespace/name`) to images its template had before: its
+    record may keep them while it lives (a record only grows, for a rollback), so it may
+    hold any of those besides its template's, and they count as in use.
     """
     found: list[str] = []
     edge = system.local_registry
@@ -117,9 +121,6 @@ async def problems(
 
     expected = await expected_references(api, namespaces, edge)
     users: dict[str, int] = {}
-    for _, images in expected.values():
-        for image in images:
-            users[image] = users.get(image, 0) + 1
 
     # the tracker's records and the reconciler's records
     client = await nats.connect(servers=system.nats_servers, connect_timeout=5,
@@ -140,11 +141,17 @@ async def problems(
         nf_records = {k: r for k, r in records.items() if r.namespace in namespaces}
         for uid, (what, images) in expected.items():
             record = nf_records.get(uid)
+            in_use = images
+            allowed = images | set((grown or {}).get(what, ()))
             if record is None:
                 if images:
                     found.append(f"no reference record for {what}")
-            elif set(record.images) != images:
+            elif not images <= set(record.images) <= allowed:
                 found.append(f"{what} references {sorted(record.images)}, uses {sorted(images)}")
+            else:
+                in_use = set(record.images)
+            for image in in_use:
+                users[image] = users.get(image, 0) + 1
         for uid, record in nf_records.items():
             if uid not in expected and record.images:
                 found.append(f"reference record for gone {record.kind}/{record.namespace}/"
