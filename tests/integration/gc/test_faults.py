@@ -214,10 +214,11 @@ async def test_gc_waits_for_a_mirror_copy_in_flight_and_sweeps_none_of_it(
         fetching = asyncio.Event()
         real_open = source.open_blob
 
-        async def slow_open(repository: str, digest: str) -> aiohttp.ClientResponse:
+        async def slow_open(repository: str, digest: str, *,
+                            start: int = 0) -> aiohttp.ClientResponse:
             fetching.set()
             await asyncio.sleep(0.4)
-            return await real_open(repository, digest)
+            return await real_open(repository, digest, start=start)
 
         source.open_blob = slow_open  # type: ignore[method-assign]
         local = references.to_local(references.parse(f"{store.host}/app/arriving:1"),
