@@ -394,17 +394,11 @@ class Reconciler:
                     self._stale.add(name)
                     continue
                 return "stale"
-            try:
-                self.cache[name] = await self.artifacts.patch_status(
-                    name, patch, resource_version=artifact["metadata"]["resourceVersion"])
-            except ConflictError:
-                self.metrics.conflicts.inc()
-                self._stale.add(name)
-                continue
-            except NotFoundError:
-                self._stale.add(name)
+            written = await self._write_status(name, artifact, patch)
+            if written is None:
                 return "stale"
-            self.metrics.api_writes.labels("status").inc()
+            if not written:
+                continue
             self._progress_patched.pop(name, None)
             if self.recorder is not None:
                 involved = reference_of(artifact)
@@ -463,17 +457,11 @@ class Reconciler:
                                          last_patched=self._progress_patched.get(name))
             if patch is None:
                 return "skipped"
-            try:
-                self.cache[name] = await self.artifacts.patch_status(
-                    name, patch, resource_version=artifact["metadata"]["resourceVersion"])
-            except ConflictError:
-                self.metrics.conflicts.inc()
-                self._stale.add(name)
-                continue
-            except NotFoundError:
-                self._stale.add(name)
+            written = await self._write_status(name, artifact, patch)
+            if written is None:
                 return "skipped"
-            self.metrics.api_writes.labels("status").inc()
+            if not written:
+                continue
             self._progress_patched[name] = now
             return "written"
         return "skipped"
@@ -519,6 +507,23 @@ class Reconciler:
             self.dirty.difference_update(batch)
             await asyncio.gather(*(one(name) for name in batch))
             self._count_phases()
+
+    async def _write_status(self, name: str, artifact: dict[str, Any],
+                            patch: dict[str, Any]) -> bool | None:
+        """Patch the status at the resourceVersion read: True written; False lost to a
+        concurrent writer (409: read again, decide again); None when the Artifact is gone."""
+        try:
+            self.cache[name] = await self.artifacts.patch_status(
+                name, patch, resource_version=artifact["metadata"]["resourceVersion"])
+        except ConflictError:
+            self.metrics.conflicts.inc()
+            self._stale.add(name)
+            return False
+        except NotFoundError:
+            self._stale.add(name)
+            return None
+        self.metrics.api_writes.labels("status").inc()
+        return True
 
     async def _current(self, name: str) -> dict[str, Any] | None:
         """The Artifact as last seen, read again when someone else changed it."""
