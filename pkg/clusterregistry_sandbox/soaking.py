@@ -708,8 +708,11 @@ class Soak:
             if problem:
                 await self._confirm(suspect)
 
-    async def read_records(self) -> None:
-        """The tracker's reference records in the soak's namespace, as seen now."""
+    async def read_records(self, *, strict: bool = False) -> None:
+        """The tracker's reference records in the soak's namespace, as seen now.
+
+        Best effort while the soak runs (NATS failing over: the next round reads them);
+        `strict`, every record or an exception."""
         js = self.nc.jetstream()
         now = time.time()
         try:
@@ -718,10 +721,14 @@ class Soak:
         except (BucketNotFoundError, NotFoundError, nats.js.errors.NoKeysError):
             return
         except (nats.errors.Error, TimeoutError):
-            return  # NATS failing over: the next round reads them
+            if strict:
+                raise
+            return
+        errors: tuple[type[BaseException], ...] = (
+            (msgspec.DecodeError,) if strict else
+            (nats.errors.Error, NotFoundError, TimeoutError, msgspec.DecodeError))
         for key in keys:
-            with contextlib.suppress(nats.errors.Error, NotFoundError, TimeoutError,
-                                     msgspec.DecodeError):
+            with contextlib.suppress(*errors):
                 entry = await kv.get(key)
                 if not entry.value:
                     continue
@@ -1052,8 +1059,14 @@ class Soak:
         snap = await self.owners()
         # in use: what the live owners' reference records list (they settled exact: their
         # templates, and for a DaemonSet or StatefulSet the images it had before)
-        self.recorded.clear()
-        await self.read_records()
+        async def read_all() -> bool:
+            self.recorded.clear()
+            await self.read_records(strict=True)
+            return True
+
+        await wait_for(read_all, timeout=60, interval=1.0,
+                       retry_on=(nats.errors.Error, TimeoutError),
+                       description="every reference record read")
         used = {image for uid, seen in self.recorded.items() if uid in snap.owners
                 for image in seen[-1][1]}
         used |= {image for _, _, images in snap.owners.values() for image in images}
