@@ -546,6 +546,8 @@ class Soak:
         self.report = report
         self.rng = random.Random(options.seed)
         self.fault_rng = random.Random(options.seed * 7919 + 1)
+        # the GC loop's pacing apart from the load's choices, so the seed alone decides both
+        self.gc_rng = random.Random(options.seed * 104729 + 2)
         self.pool = Pool(system, random.Random(options.seed * 31 + 3), options.repositories,
                          options.digest_share)
         # the webhook's down times (failurePolicy Ignore: pods created then pull from the
@@ -812,7 +814,7 @@ class Soak:
         while not self.stop.is_set():
             await self.gc_run(timeout=30)
             self.track_blobs()
-            await self._sleep(self.rng.uniform(*self.options.gc_gap))
+            await self._sleep(self.gc_rng.uniform(*self.options.gc_gap))
 
     async def check_loop(self) -> None:
         while not self.stop.is_set():
