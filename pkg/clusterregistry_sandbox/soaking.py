@@ -570,6 +570,11 @@ class Soak:
 
     # -- the pieces ------------------------------------------------------------------------
 
+    async def connect(self) -> None:
+        """The checker's own NATS connection, riding out a killed NATS node."""
+        self.nc = await nats.connect(servers=self.system.nats_servers, connect_timeout=5,
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+
     async def close(self) -> None:
         if self.nc is not None:
             with contextlib.suppress(Exception):
@@ -1161,8 +1166,7 @@ async def run_soak(options: SoakOptions) -> SoakReport:
         await soak.pool.fill()
         log = system.artifact_store.log_path
         soak.store_log_offset = log.stat().st_size if log.exists() else 0
-        soak.nc = await nats.connect(servers=system.nats_servers, connect_timeout=5,
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        await soak.connect()
         load = Load(soak.api, soak.pool, soak.rng, report, options.deployments)
         soak.history = load.history
         await load.setup(system)

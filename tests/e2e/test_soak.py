@@ -18,7 +18,6 @@ import json
 import random
 from pathlib import Path
 
-import nats
 import pytest
 
 from clusterregistry import references
@@ -96,7 +95,7 @@ async def test_the_checker_reports_a_gc_that_ignores_daemonsets(
         soak.pool = Pool(system, random.Random(5), 2)
         await soak.pool.fill(per_repository=1)
         daemon_image, other_image = soak.pool.versions[0], soak.pool.versions[1]
-        soak.nc = await nats.connect(servers=system.nats_servers, connect_timeout=5)
+        await soak.connect()
         await prepare_namespace(soak.api, system)
         await soak.api.create(daemonset("agent", daemon_image.reference))
         await soak.api.create(deployment("web", other_image.reference, 1))
