@@ -308,6 +308,21 @@ class GcRunRequest(msgspec.Struct, frozen=True, kw_only=True):
     requested_by: str = msgspec.field(default="", name="requestedBy")
 
 
+class ReleasedTag(msgspec.Struct, frozen=True, kw_only=True):
+    """A tag GC left in the local registry: its Artifact was collected, but the manifest it
+    names stayed because a live image has it too, and distribution 2.8 cannot delete a tag
+    on its own (only a manifest by digest, which untags every tag naming it). Bucket
+    `subjects.GC_TAGS_BUCKET`, key `subjects.released_tag_key(repository, tag)`; while the
+    tag still names `digest`, GC counts it as nobody's, so the manifest goes with the last
+    image that needs it."""
+
+    repository: str
+    tag: str
+    digest: str
+    artifact: str = ""
+    released: float = 0.0
+
+
 class FenceEntry(msgspec.Struct, frozen=True, kw_only=True):
     """A holder of the registry fence: GC's exclusive lock, or one mirror write in flight."""
 
@@ -334,6 +349,7 @@ mirror_result_decoder = msgspec.json.Decoder(MirrorResult)
 mirror_progress_decoder = msgspec.json.Decoder(MirrorProgress)
 gc_event_decoder = msgspec.json.Decoder(GcEvent)
 fence_entry_decoder = msgspec.json.Decoder(FenceEntry)
+released_tag_decoder = msgspec.json.Decoder(ReleasedTag)
 flight_claim_decoder = msgspec.json.Decoder(FlightClaim)
 gc_run_request_decoder = msgspec.json.Decoder(GcRunRequest)
 blob_location_decoder = msgspec.json.Decoder(BlobLocation)

@@ -8,6 +8,7 @@ NATS treats as token separators); they carry uids, which cannot.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 
@@ -56,6 +57,10 @@ MIRROR_BLOBS_BUCKET: Final = "clusterregistry-mirror-blobs"
 FENCE_READ_ONLY: Final = "readonly"
 # registry fronts: `front.<id>` says a front is alive, `readonly.<id>` that it refuses writes
 FENCE_FRONT_PREFIX: Final = "front"
+# tags GC left in the local registry (their Artifact collected, the manifest kept for a live
+# image; distribution 2.8 deletes no tag alone), so a later run may delete that manifest once
+# nothing live needs it: key `tag.<sha256 hex of repository:tag>` (`released_tag_key`)
+GC_TAGS_BUCKET: Final = "clusterregistry-gc-tags"
 # the fronts' single flights across replicas: `blob.<algo>.<hex>`, `manifest.<hash>`
 FRONT_FLIGHTS_BUCKET: Final = "clusterregistry-front-flights"
 # HTTP headers of the front's protocol: the mirror asks for a tag as the source has it (not
@@ -166,6 +171,12 @@ def fence_front_read_only(front_id: str) -> str:
 def flight_key(kind: str, name: str) -> str:
     """The front-flights key of one fetch: `blob.sha256.<hex>` or `manifest.<sha256 hex>`."""
     return f"{kind}.{name.replace(':', '.', 1)}"
+
+
+def released_tag_key(repository: str, tag: str) -> str:
+    """The GC tags bucket's key of one tag left behind: repository paths hold `/` and tags `.`,
+    so the key is a hash; the value names both."""
+    return "tag." + hashlib.sha256(f"{repository}:{tag}".encode()).hexdigest()
 
 
 def fence_writer(writer_id: str) -> str:

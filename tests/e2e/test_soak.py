@@ -147,11 +147,10 @@ SHORT_SEED = 17
 @pytest.mark.timeout(720)
 async def test_a_short_soak_finds_nothing(tmp_path: Path) -> None:
     """75 s of churn and faults on the HA sandbox, then settle: zero violations."""
-    # Tags only: a digest pin sharing its manifest with a tag collected before it leaves
-    # that tag behind, and the tag then keeps the manifest and its blobs after the pin is
-    # collected too (found by the full soak; left to GC's owner). The full soak keeps pins.
+    # tags and digest pins of the same images, as the full soak (a pin sharing its manifest
+    # with a tag collected first once leaked that tag's manifest: see gc.selecting)
     options = SoakOptions(minutes=1.25, seed=SHORT_SEED, root=tmp_path / "soak",
-                          settle_timeout=360, digest_share=0.0)
+                          settle_timeout=360)
     report = await run_soak(options)
     result = report.as_dict()
     print(json.dumps(result, indent=2))

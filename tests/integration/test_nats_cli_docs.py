@@ -52,7 +52,8 @@ README = ROOT / "README.md"
 
 STREAMS = {subjects.KUBE_STREAM, subjects.MIRROR_STREAM, subjects.GC_STREAM}
 BUCKETS = {subjects.REFS_BUCKET, subjects.ARTIFACTS_BUCKET, subjects.RELAY_BUCKET,
-           subjects.GC_BUCKET, subjects.MIRROR_BLOBS_BUCKET, subjects.FRONT_FLIGHTS_BUCKET}
+           subjects.GC_BUCKET, subjects.MIRROR_BLOBS_BUCKET, subjects.FRONT_FLIGHTS_BUCKET,
+           subjects.GC_TAGS_BUCKET}
 CONSUMERS = {subjects.TRACKER_CONSUMER, subjects.RECONCILER_ARTIFACTS_CONSUMER,
              subjects.RECONCILER_RESULTS_CONSUMER, subjects.MIRROR_CONSUMER}
 # `<base>-<placeholder>`: the names a consumer takes per replica or per run
@@ -470,6 +471,10 @@ ENTRIES: dict[str, tuple[str, msgspec.Struct]] = {
     subjects.RELAY_BUCKET: ("pod", schemas.Checkpoint(kind="pod", resource_version="1300")),
     subjects.MIRROR_BLOBS_BUCKET: ("sha256." + "ab" * 32, schemas.BlobLocation(
         state="stored", repository="acr.io/nf/upf")),
+    subjects.GC_TAGS_BUCKET: (subjects.released_tag_key("acr.io/nf/upf", "1.1"),
+                              schemas.ReleasedTag(repository="acr.io/nf/upf", tag="1.1",
+                                                  digest="sha256:" + "cd" * 32,
+                                                  artifact="acr-io-nf-upf-1-1-0f1e2d3c4b5a")),
     subjects.FRONT_FLIGHTS_BUCKET: (subjects.flight_key("blob", "sha256:" + "ab" * 32),
                                     schemas.FlightClaim(state="fetching", holder="front-0",
                                                         peer="http://10.244.1.7:5000")),

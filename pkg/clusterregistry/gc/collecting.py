@@ -48,7 +48,7 @@ from clusterregistry import references, subjects
 from clusterregistry.bus.connecting import Bus
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records, Versioned, open_records
-from clusterregistry.bus.streams import ensure_stream, publish
+from clusterregistry.bus.streams import ensure_bucket, ensure_stream, publish
 from clusterregistry.config import GcSettings
 from clusterregistry.errors import (
     ConflictError,
@@ -73,9 +73,11 @@ from clusterregistry.schemas import (
     GcEvent,
     GcEventType,
     OwnerRecord,
+    ReleasedTag,
     artifact_record_decoder,
     encode,
     owner_record_decoder,
+    released_tag_decoder,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,23 @@ class _Held:
     cr_marked: bool = False
     repository: str = ""
     version: str = ""
+
+
+@dataclass
+class _Plan:
+    """What one run deletes in the registry, and the tags it leaves or is done with."""
+
+    # artifact name -> manifest digests to delete
+    deletes: dict[str, list[str]]
+    # the same as (repository, digest)
+    deleted: set[tuple[str, str]]
+    # artifact name -> (repository, tag, digest): a tag that stays, its manifest kept
+    left: dict[str, tuple[str, str, str]]
+    # released tags read this run: key -> (revision, value)
+    released: dict[str, tuple[int, ReleasedTag]]
+    # keys of released tags the registry no longer has as released (gone, pushed again,
+    # owned again), to forget once the run's deletions are done
+    stale: list[str]
 
 
 @dataclass
@@ -182,11 +201,20 @@ class Collector:
         self._sweep_pending = True
         self._refs: Records[OwnerRecord] | None = None
         self._records: Records[ArtifactRecord] | None = None
+        self._tags: Records[ReleasedTag] | None = None
 
     async def ensure(self) -> None:
         await ensure_stream(self.bus, name=subjects.GC_STREAM, subjects=[subjects.GC_ALL],
                             replicas=self.stream_replicas, max_age=30 * 24 * 3600.0)
         await self.fence.ensure()
+        await self._released_tags()
+
+    async def _released_tags(self) -> Records[ReleasedTag]:
+        if self._tags is None:
+            bucket = await ensure_bucket(self.bus, name=subjects.GC_TAGS_BUCKET, history=1,
+                                         replicas=self.stream_replicas)
+            self._tags = Records(bucket, released_tag_decoder.decode)
+        return self._tags
 
     # -- events ------------------------------------------------------------------------------
 
@@ -482,8 +510,32 @@ class Collector:
         doomed_names = {item.record.name for item in doomed}
         survivors = [r for r, _ in records.values() if r.name not in doomed_names]
         plan = await self._plan(doomed, survivors)
-        await _each(doomed, lambda item: self._delete(run, item, plan.get(item.record.name, [])))
+        tags = await self._released_tags()
+        # remembered before anything is deleted: a run that dies after deleting the Artifact
+        # must not leave a tag nobody knows GC left
+        for name, (repository, tag, digest) in sorted(plan.left.items()):
+            await tags.put(subjects.released_tag_key(repository, tag), ReleasedTag(
+                repository=repository, tag=tag, digest=digest, artifact=name,
+                released=time.time()))
+            log.info("gc run %s: %s leaves %s:%s behind (%s is kept for a live image)",
+                     run.id, name, repository, tag, digest, extra=fields(run=run.id))
+        await _each(doomed, lambda item: self._delete(
+            run, item, plan.deletes.get(item.record.name, [])))
+        await self._forget_tags(plan)
         return names
+
+    async def _forget_tags(self, plan: _Plan) -> None:
+        """Drop the released tags this run untagged (their manifest deleted by digest) or
+        found stale; a conflict means a later run wrote the key again, which then stands."""
+        tags = await self._released_tags()
+        left = {subjects.released_tag_key(repository, tag)
+                for repository, tag, _ in plan.left.values()}
+        done = set(plan.stale) | {
+            key for key, (_, tag) in plan.released.items()
+            if (tag.repository, tag.digest) in plan.deleted}
+        for key in sorted(done - left):
+            with contextlib.suppress(ConflictError):
+                await tags.delete(key, revision=plan.released[key][0])
 
     async def _mark_deleting(self, record: ArtifactRecord, revision: int) -> _Held | None:
         """Mark one artifact Deleting: the Artifact first, then its record.
@@ -582,8 +634,7 @@ class Collector:
         tree = cache[key] = Tree(repository=repository, digests=tuple(digests))
         return tree
 
-    async def _plan(self, doomed: list[_Held], survivors: Iterable[ArtifactRecord]
-                    ) -> dict[str, list[str]]:
+    async def _plan(self, doomed: list[_Held], survivors: Iterable[ArtifactRecord]) -> _Plan:
         cache: dict[tuple[str, str], Tree | None] = {}
         doomed_refs: dict[tuple[str, str], str] = {}
         for item in doomed:
@@ -592,23 +643,43 @@ class Collector:
                 item.repository, item.version = local
                 doomed_refs[local] = item.record.name
         trees = await _each(list(doomed_refs), lambda ref: self._tree(*ref, cache))
-        garbage = {doomed_refs[ref]: tree for ref, tree in zip(doomed_refs, trees, strict=True)
-                   if tree is not None}
-        repositories = sorted({tree.repository for tree in garbage.values()})
-        # everything else in those repositories is live: every other tag (tracked or not)
-        # and every other artifact there (also digest-pinned ones, which have no tag)
-        wanted: set[tuple[str, str]] = set()
-        for repository, tags in zip(repositories, await _each(
+        garbage = {doomed_refs[ref]: (ref[1], tree)
+                   for ref, tree in zip(doomed_refs, trees, strict=True) if tree is not None}
+        repositories = sorted({tree.repository for _, tree in garbage.values()})
+        tags = await self._released_tags()
+        released = {key: (found.revision, found.value)
+                    for key, found in (await live_records(tags)).items()
+                    if found.value is not None}
+        released_digests = {(tag.repository, tag.tag): tag.digest
+                            for _, tag in released.values()}
+        # everything else in those repositories is live: every other tag (tracked or not,
+        # but for the ones GC itself left behind) and every other artifact there (also
+        # digest-pinned ones, which have no tag)
+        listed: set[tuple[str, str]] = set()
+        for repository, names in zip(repositories, await _each(
                 repositories, self.registry.list_tags), strict=True):
-            wanted.update((repository, tag) for tag in tags)
-        for record in survivors:
-            local = self._local(record)
-            if local is not None and local[0] in repositories:
-                wanted.add(local)
-        found = await _each(sorted(wanted - set(doomed_refs)),
-                            lambda ref: self._tree(*ref, cache))
-        live = [tree for tree in found if tree is not None]
-        return selecting.manifests_to_delete(garbage, live)
+            listed.update((repository, tag) for tag in names)
+        owned = {local for local in map(self._local, survivors)
+                 if local is not None and local[0] in repositories}
+        refs = sorted((listed | owned) - set(doomed_refs))
+        found = await _each(refs, lambda ref: self._tree(*ref, cache))
+        live = [tree for ref, tree in zip(refs, found, strict=True) if tree is not None and (
+            ref in owned or not selecting.still_released(tree, ref[1], released_digests))]
+        deletes = selecting.manifests_to_delete(
+            {name: tree for name, (_, tree) in garbage.items()}, live)
+        by_ref = dict(zip(refs, found, strict=True))
+        stale = [key for key, (_, tag) in released.items()
+                 if tag.repository in repositories and (
+                     (tag.repository, tag.tag) not in listed
+                     or (tag.repository, tag.tag) in owned
+                     or not selecting.still_released(by_ref.get((tag.repository, tag.tag)),
+                                                     tag.tag, released_digests))]
+        return _Plan(
+            deletes=deletes,
+            deleted={(garbage[name][1].repository, digest)
+                     for name, digests in deletes.items() for digest in digests},
+            left=selecting.tags_left_behind(garbage, deletes),
+            released=released, stale=stale)
 
     async def _delete(self, run: _Run, item: _Held, digests: list[str]) -> None:
         name = item.record.name

@@ -18,6 +18,14 @@ uses are deleted with their index: distribution's sweep keeps every manifest
 still linked in a repository (without `--delete-untagged`, which would also
 delete the children of live indexes), so children left behind would never be
 freed.
+
+A kept manifest leaves the collected image's tag behind: distribution 2.8
+deletes a manifest by digest (untagging every tag that names it) but no tag on
+its own. Every tag in a repository counts as live (someone may have pushed
+it), except the tags GC itself left behind this way, while they still name
+the manifest they named then (`released`): otherwise the tag of an image
+collected first would keep the manifest, and its blobs, after the last image
+that needed it is collected too.
 """
 
 from __future__ import annotations
@@ -75,6 +83,32 @@ class Tree:
 
     repository: str
     digests: tuple[str, ...]
+
+
+def still_released(tree: Tree | None, version: str,
+                   released: Mapping[tuple[str, str], str]) -> bool:
+    """Whether the tag `version` of `tree.repository` is one GC left behind and still names
+    the manifest it named then (a tag pushed again since, to anything, is live)."""
+    if tree is None or not tree.digests:
+        return False
+    return released.get((tree.repository, version)) == tree.digests[0]
+
+
+def tags_left_behind(
+    garbage: Mapping[str, tuple[str, Tree]], plan: Mapping[str, list[str]]
+) -> dict[str, tuple[str, str, str]]:
+    """Per garbage artifact named by a tag, `(repository, tag, digest)` when its top
+    manifest is not deleted (a live image has it), so the tag stays in the registry.
+    `garbage`: name -> (version, tree); `plan`: `manifests_to_delete`'s answer."""
+    deleted = {(garbage[name][1].repository, digest)
+               for name, digests in plan.items() if name in garbage for digest in digests}
+    left: dict[str, tuple[str, str, str]] = {}
+    for name, (version, tree) in garbage.items():
+        if ":" in version or not tree.digests:
+            continue  # a digest reference leaves no tag
+        if (tree.repository, tree.digests[0]) not in deleted:
+            left[name] = (tree.repository, version, tree.digests[0])
+    return left
 
 
 def manifests_to_delete(

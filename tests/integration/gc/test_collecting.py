@@ -7,13 +7,15 @@ import asyncio
 
 import pytest
 
+from clusterregistry import references
 from clusterregistry.gc.sweeping import SweepResult
 from clusterregistry.kube.artifacts import Artifacts
 from clusterregistry.kube.clients import api_client
 from clusterregistry.oci.manifests import OCI_INDEX
+from clusterregistry_sandbox.uploading import upload
 from kubesim.resources import Resource
 from kubesim.running import Cluster
-from tests.integration.gc.conftest import GcWorld
+from tests.integration.gc.conftest import GcWorld, Image
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +107,51 @@ async def test_multi_arch_referenced_keeps_every_child_unreferenced_loses_all(
     for blob in other.blobs:
         assert not await world.blob_exists(blob)
     assert await world.record(gone.name) is None  # collected, though its manifests stay
+
+
+async def test_a_tag_left_behind_goes_with_the_last_image_that_needed_its_manifest(
+    gc_world: GcWorld,
+) -> None:
+    """A tag and a digest pin of one image: the tag's Artifact is collected first, while the
+    pin is live, so the manifest stays and (distribution 2.8 deletes no tag alone) the tag
+    too. Once the pin is collected, the manifest goes, the tag with it, and every blob."""
+    world = gc_world
+    tagged = await world.add("src.example.io/app/shared:1", referenced=False, seed=21,
+                             layer_sizes=(32_000,))
+    pin_ref = references.parse(f"src.example.io/app/shared@{tagged.digest}")
+    pinned = Image(source=str(pin_ref), name=references.artifact_name(pin_ref),
+                   local=references.to_local(pin_ref, world.registry.host),
+                   digest=tagged.digest, children=(), blobs=tagged.blobs)
+    assert pinned.repository == tagged.repository
+    world.images[pinned.source] = pinned
+    await world.write_record(pinned)
+    await world.reference(pinned.source)
+    # a tag someone else pushed keeps its own image, whatever GC left behind
+    other = await world.add("src.example.io/app/shared:2", referenced=False, seed=22,
+                            layer_sizes=(32_000,))
+    await upload(world.client, world.builder.build(
+        "pushed-by-hand", tag="by-hand", layer_sizes=(16_000,), seed=23),
+        tagged.repository, "by-hand")
+
+    collector = world.collector()
+    await collector.ensure()
+    first = await collector.run()
+    assert first.event == "finished" and first.deleted == 2, first.message
+    assert await world.record(tagged.name) is None and await world.record(other.name) is None
+    assert await world.pullable(pinned)
+    assert await world.manifest_exists(tagged.repository, tagged.digest)
+    assert "1" in await world.client.list_tags(tagged.repository)
+
+    await world.unreference(pinned.source)
+    second = await collector.run()
+    assert second.event == "finished" and second.deleted == 1, second.message
+    assert not await world.manifest_exists(tagged.repository, tagged.digest)
+    assert await world.client.list_tags(tagged.repository) == ["by-hand"]
+    for blob in tagged.blobs:
+        assert not await world.blob_exists(blob)
+    # the bucket forgets the tag once it is gone
+    tags = await collector._released_tags()
+    assert {key for key, found in (await tags.snapshot()).items() if not found.deleted} == set()
 
 
 async def test_a_reference_appearing_during_the_run_wins(gc_world: GcWorld) -> None:

@@ -10,6 +10,8 @@ from clusterregistry.gc.selecting import (
     choose,
     manifests_to_delete,
     referenced_images,
+    still_released,
+    tags_left_behind,
 )
 from clusterregistry.schemas import ArtifactRecord, OwnerRecord
 
@@ -77,3 +79,28 @@ def test_shared_child_protected_in_its_repository_only() -> None:
     a, b, c = (f"sha256:{x * 64}" for x in "abc")
     plan = manifests_to_delete({"g": Tree("r1", (a, b, c))}, [Tree("r1", (b,)), Tree("r2", (c,))])
     assert plan == {"g": [a, c]}
+
+
+def test_a_tag_whose_manifest_is_kept_is_left_behind_and_a_digest_leaves_none() -> None:
+    shared = Tree("r", ("sha256:d",))
+    garbage = {"by-tag": ("1", shared), "by-digest": ("sha256:d", shared),
+               "alone": ("2", Tree("r", ("sha256:e",)))}
+    # a live image has sha256:d: nothing of it is deleted, so the tag `1` stays
+    plan = manifests_to_delete({name: tree for name, (_, tree) in garbage.items()},
+                               [Tree("r", ("sha256:d",))])
+    assert plan == {"by-tag": [], "by-digest": [], "alone": ["sha256:e"]}
+    assert tags_left_behind(garbage, plan) == {"by-tag": ("r", "1", "sha256:d")}
+    # nothing live: sha256:d is deleted (once, under either name), which untags `1`
+    plan = manifests_to_delete({name: tree for name, (_, tree) in garbage.items()}, [])
+    assert tags_left_behind(garbage, plan) == {}
+
+
+def test_a_released_tag_is_nobodys_only_while_it_names_the_same_manifest() -> None:
+    released = {("r", "1"): "sha256:d"}
+    assert still_released(Tree("r", ("sha256:d",)), "1", released)
+    # pushed again since, to another image: someone's tag now
+    assert not still_released(Tree("r", ("sha256:f",)), "1", released)
+    # never released, another repository, or gone
+    assert not still_released(Tree("r", ("sha256:d",)), "2", released)
+    assert not still_released(Tree("s", ("sha256:d",)), "1", released)
+    assert not still_released(None, "1", released)
