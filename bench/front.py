@@ -32,6 +32,12 @@ Figures, each against a baseline measured in the same run:
   never-seen image pulled through the front by one client, over the direct pull) and
   `time_ratio_to_6_from_source` (the 6 pulls through the front over 6 pulls straight from
   the source: what 6 nodes cost without a front).
+- `miss_time_ratio_over_link`: the same 6 pulls of a never-seen image, with the source
+  behind a shared WAN link of `LINK_MiB_PER_S` MiB/s each way (the sandbox's fault proxy,
+  `python -m clusterregistry_sandbox.faults --faults rate=...`, its own process), over one
+  direct pull over that link; medians. The issue's premise, "the first pull runs at about
+  the source's speed", is this case: an edge site's link, not loopback, bounds the source.
+  Same goal (<= 1.2); reported beside `miss_time_ratio`, never instead of it.
 - `first_deploy_ratio`: time to all Running for a 6-replica Deployment across 3 kubesim
   nodes with imagePullPolicy Always, through the webhook and the front (every
   clusterregistry process running, the mirror copying meanwhile), over the same Deployment
@@ -39,6 +45,10 @@ Figures, each against a baseline measured in the same run:
   sandbox (`clusterregistry_sandbox.System`), the order alternating; medians. Each run
   also reports the kubelets' failed pulls and back-offs and the store's GETs. Goal <= 1.2.
   Null, with a `reason`, when the sandbox cannot run the front.
+- `first_deploy_ratio_over_link`: the same two Deployments with the sandbox's artifact
+  store behind that link (`SystemOptions(flaky_link=Faults(rate=...))`, what `sandbox up
+  --flaky-link rate=...` runs): without the front each of the 3 nodes fetches the image
+  over the link; through it, one fetch serves every node and the mirror.
 
 Where the time goes: the CPU seconds, per round (median), of this process (the client),
 the front, the edge registry and the artifact store (from /proc), the machine's cores and
@@ -73,6 +83,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.mirror import _cpu_seconds, _pid
 from clusterregistry import references, subjects
 from clusterregistry_sandbox.apiclients import ApiError
+from clusterregistry_sandbox.faults import Faults
 from clusterregistry_sandbox.images import BuiltImage, ImageBuilder, ImageFormat, push
 from clusterregistry_sandbox.natsservers import NatsServer
 from clusterregistry_sandbox.podstarts import pod_starts
@@ -93,11 +104,14 @@ DEPLOY_NAMESPACE = "bench-front"
 HIT_ROUNDS = 5
 MISS_ROUNDS = 3
 DEPLOY_ROUNDS = 2
+LINK_MiB_PER_S = 40  # an edge site's WAN: about 335 Mbit/s each way
 GOALS: dict[str, tuple[str, float]] = {
     "hit_ratio_to_direct": (">=", 0.9),
     "miss_source_bytes_ratio": ("==", 1.0),
     "miss_time_ratio": ("<=", 1.2),
     "first_deploy_ratio": ("<=", 1.2),
+    "miss_time_ratio_over_link": ("<=", 1.2),
+    "first_deploy_ratio_over_link": ("<=", 1.2),
 }
 CLIENT = ("aiohttp in the bench process, one session per pull: HEAD the manifest by tag, GET "
           "it by digest, then config and layers 3 at a time, sha256 and size of every blob "
@@ -207,7 +221,8 @@ def _summary(runs: list[dict[str, Any]], image_bytes: int, pulls: int) -> dict[s
 class _Front:
     """`python cmd/front.py --config FILE --identity bench-front`, on random ports."""
 
-    def __init__(self, root: Path, *, store: Registry, edge: Registry, nats: NatsServer) -> None:
+    def __init__(self, root: Path, *, store: Registry, edge: Registry, nats: NatsServer,
+                 source_hosts: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.probe_port = free_port()
         self.nats = nats
@@ -219,8 +234,10 @@ class _Front:
             "probeHost": "127.0.0.1",
             "probePort": self.probe_port,
             "nats": {"servers": [nats.url]},
-            "mirror": {"registries": [{"host": store.host, "caFile": str(store.ca_path),
-                                       "username": user, "password": password}]},
+            # the store, and the link in front of it: the same registry at another address
+            "mirror": {"registries": [
+                {"host": host, "caFile": str(store.ca_path), "username": user,
+                 "password": password} for host in (store.host, *source_hosts)]},
             # the front mounts distribution's volume as in the ha overlay: blob hits are
             # sent from disk (front.storagePath)
             "front": {"host": "127.0.0.1", "port": self.port,
@@ -271,6 +288,38 @@ class _Front:
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
                 samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return samples
+
+    async def stop(self) -> None:
+        await self.process.stop()
+
+
+class _Link:
+    """A shared WAN link in front of the artifact store: the sandbox's fault proxy with only
+    a rate, as its own process (`python -m clusterregistry_sandbox.faults`), so its pacing
+    never waits on this process's clients."""
+
+    def __init__(self, root: Path, *, store: Registry, rate: int) -> None:
+        self.port = free_port()
+        self.rate = rate
+        self.process = Process(
+            [sys.executable, "-m", "clusterregistry_sandbox.faults", "--listen", str(self.port),
+             "--target", store.host, "--faults", f"rate={rate}"],
+            name="link", log_path=root / "link.log")
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.process.start()
+
+        async def listening() -> bool:
+            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            writer.close()
+            await writer.wait_closed()
+            return True
+
+        await self.process.wait_ready(listening, timeout=30)
 
     async def stop(self) -> None:
         await self.process.stop()
@@ -334,13 +383,15 @@ async def _hits(processes: _Processes, *, front: _Front, edge: Registry, image: 
 
 
 async def _miss(processes: _Processes, front: _Front, store: Registry, *, source_repo: str,
-                image: BuiltImage, pulls: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                image: BuiltImage, pulls: int,
+                source_host: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """`pulls` concurrent pulls of a never-seen image through the front, timed; then, once
-    the front has stored what it fetched, what the source served for them."""
+    the front has stored what it fetched, what the source served for them. `source_host`:
+    the address the image is named by (the store's, or the link's in front of it)."""
     stored_key = "clusterregistry_front_stored_blobs_total"
     bytes_key = "clusterregistry_front_source_bytes_total"
-    local = references.to_local(references.parse(f"{store.host}/{source_repo}"),
-                                front.host).path
+    local = references.to_local(
+        references.parse(f"{source_host or store.host}/{source_repo}"), front.host).path
     before = await front.metrics()
     offset = _log_size(store)
     timed = await _timed(processes, [
@@ -424,15 +475,51 @@ async def _misses(processes: _Processes, front: _Front, store: Registry,
     }
 
 
-async def _deploy(root: Path, *, through_front: bool, layer_bytes: int) -> dict[str, Any]:
+async def _misses_over_link(processes: _Processes, front: _Front, store: Registry, link: _Link,
+                            images: list[tuple[str, BuiltImage]]) -> dict[str, Any]:
+    """Per round a never-seen image named by the link's address: pulled by 6 clients at once
+    through the front (which fetches it over the link), then once straight over the link."""
+    through: list[dict[str, Any]] = []
+    direct_1: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    for n, (repo, image) in enumerate(images):
+        timed, counted = await _miss(processes, front, store, source_repo=repo, image=image,
+                                     pulls=PULLS, source_host=link.host)
+        through.append(timed)
+        rounds.append(counted)
+        target = Target(f"https://{link.host}", repo, image.tag, registry=store)
+        direct_1.append(await _timed(processes, [_pull(target, image)]))
+        _log(f"miss over the link, round {n + 1}/{len(images)}: front x{PULLS} "
+             f"{through[-1]['seconds']:.2f}s; source x1 {direct_1[-1]['seconds']:.2f}s; "
+             f"source bytes {counted['source_bytes_access_log']} of {counted['image_bytes']}")
+    size = _image_bytes(images[0][1])
+    front_s = statistics.median(r["seconds"] for r in through)
+    direct_s = statistics.median(r["seconds"] for r in direct_1)
+    return {
+        "link_bytes_per_second": link.rate,
+        "link": "python -m clusterregistry_sandbox.faults --faults rate=N (a shared token "
+                "bucket each way, its own process) between every client and the store",
+        "front_6": _summary(through, size, PULLS),
+        "source_direct_1": _summary(direct_1, size, 1),
+        "rounds": rounds,
+        "source_bytes_ratio": round(max(r["source_bytes_access_log"] / r["image_bytes"]
+                                        for r in rounds), 4),
+        "time_ratio": round(front_s / direct_s, 3),
+    }
+
+
+async def _deploy(root: Path, *, through_front: bool, layer_bytes: int,
+                  link_rate: int | None = None) -> dict[str, Any]:
     """One fresh sandbox (3 kubesim nodes), one 6-replica Deployment, policy Always; timed
     from its creation to every pod Running. Through the front: every clusterregistry process
     (the webhook rewrites the pods to the front, which holds the store's credentials, so the
     pods name no pull secret). Without: no clusterregistry process, and the pods pull
-    straight from the artifact store with its pull secret."""
+    straight from the artifact store with its pull secret. `link_rate`: the store
+    behind a shared link of that many bytes/s (the sandbox's flaky link, rate only)."""
     # without: no clusterregistry process at all (so no front and no webhook either)
-    system = System(root, SystemOptions(nodes=NODES, fill_samples=False,
-                                        services=None if through_front else []))
+    system = System(root, SystemOptions(
+        nodes=NODES, fill_samples=False, services=None if through_front else [],
+        flaky_link=None if link_rate is None else Faults(rate=link_rate)))
     await system.start()
     try:
         # a sandbox from before the front (issue 15) has no `front_on`
@@ -444,12 +531,14 @@ async def _deploy(root: Path, *, through_front: bool, layer_bytes: int) -> dict[
                         platforms=("linux/amd64",), layer_sizes=(layer_bytes,) * LAYERS,
                         description="the front bench's first deploy")
         pushed, = await fill(store, root / "images", samples=[sample], seed=1515)
+        # what the edge names the store by: the link's address when there is one
+        reference = system.store_host + pushed.reference.removeprefix(store.host)
         offset = _log_size(store)
         assert store.credentials is not None
         user, password = store.credentials
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        dockerconfig = {"auths": {store.host: {"username": user, "password": password,
-                                               "auth": auth}}}
+        dockerconfig = {"auths": {system.store_host: {"username": user, "password": password,
+                                                      "auth": auth}}}
         async with system.api() as api:
             await api.apply({"apiVersion": "v1", "kind": "Namespace",
                              "metadata": {"name": DEPLOY_NAMESPACE}})
@@ -459,7 +548,7 @@ async def _deploy(root: Path, *, through_front: bool, layer_bytes: int) -> dict[
                 "data": {".dockerconfigjson": base64.b64encode(
                     json.dumps(dockerconfig).encode()).decode()}})
             spec: dict[str, Any] = {
-                "containers": [{"name": "app", "image": pushed.reference,
+                "containers": [{"name": "app", "image": reference,
                                 "imagePullPolicy": "Always"}]}
             if not through_front:
                 spec["imagePullSecrets"] = [{"name": "artifact-store"}]
@@ -496,10 +585,11 @@ class _SandboxNotReadyError(RuntimeError):
     """The sandbox cannot measure the figure yet."""
 
 
-async def _first_deploy(root: Path, *, layer_bytes: int, rounds: int) -> dict[str, Any]:
+async def _first_deploy(root: Path, *, layer_bytes: int, rounds: int,
+                        link_rate: int | None = None) -> dict[str, Any]:
     """`first_deploy_ratio`: the Deployment through the front over the one without, each on
     a fresh sandbox, the order alternating round by round (load on a shared machine comes
-    and goes); medians."""
+    and goes); medians. `link_rate`: both with the store behind that link."""
     runs: dict[str, list[dict[str, Any]]] = {"front": [], "direct": []}
     try:
         for n in range(rounds):
@@ -507,14 +597,16 @@ async def _first_deploy(root: Path, *, layer_bytes: int, rounds: int) -> dict[st
             for side in order:
                 runs[side].append(await _deploy(root / f"{side}-{n}",
                                                 through_front=side == "front",
-                                                layer_bytes=layer_bytes))
+                                                layer_bytes=layer_bytes, link_rate=link_rate))
                 _log(f"first deploy {'through the front' if side == 'front' else 'from the source'}"
-                     f": {runs[side][-1]['seconds']:.2f}s")
+                     f"{'' if link_rate is None else ' over the link'}: "
+                     f"{runs[side][-1]['seconds']:.2f}s")
     except (_SandboxNotReadyError, ProcessError, TimeoutError, ApiError) as exc:
         return {"ratio": None, "reason": f"{type(exc).__name__}: {str(exc)[:600]}"}
     front_s = statistics.median(r["seconds"] for r in runs["front"])
     direct_s = statistics.median(r["seconds"] for r in runs["direct"])
     return {"ratio": round(front_s / direct_s, 3),
+            "link_bytes_per_second": link_rate,
             "replicas": REPLICAS, "nodes": NODES, "image_pull_policy": "Always",
             "through_front_seconds": round(front_s, 3),
             "direct_from_source_seconds": round(direct_s, 3),
@@ -542,13 +634,18 @@ async def front(*, quick: bool = False, layer_bytes: int | None = None,
                          username="bench", log_level="warn")
         edge = Registry(root / "edge", name="edge", log_level="warn")
         nats = NatsServer(root / "nats")
+        link_rate = LINK_MiB_PER_S * MiB
         front_process: _Front | None = None
         stack = contextlib.AsyncExitStack()
         async with stack:
             for server in (store, edge, nats):
                 await server.start()
                 stack.push_async_callback(server.stop)
-            front_process = _Front(root / "front", store=store, edge=edge, nats=nats)
+            link = _Link(root / "link", store=store, rate=link_rate)
+            stack.push_async_callback(link.stop)
+            await link.start()
+            front_process = _Front(root / "front", store=store, edge=edge, nats=nats,
+                                   source_hosts=(link.host,))
             stack.push_async_callback(front_process.stop)
             await front_process.start()
             processes = _Processes(front_process.process, edge, store)
@@ -573,15 +670,32 @@ async def front(*, quick: bool = False, layer_bytes: int | None = None,
                 misses.append((f"bench/miss{n}", image))
             _log("miss images in the artifact store")
             missed = await _misses(processes, front_process, store, misses)
-        deployed: dict[str, Any] = {"ratio": None, "reason": "not asked for (deploy=False)"}
+
+            # never-seen images again, each pulled by its name behind the link
+            over_link: list[tuple[str, BuiltImage]] = []
+            for n in range(miss_rounds):
+                image = builder.build(f"bench/link{n}", layer_sizes=sizes, seed=1600 + n)
+                await push(image, dest_ref=f"{store.host}/bench/link{n}:{image.tag}",
+                           credentials=store.credentials, ca_dir=store.cert_dir)
+                over_link.append((f"bench/link{n}", image))
+            missed_over_link = await _misses_over_link(processes, front_process, store, link,
+                                                       over_link)
+        not_asked: dict[str, Any] = {"ratio": None, "reason": "not asked for (deploy=False)"}
+        deployed, deployed_over_link = not_asked, not_asked
         if deploy:
+            deploy_rounds = rounds or (1 if quick else DEPLOY_ROUNDS)
             deployed = await _first_deploy(root / "deploy", layer_bytes=layer_bytes,
-                                           rounds=rounds or (1 if quick else DEPLOY_ROUNDS))
+                                           rounds=deploy_rounds)
+            deployed_over_link = await _first_deploy(root / "deploy-link",
+                                                     layer_bytes=layer_bytes,
+                                                     rounds=deploy_rounds, link_rate=link_rate)
     figures: dict[str, float | None] = {
         "hit_ratio_to_direct": hits["ratio"],
         "miss_source_bytes_ratio": missed["source_bytes_ratio"],
         "miss_time_ratio": missed["time_ratio"],
         "first_deploy_ratio": deployed["ratio"],
+        "miss_time_ratio_over_link": missed_over_link["time_ratio"],
+        "first_deploy_ratio_over_link": deployed_over_link["ratio"],
     }
     return {
         **figures,
@@ -597,10 +711,13 @@ async def front(*, quick: bool = False, layer_bytes: int | None = None,
         "image": {"layers": LAYERS, "layer_payload_bytes": layer_bytes,
                   "blobs": len(hit.blobs), "bytes": _image_bytes(hit)},
         "rounds": {"hit": hit_rounds, "miss": miss_rounds,
-                   "deploy": len(deployed.get("through_front", []))},
+                   "deploy": len(deployed.get("through_front", [])),
+                   "deploy_over_link": len(deployed_over_link.get("through_front", []))},
         "hit": hits,
         "miss": missed,
         "first_deploy": deployed,
+        "miss_over_link": missed_over_link,
+        "first_deploy_over_link": deployed_over_link,
     }
 
 

@@ -28,14 +28,21 @@ and waits for every task it started.
 
 The sandbox's own distribution holds it (`sandbox up --flaky-link`), since a
 sandbox wheel cannot import the checkout's tests/; tests/world/faults.py
-re-exports it for the tests.
+re-exports it for the tests. `python -m clusterregistry_sandbox.faults --listen
+PORT --target HOST:PORT --faults SPEC` runs one as its own process, until
+SIGTERM or SIGINT: a bench that loads its own process with clients keeps the
+link's pacing out of that event loop.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import random
 import re
+import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -411,3 +418,37 @@ class FaultProxy:
                 self.down_timeline.append((now, self.bytes_down))
         else:
             self.bytes_up += nbytes
+
+
+async def _serve_until_stopped(proxy: FaultProxy) -> None:
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stopped.set)
+    async with proxy:
+        print(f"{proxy!r} listening", file=sys.stderr, flush=True)
+        await stopped.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m clusterregistry_sandbox.faults",
+        description="A TCP fault proxy on 127.0.0.1, forwarding to a target.")
+    parser.add_argument("--listen", type=int, default=0, help="the port (default: random)")
+    parser.add_argument("--target", required=True, help="HOST:PORT to forward to")
+    parser.add_argument("--faults", default="", help="e.g. cut=16Mi,seed=7,latency=50ms,rate=10Mi")
+    args = parser.parse_args(argv)
+    host, _, port = args.target.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error(f"--target {args.target!r}: expected HOST:PORT")
+    try:
+        faults = parse_faults(args.faults) if args.faults else Faults()
+    except ValueError as exc:
+        parser.error(f"--faults: {exc}")
+    proxy = FaultProxy(host, int(port), faults, port=args.listen, name="fault-proxy")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_until_stopped(proxy))
+
+
+if __name__ == "__main__":
+    main()

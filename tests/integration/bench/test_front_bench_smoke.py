@@ -4,6 +4,8 @@ manifest and per blob, however many clients pull at once."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench import front
@@ -11,7 +13,7 @@ from bench import front
 pytestmark = pytest.mark.integration
 
 FIGURES = ("hit_ratio_to_direct", "miss_source_bytes_ratio", "miss_time_ratio",
-           "first_deploy_ratio")
+           "first_deploy_ratio", "miss_time_ratio_over_link", "first_deploy_ratio_over_link")
 
 
 async def test_front_bench_reports_every_figure_beside_its_baseline_and_goal() -> None:
@@ -51,12 +53,31 @@ async def test_front_bench_reports_every_figure_beside_its_baseline_and_goal() -
             counted["single_pull"]["image_bytes"])
     assert result["miss_time_ratio"] == miss["time_ratio"] > 0
 
-    deployed = result["first_deploy"]
-    if result["first_deploy_ratio"] is None:
+    # behind the link (its own process): still one fetch per manifest and blob, and a direct
+    # pull over the same link as the baseline
+    over_link = result["miss_over_link"]
+    assert over_link["link_bytes_per_second"] > 0
+    assert len(over_link["front_6"]["runs"]) == len(over_link["source_direct_1"]["runs"]) == (
+        result["rounds"]["miss"])
+    assert over_link["source_bytes_ratio"] == 1.0
+    for counted in over_link["rounds"]:
+        assert counted["source_gets"] == 1 + image["blobs"]
+        assert counted["front_blob_requests"]["miss_failed"] == 0
+    assert result["miss_time_ratio_over_link"] == over_link["time_ratio"] > 0
+
+    for figure, key, rounds in (("first_deploy_ratio", "first_deploy", "deploy"),
+                                ("first_deploy_ratio_over_link", "first_deploy_over_link",
+                                 "deploy_over_link")):
+        _check_deploys(result[key], ratio=result[figure], rounds=result["rounds"][rounds])
+
+
+def _check_deploys(deployed: dict[str, Any], *, ratio: float | None,
+                   rounds: int) -> None:
+    if ratio is None:
         assert deployed["reason"]  # never a number it did not measure
     else:
         assert len(deployed["through_front"]) == len(deployed["direct_from_source"]) == (
-            result["rounds"]["deploy"]) >= 1
+            rounds) >= 1
         for through, direct in zip(deployed["through_front"], deployed["direct_from_source"],
                                    strict=True):
             assert through["pod_starts"]["pods"] == direct["pod_starts"]["pods"] == 6
@@ -68,4 +89,4 @@ async def test_front_bench_reports_every_figure_beside_its_baseline_and_goal() -
             assert through["pod_starts"]["failed_pulls"] == 0
             assert through["source_bytes_ratio"] == 1.0
             assert direct["source_bytes_ratio"] >= 1.0
-        assert result["first_deploy_ratio"] == deployed["ratio"] > 0
+        assert ratio == deployed["ratio"] > 0
