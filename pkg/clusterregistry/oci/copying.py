@@ -549,16 +549,21 @@ class _Source:
                 await self._interrupted("the body ended early")
                 continue
             self.received += len(data)
+            start = self.position
+            self.position += len(data)
+            piece: bytes | memoryview | None = None
+            if self.position > self.skip_to:
+                piece = memoryview(data)[self.skip_to - start:] if start < self.skip_to else data
+                # held as spare while the pacer waits: a read cancelled there (aiohttp cancels
+                # the body of a request it can no longer send) loses no byte it received
+                self.spare = memoryview(piece)
             pacer = self.job.pacer
             if pacer is not None:
                 await pacer.take(self.client.host, len(data))
-            start = self.position
-            self.position += len(data)
-            if self.position <= self.skip_to:
+            if piece is None:
                 continue
-            if start < self.skip_to:
-                return memoryview(data)[self.skip_to - start:]
-            return data
+            self.spare = None
+            return piece
 
     async def _open(self) -> None:
         start = self.position
@@ -821,8 +826,10 @@ class _BlobUpload:
         try:
             async for piece in self._pieces(end):
                 yield piece
-        except GeneratorExit:
-            raise  # the request ended without the rest of the body: not the body's failure
+        except (GeneratorExit, asyncio.CancelledError):
+            # the request ended without the rest of the body (closed, or cancelled by aiohttp
+            # when the destination went away): not the body's failure
+            raise
         except BaseException as exc:
             self.failure.error = exc
             raise
@@ -841,13 +848,30 @@ class _BlobUpload:
                     f"blob {self.blob.digest}: the source ended after {source.offset} of "
                     f"{size} bytes")
             final = source.offset == size
-            await self.hash.update(piece, flush=final)
-            if final:
-                await self._verify()
-            self.job.advanced(self.blob, source.offset)
-            if self.keep_tail:
-                self._keep(piece)
+            try:
+                await self.hash.update(piece, flush=final)
+                if final:
+                    await self._verify()
+            except asyncio.CancelledError:
+                # aiohttp cancels the body of a request it can no longer send (the
+                # destination cut the connection) wherever the body waits. This piece is
+                # read and hashed (or queued for the hash): keep it, so a resumed upload
+                # sends it again from the tail. The last piece, not proven yet, is instead
+                # read again from the source, hashed from the chunk's start (`_resume`
+                # finds the session's offset outside an emptied tail)
+                if final:
+                    self._forget(source.offset)
+                else:
+                    self._sent(piece)
+                raise
+            self._sent(piece)
             yield piece
+
+    def _sent(self, piece: bytes | memoryview) -> None:
+        """`piece`, read, hashed and verified, goes into the request body now."""
+        self.job.advanced(self.blob, self.source.offset)
+        if self.keep_tail:
+            self._keep(piece)
 
     async def _verify(self) -> None:
         if await self.source.extra():

@@ -192,6 +192,29 @@ async def spec_destination() -> AsyncIterator[SpecDestination]:
         await destination.stop()
 
 
+async def test_a_paced_upload_cut_while_its_body_waits_loses_no_byte(
+    secure_registry: Registry, big_image: BuiltImage, spec_destination: SpecDestination,
+    fault_proxy: StartProxy,
+) -> None:
+    """aiohttp cancels the body of a request whose connection is gone, wherever the body
+    waits. Paced, the body waits in the pacer almost all the time, with a piece already
+    received from the source: that piece must neither be lost nor count as the body's own
+    failure (a CancelledError the copy would raise), and the upload continues byte-exact."""
+    source_proxy = await fault_proxy(secure_registry.port)
+    proxy = await fault_proxy(spec_destination.port, Faults(cut_after=3 * MiB, direction="up"))
+    options = CopyOptions(chunked_threshold=4 * MiB, chunk_size=4 * MiB)
+    waits: list[float] = []
+    copier = Copier(options, pacer=Pacer(24 * MiB, on_wait=waits.append))
+    async with through(source_proxy, secure_registry) as src, \
+            RegistryClient(proxy.host, plain_http=True, actions="pull,push", retry=FAST) as dst:
+        report = await copier.copy(src, "nf/big", "1", dst, "mirror/big", tag="1")
+    assert waits and proxy.cuts >= 8
+    assert report.resumed.get("upload", 0) >= 8
+    for blob in big_image.blobs:
+        assert spec_destination.blobs[blob.digest] == big_image.read_blob(blob.digest)
+    assert spec_destination.manifests["1"] == big_image.read_blob(big_image.digest)
+
+
 async def test_a_destination_that_keeps_cut_chunks_is_continued_from_its_offset(
     secure_registry: Registry, big_image: BuiltImage, spec_destination: SpecDestination,
     fault_proxy: StartProxy,
