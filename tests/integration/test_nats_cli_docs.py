@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import msgspec
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
@@ -46,6 +47,7 @@ from clusterregistry.reconciler.statuses import Plan
 from clusterregistry.relay import translating
 from clusterregistry_sandbox.natsservers import NatsServer
 from clusterregistry_sandbox.supervising import wait_for
+from tests.world.nats import interest
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -412,7 +414,7 @@ def raw(nats_client: Client) -> Client:
 
 @pytest.mark.integration
 async def test_each_documented_message_is_json_with_its_headers_on_its_subject(
-    section: str, bus: Bus, raw: Client
+    section: str, bus: Bus, raw: Client, nats_server: NatsServer
 ) -> None:
     rows = table(section, "subject")
     assert {ticked(row[0])[0] for row in rows} == set(PUBLISHERS)
@@ -425,7 +427,16 @@ async def test_each_documented_message_is_json_with_its_headers_on_its_subject(
         await raw.flush()
         publishing = asyncio.create_task(PUBLISHERS[subject](bus))
         try:
-            msg = await sub.next_msg(timeout=10.0)
+            try:
+                msg = await sub.next_msg(timeout=10.0)
+            except nats.errors.TimeoutError as exc:
+                published = (("raised " + repr(publishing.exception())) if publishing.done()
+                             and not publishing.cancelled() and publishing.exception()
+                             else "done" if publishing.done() else "still running")
+                raise AssertionError(
+                    f"nothing on {watched} within 10 s for {subject} (its publisher: "
+                    f"{published}); the server: {await interest(nats_server, watched)}"
+                ) from exc
             # the GC run request: answer it as a GC replica would (never a JetStream
             # publish's reply inbox: an answer there races the stream's own ack)
             if msg.reply and subject == subjects.GC_RUN_REQUEST:

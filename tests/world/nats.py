@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client
@@ -64,3 +65,22 @@ async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
         yield nc.jetstream()
     finally:
         await nc.close()
+
+
+async def interest(server: NatsServer, subject: str) -> str:
+    """What the server says of `subject` and its clients (monitoring: `subsz` matching it,
+    each connection's subscriptions and message counts): for a test's failure message when
+    a core subscriber saw nothing, to tell a missing subscription from an undelivered or
+    unread message."""
+    if not server.monitor_url:
+        return "no monitoring port"
+    parts = []
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for path in (f"subsz?subs=1&test={subject}", "connz?subs=1"):
+            try:
+                async with session.get(f"{server.monitor_url}/{path}") as response:
+                    parts.append(f"{path}: {await response.text()}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                parts.append(f"{path}: {exc!r}")
+    return "\n".join(parts)

@@ -30,7 +30,7 @@ from clusterregistry.bus.following import (
 from clusterregistry.errors import PermanentError, RetryableError
 from clusterregistry_sandbox.natsservers import NatsServer
 from clusterregistry_sandbox.supervising import wait_for
-from tests.world.nats import jetstream
+from tests.world.nats import interest, jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +178,7 @@ async def test_a_refused_consumer_is_a_permanent_project_error(
 
 
 async def test_the_live_tap_sees_publishes_without_taking_work(
-        bus: Bus, js: JetStreamContext) -> None:
+        bus: Bus, js: JetStreamContext, nats_server: NatsServer) -> None:
     await js.add_stream(StreamConfig(name=WORK, subjects=["w.request"],
                                      retention=RetentionPolicy.WORK_QUEUE))
     tap = LiveTap(bus, WORK, ("w.request",))
@@ -187,7 +187,11 @@ async def test_the_live_tap_sees_publishes_without_taking_work(
     try:
         before = datetime.now(UTC)
         await js.publish("w.request", b"work", headers={"X-Note": "n"})
-        await collected.reach(1)
+        try:
+            await collected.reach(1)
+        except TimeoutError as exc:
+            raise AssertionError(
+                f"{exc}; the server: {await interest(nats_server, 'w.request')}") from exc
         [seen] = collected.messages
         assert (seen.stream, seen.subject, seen.data, seen.seq) == (
             WORK, "w.request", b"work", None)
