@@ -270,8 +270,6 @@ async def test_one_of_two_trackers_sigkilled_the_other_finishes(services: Servic
         async with aiohttp.ClientSession() as session:
             await wait_for(lambda: _ready(session, port), timeout=60,
                            description="the process tracker ready")
-            survivor = await services.start_tracker("tracker-7f9c-y3", early_loading=True,
-                                                    batch_size=4)
             expected: dict[tuple[str, str, str], list[str]] = {}
 
             async def owner_with_pods(i: int) -> None:
@@ -284,13 +282,19 @@ async def test_one_of_two_trackers_sigkilled_the_other_finishes(services: Servic
                     [f"acr.example.io/nf/app{i}:1"] + [f"acr.example.io/nf/extra{j}:1"
                                                        for j in range(4)])
 
-            # owners keep coming until the process has applied some of them (both pull
-            # from the one consumer; which gets what is up to the server)
+            # the process alone applies some owners first (with two pulling from the one
+            # consumer, which gets what is up to the server: an in-process tracker could
+            # take every message), then both pull while more come, then the process dies
             made = 0
             while await _applied_by_process(session, port) < 3:
                 assert made < 40, "the process tracker never got a message"
                 await owner_with_pods(made)
                 made += 1
+            survivor = await services.start_tracker("tracker-7f9c-y3", early_loading=True,
+                                                    batch_size=4)
+            for i in range(made, made + 3):
+                await owner_with_pods(i)
+            made += 3
         assert await killed.kill() == -9
         # from here on only the survivor runs: what the killed one held comes back to it
         # after the ack wait, and everything new is its alone
