@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from clusterregistry import references, schemas, subjects
 from clusterregistry.bus import flights, ledgers, replying
-from clusterregistry.bus.connecting import Bus, connect
+from clusterregistry.bus.connecting import Bus, connect, round_trip
 from clusterregistry.bus.fencing import Fence
 from clusterregistry.bus.keyvalues import Records
 from clusterregistry.bus.publishing import Pipeline
@@ -424,7 +424,8 @@ async def test_each_documented_message_is_json_with_its_headers_on_its_subject(
         headers = set(ticked(row[3]))
         watched = nats_sub_subject(row[4])  # `nats sub` subscribes to it as it is
         sub = await raw.subscribe(watched)
-        await raw.flush()
+        # nats-py's own flush would not prove the server has the SUB (bus.connecting)
+        await round_trip(raw)
         publishing = asyncio.create_task(PUBLISHERS[subject](bus))
         try:
             try:

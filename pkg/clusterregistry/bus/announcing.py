@@ -24,7 +24,7 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from clusterregistry.bus.connecting import Bus
+from clusterregistry.bus.connecting import Bus, round_trip
 from clusterregistry.bus.translating import translating
 from clusterregistry.errors import ClusterRegistryError
 
@@ -64,7 +64,7 @@ class Listener:
             self._subscription = await self._bus._nc.subscribe(
                 self._subject, queue=self._queue, cb=self._received)
             # a round trip: the server has the subscription before anyone is told we listen
-            await self._bus._nc.flush()
+            await round_trip(self._bus._nc)
 
     async def _received(self, msg: Msg) -> None:
         try:

@@ -55,7 +55,7 @@ class Bus:
         connection published or subscribed is in effect on the server afterwards.
         TimedOutError (a RetryableError) when no answer comes in `timeout`."""
         with translating("flushing the NATS connection"):
-            await self._nc.flush(timeout=max(1, round(timeout)))
+            await round_trip(self._nc, timeout=timeout)
 
     async def __aenter__(self) -> Bus:
         return self
@@ -82,6 +82,17 @@ class Bus:
         finally:
             if not self._nc.is_closed:
                 await self._nc.close()
+
+
+async def round_trip(nc: Client, *, timeout: float = 5.0) -> None:
+    """nats-py's `flush`, with what it does not promise: the server has seen every command
+    sent before. nats-py writes flush's PING straight to the socket, ahead of commands still
+    queued for its flusher task (a SUB just made goes through that queue), so the PONG may
+    come back before the server has the SUB, and a publish from another connection then
+    finds nobody listening (seen on a loaded machine). The queue goes to the socket first."""
+    if getattr(nc, "_flush_pending", None) is not None:  # nats-py 2.x; see bus.publishing
+        await asyncio.wait_for(nc._flush_pending(force_flush=True), timeout)
+    await nc.flush(timeout=max(1, round(timeout)))
 
 
 async def connect(

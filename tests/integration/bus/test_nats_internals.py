@@ -19,6 +19,7 @@ import pytest
 from nats.aio.client import Client
 
 from clusterregistry.bus import publishing
+from clusterregistry.bus.connecting import round_trip
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +93,59 @@ async def test_publish_still_does_what_the_direct_path_copies(client: Client) ->
     assert "self._flush_queue.empty()" in source
     assert "self._flush_pending()" in source
     assert 'self.stats["out_msgs"]' in source
+
+
+class _RecordingServer:
+    """Just enough of a NATS server for one client: INFO, a PONG for every PING, and every
+    protocol line the client sends, in the order they reached the socket."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'INFO {"server_id":"rec","version":"2.15.1","proto":1,"headers":true,'
+                     b'"max_payload":1048576}\r\n')
+        while line := await reader.readline():
+            self.lines.append(line.strip())
+            if line.startswith(b"PING"):
+                writer.write(b"PONG\r\n")
+                await writer.drain()
+        writer.close()
+
+    def after_connect(self) -> list[bytes]:
+        """What came after the handshake's CONNECT and PING."""
+        return self.lines[2:]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_flush_writes_its_ping_ahead_of_a_queued_sub_and_round_trip_does_not() -> None:
+    """Why `bus.connecting.round_trip` exists: nats-py's `flush` writes PING straight to the
+    socket while a SUB just made still waits for the flusher task, so its PONG does not
+    prove the server has the SUB. `round_trip` hands the queue to the socket first."""
+    recording = _RecordingServer()
+    port = await recording.start()
+    try:
+        nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=5,
+                                allow_reconnect=False)
+        try:
+            await nc.subscribe("order.plain")
+            await nc.flush()
+            plain = list(recording.after_connect())
+            await nc.subscribe("order.round")
+            await round_trip(nc)
+            ordered = recording.after_connect()[len(plain):]
+        finally:
+            await nc.close()
+    finally:
+        await recording.stop()
+    assert plain[:2] == [b"PING", b"SUB order.plain  1"], plain
+    assert ordered[:2] == [b"SUB order.round  2", b"PING"], ordered
