@@ -53,12 +53,31 @@ def _available() -> dict[str, EntryPoint]:
 
 
 def _load(entry: EntryPoint) -> Command:
+    return _checked(entry.name, entry.value, entry.load())
+
+
+def _builtin(name: str) -> Command:
+    """A built-in subcommand by its module path, without the entry points' metadata."""
+    import importlib  # noqa: PLC0415
+
+    value = BUILTIN[name]
+    module, _, attribute = value.partition(":")
+    return _checked(name, value, getattr(importlib.import_module(module), attribute))
+
+
+def _checked(name: str, value: str, command: object) -> Command:
     from clusterregistry.commands import Command  # noqa: PLC0415
 
-    command = entry.load()
     if not isinstance(command, Command):
-        raise TypeError(f"entry point {entry.name} = {entry.value} is not a Command")
+        raise TypeError(f"entry point {name} = {value} is not a Command")
     return command
+
+
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+         command: Command) -> None:
+    subparser = sub.add_parser(name, help=command.help)
+    command.add_arguments(subparser)
+    subparser.set_defaults(run=command.run)
 
 
 def _asked_for(argv: list[str]) -> str | None:
@@ -73,15 +92,18 @@ def _parser(argv: list[str], prog: str = "clusterregistry") -> argparse.Argument
     )
     parser.add_argument("--version", action="version", version=f"clusterregistry {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    available = _available()
     asked = _asked_for(argv)
     listing = asked is None and any(arg in ("-h", "--help") for arg in argv)
+    if asked in BUILTIN and not listing:
+        # the usual case: a distribution cannot replace a built-in, so the entry points'
+        # scan (importlib.metadata reads every installed distribution's metadata, tens of
+        # milliseconds of CPU) could not change what runs
+        _add(sub, asked, _builtin(asked))
+        return parser
+    available = _available()
     for name, entry in available.items():
         if name == asked or listing:
-            command = _load(entry)
-            subparser = sub.add_parser(name, help=command.help)
-            command.add_arguments(subparser)
-            subparser.set_defaults(run=command.run)
+            _add(sub, name, _load(entry))
         elif asked not in available:
             sub.add_parser(name)  # named in the usage and the error; not loaded
     return parser

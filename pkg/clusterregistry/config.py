@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import msgspec
-import yaml
 from croniter import croniter
 
 from clusterregistry.errors import ConfigError
@@ -425,6 +424,9 @@ def load(path: Path | str | None = None, *, env: Mapping[str, str] | None = None
     """Settings from an optional YAML file, then the environment; validated."""
     tree: dict[str, Any] = {}
     if path is not None:
+        # PyYAML only for a file: `clusterregistry copy` without --config starts without it
+        import yaml  # noqa: PLC0415
+
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:

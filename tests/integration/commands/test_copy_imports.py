@@ -20,6 +20,10 @@ pytestmark = pytest.mark.integration
 # the distributions the product never ships (the sandbox, the simulator)
 ABSENT = ("nats", "kubernetes_asyncio", "kubernetes", "clusterregistry.kube",
           "clusterregistry.bus", "clusterregistry_sandbox", "kubesim")
+# start-up a copy does not pay for: the entry points' scan of every installed distribution
+# (a built-in command cannot be replaced, so its name alone is enough) and PyYAML, which
+# only a --config file needs
+NOT_STARTED = ("importlib.metadata", "yaml")
 
 # runs the console script's `main` as the script does, then writes sys.modules where asked
 WRAPPER = """
@@ -54,8 +58,9 @@ async def test_a_real_copy_loads_no_cluster_client(
     # the copy really ran through the engine and its HTTP client...
     assert {"clusterregistry.oci.copying", "clusterregistry.oci.clients", "aiohttp"} <= set(
         modules)
-    # ...and nothing of a cluster's
+    # ...and nothing of a cluster's, nor what its start-up can do without
     assert _loaded(modules, ABSENT) == []
+    assert _loaded(modules, NOT_STARTED) == []
 
 
 async def test_copy_help_loads_not_even_the_engine(tmp_path: Path) -> None:
